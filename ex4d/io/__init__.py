@@ -1,0 +1,1 @@
+"""File formats: videos, depth files, camera files; atomic writes."""
