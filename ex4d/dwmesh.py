@@ -1,0 +1,329 @@
+"""DW-Mesh (Depth Watertight Mesh): one frame's depth map as a closed triangle mesh.
+
+Layout of a mesh built from an H×W frame
+----------------------------------------
+=========================  ==============================================  ==========================
+part                       vertices                                        faces
+=========================  ==============================================  ==========================
+pixel grid                 ``H·W``, index ``v·W + u``, unprojected          ``2·(H−1)·(W−1)``: two per
+                           along ((u−cx)/fx, (v−cy)/fy, 1)·depth            pixel quad (first all upper-
+                                                                           left, then all lower-right)
+border ring                ``2·(H+W)+4`` at the image edge (±½ px outside   ``2·(2·(H+W)+4)−8``: the
+                           the outer pixel centres) at depth ``far``        "walls" joining grid and ring
+back cap                   1 centre vertex at (0, 0, far)                  one fan triangle per ring edge
+=========================  ==============================================  ==========================
+
+Every edge is shared by exactly two faces and the winding is consistent, so
+the mesh is a closed, orientable surface (``trimesh`` calls it watertight and a
+volume). The original EX-4D instead overwrote the outermost pixel ring with
+depth 100 and added two cap faces, which leaves the border open and loses one
+pixel of content at each side; we keep every pixel at its own depth.
+
+Faces across depth discontinuities stay in the mesh (they occlude what is
+behind them) but are flagged ``occluded``: a renderer marks the pixels where
+such a face is the nearest surface as unknown. Wall and cap faces are always
+occluded. Three criteria decide the grid faces:
+
+* ``angle`` (the original's default): the face's smallest interior angle is
+  below ``min_angle_deg`` (2.5°).
+* ``boundary`` (the original's alternative): z-extent / max(x-extent, y-extent)
+  of the face is above ``boundary_ratio`` (2).
+* ``grazing`` (ours, the default): the angle between the face normal and the
+  source camera's viewing ray exceeds ``grazing_deg``; then, because depth
+  estimators blur edges into ramps several pixels wide, faces within
+  ``grow_px`` pixels of such an edge that are still steeper than
+  ``grazing_weak_deg`` are flagged too (hysteresis, as in Canny's edge
+  detector). On exact depth it behaves like ``angle``; on soft depth it removes
+  the "rubber" faces that pass the angle test.
+
+``alpha_mode="vertex"`` reproduces the original's masking: instead of
+per-face flags, every vertex of an occluded face gets alpha 0 (and colour 0),
+alpha is interpolated across faces and thresholded at 125/255 by the renderer.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from numba import njit, prange
+
+from .cameras import check_intrinsics, unproject_depth
+from .errors import Ex4dError, check
+
+__all__ = ["DWMesh", "MeshConfig", "FILTERS", "build_dwmesh", "default_far", "grid_faces", "grid_occlusion",
+           "export_ply"]
+
+FILTERS = ("grazing", "angle", "boundary")
+ALPHA_MODES = ("face", "vertex")
+
+
+@dataclass(frozen=True)
+class MeshConfig:
+    """How DW-Meshes are built (saved in config.json)."""
+
+    filter: str = "grazing"          #: occlusion criterion: grazing | angle | boundary
+    min_angle_deg: float = 2.5       #: angle filter threshold (the original's)
+    boundary_ratio: float = 2.0      #: boundary filter threshold (the original's)
+    grazing_deg: float = 86.0        #: grazing filter: strong edge threshold (degrees from the viewing ray)
+    grazing_weak_deg: float = 75.0   #: grazing filter: faces this steep next to an edge are flagged too
+    grow_px: int = 3                 #: grazing filter: how far (pixels) the flag grows along steep faces
+    alpha_mode: str = "face"         #: face (per-face flags) | vertex (the original's per-vertex alpha)
+    far_scale: float = 2.0           #: border ring and back cap at far_scale × the clip's largest depth
+
+    def __post_init__(self):
+        check(self.filter in FILTERS, f"unknown mesh filter {self.filter!r}; choose one of {', '.join(FILTERS)}")
+        check(self.alpha_mode in ALPHA_MODES,
+              f"unknown alpha mode {self.alpha_mode!r}; choose one of {', '.join(ALPHA_MODES)}")
+        check(0 < self.min_angle_deg < 60, f"min_angle_deg must be in (0, 60), got {self.min_angle_deg}")
+        check(self.boundary_ratio > 0, f"boundary_ratio must be > 0, got {self.boundary_ratio}")
+        check(0 < self.grazing_weak_deg <= self.grazing_deg < 90,
+              f"need 0 < grazing_weak_deg ≤ grazing_deg < 90, got {self.grazing_weak_deg}, {self.grazing_deg}")
+        check(self.grow_px >= 0, f"grow_px must be ≥ 0, got {self.grow_px}")
+        check(self.far_scale > 1.0, f"far_scale must be > 1 (the cap must lie behind the scene), got {self.far_scale}")
+
+
+@dataclass(frozen=True)
+class DWMesh:
+    """One frame's DW-Mesh, in the source camera's frame (= world frame of that frame).
+
+    ============  ===============  ==================================================
+    field         shape, dtype     meaning
+    ============  ===============  ==================================================
+    vertices      [V, 3] float32   OpenCV camera-space points (scene units)
+    faces         [F, 3] int32     vertex indices, consistent winding
+    colors        [V, 3] float32   RGB in [0, 1] (0 where alpha_mode="vertex" zeroes it)
+    occluded      [F] bool         True: face is geometry only, renders as unknown
+    vertex_alpha  [V] float32      only for alpha_mode="vertex", else None
+    height/width  int              source frame size; V = H·W + 2(H+W) + 5
+    far           float            depth of the border ring and back cap
+    ============  ===============  ==================================================
+    """
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    colors: np.ndarray
+    occluded: np.ndarray
+    height: int
+    width: int
+    far: float
+    vertex_alpha: np.ndarray | None = field(default=None)
+
+    @property
+    def num_grid_faces(self) -> int:
+        return 2 * (self.height - 1) * (self.width - 1)
+
+
+def default_far(depth: np.ndarray, far_scale: float = 2.0) -> float:
+    """Depth of the border ring and back cap: ``far_scale`` × the largest depth in ``depth`` (any shape)."""
+    return float(far_scale * np.max(depth))
+
+
+def _ring_order(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(i, j) indices [R] into the (H+2)×(W+2) extended grid of its boundary loop, clockwise on screen from (0, 0)."""
+    Hx, Wx = height + 2, width + 2
+    top = [(0, j) for j in range(Wx)]
+    right = [(i, Wx - 1) for i in range(1, Hx)]
+    bottom = [(Hx - 1, j) for j in range(Wx - 2, -1, -1)]
+    left = [(i, 0) for i in range(Hx - 2, 0, -1)]
+    loop = np.array(top + right + bottom + left, dtype=np.int64)
+    return loop[:, 0], loop[:, 1]
+
+
+@functools.lru_cache(maxsize=8)
+def _topology(height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Cached (faces [F,3] int32, ext_index [H+2,W+2] int64, ring_i [R], ring_j [R]) for an H×W grid."""
+    H, W = height, width
+    ext = np.empty((H + 2, W + 2), dtype=np.int64)
+    ext[1:-1, 1:-1] = np.arange(H * W).reshape(H, W)
+    ri, rj = _ring_order(H, W)
+    R = ri.size
+    ext[ri, rj] = H * W + np.arange(R)
+    center = H * W + R
+
+    def quads(rows: slice, cols: slice):
+        a = ext[:-1, :-1][rows, cols].ravel()
+        b = ext[:-1, 1:][rows, cols].ravel()
+        c = ext[1:, :-1][rows, cols].ravel()
+        d = ext[1:, 1:][rows, cols].ravel()
+        return np.stack([c, a, b], -1), np.stack([c, b, d], -1)
+
+    # Inner quads first, in the original's order (all upper-left triangles, then all lower-right ones).
+    inner_a, inner_b = quads(slice(1, H), slice(1, W))
+    # Wall quads: every extended-grid quad that touches the ring.
+    qi, qj = np.mgrid[0 : H + 1, 0 : W + 1]
+    wall = (qi == 0) | (qj == 0) | (qi == H) | (qj == W)
+    a = ext[:-1, :-1][wall]
+    b = ext[:-1, 1:][wall]
+    c = ext[1:, :-1][wall]
+    d = ext[1:, 1:][wall]
+    walls = np.concatenate([np.stack([c, a, b], -1), np.stack([c, b, d], -1)])
+    loop = ext[ri, rj]
+    cap = np.stack([np.full(R, center), np.roll(loop, -1), loop], -1)
+    faces = np.concatenate([inner_a, inner_b, walls, cap]).astype(np.int32)
+    faces = faces[:, [0, 2, 1]]  # wind so that normals point out of the enclosed volume
+    for arr in (faces, ext, ri, rj):
+        arr.setflags(write=False)
+    return faces, ext, ri, rj
+
+
+def grid_faces(height: int, width: int) -> np.ndarray:
+    """Faces [F, 3] int32 of the whole closed DW-Mesh topology for an H×W frame (cached, read-only)."""
+    return _topology(height, width)[0]
+
+
+@njit(parallel=True, cache=True)
+def _face_measures(points, kind):  # pragma: no cover - compiled
+    """Per grid face [2, H-1, W-1] float64 measure of camera-space points [H, W, 3].
+
+    kind 0: steepness (degrees between normal and viewing ray), 1: smallest
+    interior angle (degrees), 2: z-extent / max(x-, y-extent).
+    Face 0 of quad (i, j) is (c, a, b), face 1 is (c, b, d) with a=(i,j),
+    b=(i,j+1), c=(i+1,j), d=(i+1,j+1), as in the topology.
+    """
+    H, W = points.shape[0], points.shape[1]
+    out = np.empty((2, H - 1, W - 1))
+    for i in prange(H - 1):
+        for j in range(W - 1):
+            for f in range(2):
+                if f == 0:
+                    p0 = points[i + 1, j]; p1 = points[i, j]; p2 = points[i, j + 1]
+                else:
+                    p0 = points[i + 1, j]; p1 = points[i, j + 1]; p2 = points[i + 1, j + 1]
+                if kind == 0:
+                    e1x = p1[0] - p0[0]; e1y = p1[1] - p0[1]; e1z = p1[2] - p0[2]
+                    e2x = p2[0] - p0[0]; e2y = p2[1] - p0[1]; e2z = p2[2] - p0[2]
+                    nx = e1y * e2z - e1z * e2y
+                    ny = e1z * e2x - e1x * e2z
+                    nz = e1x * e2y - e1y * e2x
+                    rx = p0[0] + p1[0] + p2[0]; ry = p0[1] + p1[1] + p2[1]; rz = p0[2] + p1[2] + p2[2]
+                    nn = math.sqrt(nx * nx + ny * ny + nz * nz) * math.sqrt(rx * rx + ry * ry + rz * rz)
+                    c = abs(nx * rx + ny * ry + nz * rz) / (nn + 1e-300)
+                    out[f, i, j] = math.degrees(math.acos(min(c, 1.0)))
+                elif kind == 1:
+                    m = 180.0
+                    for k in range(3):
+                        if k == 0:
+                            p = p0; q = p1; r = p2
+                        elif k == 1:
+                            p = p1; q = p2; r = p0
+                        else:
+                            p = p2; q = p0; r = p1
+                        ax = q[0] - p[0]; ay = q[1] - p[1]; az = q[2] - p[2]
+                        bx = r[0] - p[0]; by = r[1] - p[1]; bz = r[2] - p[2]
+                        den = math.sqrt(ax * ax + ay * ay + az * az) * math.sqrt(bx * bx + by * by + bz * bz) + 1e-12
+                        c = (ax * bx + ay * by + az * bz) / den
+                        c = max(-1.0, min(1.0, c))
+                        m = min(m, math.degrees(math.acos(c)))
+                    out[f, i, j] = m
+                else:
+                    ex = max(p0[0], p1[0], p2[0]) - min(p0[0], p1[0], p2[0])
+                    ey = max(p0[1], p1[1], p2[1]) - min(p0[1], p1[1], p2[1])
+                    ez = max(p0[2], p1[2], p2[2]) - min(p0[2], p1[2], p2[2])
+                    out[f, i, j] = ez / (max(ex, ey) + 1e-8)
+    return out
+
+
+def _grow(seed: np.ndarray, allowed: np.ndarray, steps: int) -> np.ndarray:
+    """Geodesic dilation of bool [h, w] ``seed`` within ``allowed`` by ``steps`` 8-neighbour steps."""
+    out = seed.copy()
+    for _ in range(steps):
+        d = out.copy()
+        d[1:] |= out[:-1]
+        d[:-1] |= out[1:]
+        d[:, 1:] |= out[:, :-1]
+        d[:, :-1] |= out[:, 1:]
+        d[1:, 1:] |= out[:-1, :-1]
+        d[:-1, :-1] |= out[1:, 1:]
+        d[1:, :-1] |= out[:-1, 1:]
+        d[:-1, 1:] |= out[1:, :-1]
+        new = d & allowed
+        if np.array_equal(new | out, out):
+            break
+        out |= new
+    return out
+
+
+def grid_occlusion(points: np.ndarray, config: MeshConfig) -> np.ndarray:
+    """Occluded flags [2·(H−1)·(W−1)] bool of the grid faces of camera-space points [H, W, 3] float64."""
+    points = np.ascontiguousarray(points, dtype=np.float64)
+    if config.filter == "angle":
+        return (_face_measures(points, 1) < config.min_angle_deg).reshape(-1)
+    if config.filter == "boundary":
+        return (_face_measures(points, 2) > config.boundary_ratio).reshape(-1)
+    steep = _face_measures(points, 0)
+    strong_f = steep > config.grazing_deg
+    weak_f = steep > config.grazing_weak_deg
+    grown = _grow(strong_f.any(axis=0), weak_f.any(axis=0), config.grow_px)
+    return (strong_f | (grown[None] & weak_f)).reshape(-1)
+
+
+def build_dwmesh(rgb: np.ndarray, depth: np.ndarray, K: np.ndarray, far: float | None = None,
+                 config: MeshConfig | None = None) -> DWMesh:
+    """The DW-Mesh of one frame.
+
+    Args:
+        rgb: [H, W, 3] uint8 (0–255) or float in [0, 1], RGB.
+        depth: [H, W] float z-depth, finite and > 0 (scene units).
+        K: [3, 3] intrinsics in pixels of this frame.
+        far: depth of the border ring and back cap; must exceed every depth.
+            Default ``config.far_scale`` × max(depth) (pass one value for a
+            whole clip to keep the cap fixed over time).
+        config: filter and alpha options.
+    """
+    config = config or MeshConfig()
+    K = check_intrinsics(K)
+    depth = np.asarray(depth)
+    check(depth.ndim == 2, f"depth must be [H, W], got shape {depth.shape}")
+    H, W = depth.shape
+    check(H >= 2 and W >= 2, f"a DW-Mesh needs at least 2×2 pixels, got {W}×{H}")
+    rgb = np.asarray(rgb)
+    check(rgb.shape == (H, W, 3), f"rgb must be [H, W, 3] matching depth {H}×{W}, got shape {rgb.shape}")
+    if not np.all(np.isfinite(depth)) or depth.min() <= 0:
+        raise Ex4dError("depth must be finite and > 0 everywhere to build a DW-Mesh")
+    if far is None:
+        far = default_far(depth, config.far_scale)
+    check(math.isfinite(far) and far > float(depth.max()),
+          f"far={far} must exceed the largest depth {float(depth.max())}")
+
+    faces, ext, ri, rj = _topology(H, W)
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    grid = unproject_depth(depth, K)  # [H, W, 3] float64
+
+    # Ring vertices sit half a pixel outside the outer pixel centres, on the far plane.
+    u_ext = np.concatenate([[-0.5], np.arange(W, dtype=np.float64), [W - 0.5]])
+    v_ext = np.concatenate([[-0.5], np.arange(H, dtype=np.float64), [H - 0.5]])
+    ru, rv = u_ext[rj], v_ext[ri]
+    ring = np.stack([(ru - cx) / fx * far, (rv - cy) / fy * far, np.full(ru.shape, far)], -1)
+    center = np.array([[(W / 2.0 - cx) / fx * far, (H / 2.0 - cy) / fy * far, far]])
+    vertices = np.concatenate([grid.reshape(-1, 3), ring, center]).astype(np.float32)
+
+    col = rgb.astype(np.float32) / 255.0 if rgb.dtype == np.uint8 else rgb.astype(np.float32)
+    ring_col = col[np.clip(ri - 1, 0, H - 1), np.clip(rj - 1, 0, W - 1)]
+    colors = np.concatenate([col.reshape(-1, 3), ring_col, col.reshape(-1, 3).mean(0, keepdims=True)])
+
+    n_grid = 2 * (H - 1) * (W - 1)
+    occluded = np.ones(faces.shape[0], dtype=bool)
+    occluded[:n_grid] = grid_occlusion(grid, config)
+
+    alpha = None
+    if config.alpha_mode == "vertex":
+        alpha = np.ones(vertices.shape[0], dtype=np.float32)
+        alpha[faces[occluded].ravel()] = 0.0
+        colors = colors * alpha[:, None]
+    return DWMesh(vertices=vertices, faces=faces, colors=colors.astype(np.float32), occluded=occluded,
+                  height=H, width=W, far=float(far), vertex_alpha=alpha)
+
+
+def export_ply(mesh: DWMesh, path) -> None:
+    """Write the mesh as binary PLY with vertex colours (atomic)."""
+    import trimesh
+
+    from .io.atomic import atomic_path
+
+    colors = np.clip(mesh.colors * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    tm = trimesh.Trimesh(vertices=mesh.vertices, faces=mesh.faces, vertex_colors=colors, process=False)
+    with atomic_path(path, suffix=".ply") as tmp:
+        tm.export(tmp, file_type="ply")

@@ -1,0 +1,160 @@
+"""Exact z-buffered triangle rasterizer in pure PyTorch (CPU or CUDA): the reference and the GPU path.
+
+Same method and the same floating-point operations, in the same order, as
+:mod:`ex4d.render.numba_raster` (read its module docstring), so both give the
+same face id on every pixel. Differences are only in how candidate pixels are
+enumerated: here every pixel of each triangle's bounding box is a candidate
+(in chunks, so huge triangles stay bounded in memory), and the depth test is a
+``scatter_reduce(amin)`` over a 64-bit key: (inverted float32 bits of s) in the
+high word, the triangle id in the low word — nearest first, ties to the
+smaller id, deterministic.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["rasterize_torch", "setup_triangles"]
+
+EPS = 1e-5
+_CHUNK = 1 << 24  # candidate pixels per chunk
+
+
+def setup_triangles(verts: torch.Tensor, faces: torch.Tensor, K: torch.Tensor, near: float, W: int, H: int):
+    """Per-triangle coefficients [F, 9] float32 and boxes [F, 4] int64 (x0, x1, y0, y1; x1 < x0 = culled).
+
+    verts: [V, 3] float64 camera-space; faces: [F, 3] int64; K: [3, 3] float64.
+    """
+    v = verts[faces]  # [F, 3, 3]
+    x0_, y0_, z0_ = v[:, 0, 0], v[:, 0, 1], v[:, 0, 2]
+    x1_, y1_, z1_ = v[:, 1, 0], v[:, 1, 1], v[:, 1, 2]
+    x2_, y2_, z2_ = v[:, 2, 0], v[:, 2, 1], v[:, 2, 2]
+    c0x = y1_ * z2_ - z1_ * y2_
+    c0y = z1_ * x2_ - x1_ * z2_
+    c0z = x1_ * y2_ - y1_ * x2_
+    c1x = y2_ * z0_ - z2_ * y0_
+    c1y = z2_ * x0_ - x2_ * z0_
+    c1z = x2_ * y0_ - y2_ * x0_
+    c2x = y0_ * z1_ - z0_ * y1_
+    c2y = z0_ * x1_ - x0_ * z1_
+    c2z = x0_ * y1_ - y0_ * x1_
+    det = x0_ * c0x + y0_ * c0y + z0_ * c0z
+    scale = ((x0_.abs() + y0_.abs()) + z0_.abs()) * ((x1_.abs() + y1_.abs()) + z1_.abs()) \
+        * ((x2_.abs() + y2_.abs()) + z2_.abs())
+    ok = (det.abs() > 1e-12 * scale) & ~((z0_ < near) & (z1_ < near) & (z2_ < near))
+
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    inf = torch.tensor(float("inf"), dtype=verts.dtype, device=verts.device)
+    umin = inf.expand_as(det).clone()
+    umax = -umin
+    vmin = umin.clone()
+    vmax = -umin
+    for k in range(3):
+        p = v[:, k]
+        q = v[:, (k + 1) % 3]
+        front = p[:, 2] >= near
+        u = fx * p[:, 0] / p[:, 2] + cx
+        w = fy * p[:, 1] / p[:, 2] + cy
+        umin = torch.where(front, torch.minimum(umin, u), umin)
+        umax = torch.where(front, torch.maximum(umax, u), umax)
+        vmin = torch.where(front, torch.minimum(vmin, w), vmin)
+        vmax = torch.where(front, torch.maximum(vmax, w), vmax)
+        cross = (p[:, 2] - near) * (q[:, 2] - near) < 0.0
+        t = (near - p[:, 2]) / (q[:, 2] - p[:, 2])
+        ix = p[:, 0] + t * (q[:, 0] - p[:, 0])
+        iy = p[:, 1] + t * (q[:, 1] - p[:, 1])
+        u = fx * ix / near + cx
+        w = fy * iy / near + cy
+        umin = torch.where(cross, torch.minimum(umin, u), umin)
+        umax = torch.where(cross, torch.maximum(umax, u), umax)
+        vmin = torch.where(cross, torch.minimum(vmin, w), vmin)
+        vmax = torch.where(cross, torch.maximum(vmax, w), vmax)
+    ok &= (umax >= -1.0) & (vmax >= -1.0) & (umin <= W) & (vmin <= H)
+    big = 1 << 30
+    bx0 = (torch.floor(umin.clamp(-big, big)).long() - 1).clamp(min=0)
+    bx1 = (torch.ceil(umax.clamp(-big, big)).long() + 1).clamp(max=W - 1)
+    by0 = (torch.floor(vmin.clamp(-big, big)).long() - 1).clamp(min=0)
+    by1 = (torch.ceil(vmax.clamp(-big, big)).long() + 1).clamp(max=H - 1)
+    ok &= (bx1 >= bx0) & (by1 >= by0)
+
+    rx = (bx0.to(verts.dtype) - cx) / fx
+    ry = (by0.to(verts.dtype) - cy) / fy
+    inv = 1.0 / det
+    coef = torch.stack([
+        c0x / fx * inv, c1x / fx * inv, c2x / fx * inv,
+        c0y / fy * inv, c1y / fy * inv, c2y / fy * inv,
+        (c0x * rx + c0y * ry + c0z) * inv, (c1x * rx + c1y * ry + c1z) * inv, (c2x * rx + c2y * ry + c2z) * inv,
+    ], dim=1)
+    coef = torch.where(ok[:, None], coef, torch.zeros_like(coef)).to(torch.float32)
+    box = torch.stack([bx0, bx1, by0, by1], dim=1)
+    box = torch.where(ok[:, None], box, torch.tensor([0, -1, 0, -1], device=box.device))
+    return coef, box
+
+
+def _eval(coef: torch.Tensor, du: torch.Tensor, dv: torch.Tensor):
+    """(l0, l1, l2, s) float32 for candidates with coefficients [N, 9] at offsets du, dv [N] float32."""
+    l0 = (coef[:, 0] * du + coef[:, 3] * dv) + coef[:, 6]
+    l1 = (coef[:, 1] * du + coef[:, 4] * dv) + coef[:, 7]
+    l2 = (coef[:, 2] * du + coef[:, 5] * dv) + coef[:, 8]
+    return l0, l1, l2, (l0 + l1) + l2
+
+
+def rasterize_torch(verts_cam: torch.Tensor, faces: torch.Tensor, K: torch.Tensor, height: int, width: int,
+                    near: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rasterize camera-space triangles; returns (face_id [H,W] int32, inv_depth [H,W] float32, bary [H,W,3] float32).
+
+    Same contract as :func:`ex4d.render.numba_raster.rasterize_numba`; tensors
+    stay on the device of ``verts_cam``. verts_cam: [V, 3] (cast to float64),
+    faces: [F, 3] integer, K: [3, 3].
+    """
+    dev = verts_cam.device
+    verts = verts_cam.to(torch.float64)
+    faces = faces.to(device=dev, dtype=torch.int64)
+    K = torch.as_tensor(K, dtype=torch.float64, device=dev)
+    H, W = int(height), int(width)
+    coef, box = setup_triangles(verts, faces, K, float(near), W, H)
+    inv_near = torch.tensor(1.0, dtype=torch.float32) / torch.tensor(near, dtype=torch.float32)
+    inv_near = inv_near.to(dev)
+
+    live = torch.nonzero(box[:, 1] >= box[:, 0]).squeeze(1)
+    bw = box[live, 1] - box[live, 0] + 1
+    sizes = bw * (box[live, 3] - box[live, 2] + 1)
+    keys = torch.full((H * W,), torch.iinfo(torch.int64).max, dtype=torch.int64, device=dev)
+    csum = torch.cumsum(sizes, 0)
+    start = 0
+    while start < live.numel():
+        # Largest run of triangles whose candidates fit in one chunk (at least one triangle).
+        base = csum[start - 1] if start > 0 else torch.zeros((), dtype=torch.int64, device=dev)
+        end = int(torch.searchsorted(csum, base + _CHUNK, right=True).item())
+        end = max(end, start + 1)
+        ids = live[start:end]
+        sz = sizes[start:end]
+        tri = torch.repeat_interleave(torch.arange(ids.numel(), device=dev), sz)
+        first = torch.cumsum(sz, 0) - sz
+        off = torch.arange(tri.numel(), device=dev) - first[tri]
+        w = bw[start:end][tri]
+        du_i = off % w
+        dv_i = torch.div(off, w, rounding_mode="floor")
+        f = ids[tri]
+        c = coef[f]
+        l0, l1, l2, s = _eval(c, du_i.to(torch.float32), dv_i.to(torch.float32))
+        tol = s * torch.tensor(EPS, dtype=torch.float32, device=dev)
+        hit = (s > 0) & (s <= inv_near) & (l0 >= -tol) & (l1 >= -tol) & (l2 >= -tol)
+        pix = (box[f, 2] + dv_i) * W + (box[f, 0] + du_i)
+        sbits = s.view(torch.int32).to(torch.int64)
+        key = ((0x7F800000 - sbits) << 32) | f
+        keys.scatter_reduce_(0, pix[hit], key[hit], reduce="amin")
+        start = end
+
+    found = keys != torch.iinfo(torch.int64).max
+    face_id = torch.where(found, keys & 0xFFFFFFFF, torch.full_like(keys, -1)).to(torch.int32)
+    idx = torch.nonzero(found).squeeze(1)
+    fid = face_id[idx].long()
+    u = idx % W
+    v = torch.div(idx, W, rounding_mode="floor")
+    l0, l1, l2, s = _eval(coef[fid], (u - box[fid, 0]).to(torch.float32), (v - box[fid, 2]).to(torch.float32))
+    inv_depth = torch.zeros(H * W, dtype=torch.float32, device=dev)
+    inv_depth[idx] = s
+    bary = torch.zeros(H * W, 3, dtype=torch.float32, device=dev)
+    bary[idx] = torch.stack([l0 / s, l1 / s, l2 / s], dim=1)
+    return face_id.view(H, W), inv_depth.view(H, W), bary.view(H, W, 3)
