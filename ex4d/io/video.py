@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import cv2
 import numpy as np
@@ -57,6 +57,7 @@ DEFAULT_FOLDER_FPS = 24.0
 #: Luma above this is "known" when a mask is read back (robust to codec noise).
 MASK_THRESHOLD = 127
 _WRITE_SUFFIXES = (".mp4", ".mov", ".mkv")
+_BT601, _LIMITED_RANGE = 6, 1  # AVCOL_SPC_SMPTE170M, AVCOL_RANGE_MPEG
 
 
 @dataclass(frozen=True)
@@ -293,16 +294,22 @@ def probe_video(path: str | os.PathLike) -> tuple[int, float, int, int]:
     return count, fps, w, h
 
 
-def _iter_video(path: Path, start: int, stride: int, num_frames: int | None, fmt: str):
-    """Decode ``path``; return (list of (index, [H, W, C] uint8 in ``fmt``), fps, total, rotation-aware size).
+def _iter_video(path: Path, start: int, stride: int, num_frames: int | None, fmt: str,
+                sizer: Callable[[int, int], tuple[int, int]] | None = None):
+    """Decode the selected frames of ``path``.
 
-    Stops decoding as soon as ``num_frames`` frames are selected; ``total``
-    is then the container's frame count (or -1 if it has none), and the
-    number of decoded frames if the end was reached.
+    Returns (list of (index, [H, W(, C)] uint8 in ``fmt``), fps, total, (W, H)
+    displayed source size). Each selected frame is rotated upright and, if
+    ``sizer`` maps the source (W, H) to an output (W, H), resized at once, so
+    long or large clips never sit in memory at full size. Decoding stops as
+    soon as ``num_frames`` frames are selected; ``total`` is then the
+    container's frame count (-1 if it stores none), and the number of decoded
+    frames when the end was reached.
     """
     container, stream = _open(path)
     picked: list[tuple[int, np.ndarray]] = []
-    size = None
+    size = out_size = None
+    rotation = 0.0
     with container:
         header_total = int(stream.frames or 0)
         fps = _stream_fps(stream)
@@ -313,8 +320,10 @@ def _iter_video(path: Path, start: int, stride: int, num_frames: int | None, fmt
             if size is None:
                 rotation = frame.rotation
                 size = (frame.height, frame.width) if int(round(rotation / 90.0)) % 2 else (frame.width, frame.height)
+                out_size = sizer(*size) if sizer is not None else size
             if index >= start and (index - start) % stride == 0:
-                picked.append((index, _rotate(frame.to_ndarray(format=fmt), rotation)))
+                image = _rotate(frame.to_ndarray(format=fmt), rotation)
+                picked.append((index, _resize(image, *out_size)))
                 if num_frames is not None and len(picked) == num_frames:
                     reached_end = False
                     break
@@ -348,7 +357,8 @@ def read_video(path: str | os.PathLike, num_frames: int | None = 49, start: int 
     check(isinstance(multiple, (int, np.integer)) and multiple >= 1, f"multiple must be an integer >= 1, got {multiple!r}")
     check(isinstance(max_res, (int, np.integer)) and max_res >= multiple,
           f"max_res must be an integer >= multiple ({multiple}), got {max_res!r}")
-    check(fps is None or (math.isfinite(fps) and fps > 0), f"fps must be a positive number, got {fps!r}")
+    check(fps is None or (isinstance(fps, (int, float, np.integer, np.floating)) and math.isfinite(fps) and fps > 0),
+          f"fps must be a positive number, got {fps!r}")
     _check_exists(path)
 
     if path.is_dir():
@@ -357,22 +367,23 @@ def read_video(path: str | os.PathLike, num_frames: int | None = 49, start: int 
         stop = total if wanted is None else min(total, start + wanted * stride)
         chosen = list(range(start, stop, stride))
         _check_enough(len(chosen), wanted, total, start, stride, allow_short, str(path))
-        images = []
+        picked = []
         for i in chosen:
             image = _read_image(files[i])
-            if images and image.shape != images[0].shape:
+            if not picked:
+                h0, w0 = image.shape[:2]
+                out_w, out_h = output_size(w0, h0, max_res, multiple)
+            elif image.shape[:2] != (h0, w0):
                 raise Ex4dError(f"{files[i]} is {image.shape[1]}x{image.shape[0]} but {files[chosen[0]]} is "
-                                f"{images[0].shape[1]}x{images[0].shape[0]}; all images in a folder must have one size")
-            images.append(image)
-        picked = list(zip(chosen, images))
+                                f"{w0}x{h0}; all images in a folder must have one size")
+            picked.append((i, _resize(image, out_w, out_h)))
         source_fps = DEFAULT_FOLDER_FPS
-        w0, h0 = images[0].shape[1], images[0].shape[0]
     else:
-        picked, source_fps, total, (w0, h0) = _iter_video(path, start, stride, wanted, "rgb24")
+        sizer = lambda w, h: output_size(w, h, max_res, multiple)  # noqa: E731
+        picked, source_fps, total, (w0, h0) = _iter_video(path, start, stride, wanted, "rgb24", sizer)
         _check_enough(len(picked), wanted, total, start, stride, allow_short, str(path))
 
-    out_w, out_h = output_size(w0, h0, max_res, multiple)
-    frames = np.stack([_resize(image, out_w, out_h) for _, image in picked])
+    frames = np.stack([image for _, image in picked])
     indices = np.array([i for i, _ in picked], dtype=np.int64)
     return Frames(frames=frames, fps=float(fps if fps is not None else source_fps), source=str(path),
                   indices=indices, source_size=(int(w0), int(h0)), total_frames=int(total))
@@ -495,6 +506,11 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, crf: in
                 stream = container.add_stream("libx264", rate=rate, options={"crf": str(int(crf))})
                 stream.pix_fmt = "yuv420p"
             stream.width, stream.height = width, height
+            if not lossless:
+                # Tag the matrix that the RGB→YUV conversion uses (BT.601, limited range), so players
+                # do not guess BT.709 for HD sizes and shift the colours.
+                stream.codec_context.colorspace = _BT601
+                stream.codec_context.color_range = _LIMITED_RANGE
             for frame in frames:
                 if lossless and gray:
                     frame = np.repeat(frame[:, :, None], 3, axis=2)
