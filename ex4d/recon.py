@@ -56,7 +56,8 @@ class ReconResult:
     =======  ===================  =====================================================
     color    [T, H, W, 3] uint8   novel-view RGB, 0 where unknown
     mask     [T, H, W] bool       True = known (rendered from a valid DW-Mesh face)
-    depth    [T, H, W] float32    z-depth of the nearest surface in the new view (inf: none)
+    depth    [T, H, W] float32    z-depth of the nearest scene surface in the new view
+                                  (inf: none, or the DW-Meshes' border walls / back cap)
     w2c      [T, 4, 4] float64    OpenCV world-to-camera of each output frame
     K        [T, 3, 3] float64    intrinsics of each output frame
     far      float                depth of the DW-Meshes' border ring and back cap
@@ -153,6 +154,7 @@ def render_novel_views(frames: np.ndarray, depth: np.ndarray, K: np.ndarray, w2c
         t_render += time.perf_counter() - t1
         color[t] = np.clip(r.color * 255.0 + 0.5, 0, 255).astype(np.uint8)
         mask[t] = r.mask
-        out_depth[t] = r.depth
+        # Depth of scene surfaces only: the border walls and back cap are not part of the scene.
+        out_depth[t] = np.where(r.face_id < mesh.num_grid_faces, r.depth, np.inf)
     return ReconResult(color=color, mask=mask, depth=out_depth, w2c=np.array(w2c), K=np.array(K_out), far=far,
                        timings={"mesh_s": t_mesh, "render_s": t_render, "backend": backend})

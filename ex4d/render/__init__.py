@@ -107,7 +107,7 @@ def render_mesh(mesh: DWMesh, K: np.ndarray, w2c: np.ndarray, height: int | None
         dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
         v = torch.from_numpy(mesh.vertices).to(dev, torch.float64)
         verts = _transform(torch, v, torch.from_numpy(w2c).to(dev))
-        fid, inv_depth, bary = rasterize_torch(verts, torch.from_numpy(mesh.faces).to(dev), torch.from_numpy(K).to(dev),
+        fid, inv_depth, bary = rasterize_torch(verts, torch.tensor(mesh.faces, device=dev), torch.from_numpy(K).to(dev),
                                                H, W, near)
         face_id, inv_depth, bary = fid.cpu().numpy(), inv_depth.cpu().numpy(), bary.cpu().numpy()
     with np.errstate(divide="ignore"):

@@ -1,0 +1,275 @@
+"""Command line: ``ex4d recon | run | example | generate | depth``. A thin layer over the library.
+
+User errors (:class:`ex4d.errors.Ex4dError`) are printed as one line and exit
+with status 2; Ctrl-C exits with 130 and keeps every finished stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import Ex4dError
+
+__all__ = ["main", "build_parser"]
+
+S = argparse.SUPPRESS
+
+
+def _trajectory_help() -> str:
+    from .trajectory import PRESETS
+
+    lines = [f"  {name:11s} {text}" for name, text in PRESETS.items()]
+    return ("camera path: a preset, a keyframe .json, or a camera file (cameras.json / the original's .npz).\n"
+            "presets:\n" + "\n".join(lines))
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    """Flags shared by recon and run. Defaults live in RunConfig; flags left out keep them (or --config's)."""
+    p.add_argument("video", nargs="?", default=S, help="input video (mp4/mov/webm/mkv/gif) or a folder of images")
+    p.add_argument("--example", action="store_true", default=S,
+                   help="use the bundled example scene (exact depth, nothing to download)")
+    p.add_argument("--example-size", type=int, default=S, help="example frame size in pixels (default 512)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--config", help="re-run with the parameters of a previous run's config.json "
+                                    "(flags given here override it)")
+    p.add_argument("--overwrite", action="store_true", help="replace an output folder that holds another run "
+                                                            "(unchanged stages are still reused)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+    g = p.add_argument_group("frames")
+    g.add_argument("--num-frames", type=int, default=S, help="frames to take (default 49; 0 = all)")
+    g.add_argument("--start", type=int, default=S, help="first frame index (default 0)")
+    g.add_argument("--stride", type=int, default=S, help="take every n-th frame (default 1)")
+    g.add_argument("--max-res", type=int, default=S, help="longer side at most this many pixels (default 1024); "
+                                                          "sides are rounded to multiples of 16")
+    g.add_argument("--allow-short", action="store_true", default=S,
+                   help="take what there is when the video has fewer frames than asked")
+
+    g = p.add_argument_group("depth")
+    g.add_argument("--depth", default=S, help="depth file: .npz (DepthCrafter 'depth', Video-Depth-Anything "
+                                              "'depths'), .npy, or a folder of 16-bit PNGs")
+    g.add_argument("--depth-kind", choices=["depth", "disparity", "depthcrafter"], default=S,
+                   help="what the file holds: z-depth, relative disparity (normalised, then mapped as the original), "
+                        "or DepthCrafter's normalised disparity with the original's exact mapping "
+                        "(default: depthcrafter for key 'depth', disparity for 'depths', depth otherwise)")
+    g.add_argument("--depth-key", default=S, help="array name inside an .npz")
+    g.add_argument("--depth-scale", type=float, default=S, help="multiply the depth by this (e.g. 0.001 for mm PNGs)")
+    g.add_argument("--depth-model", default=S, help="estimate depth with a model (depthcrafter, depth-anything-v2)")
+    g.add_argument("--depth-weights", default=S, help="local folder with the depth model's weights")
+
+    g = p.add_argument_group("intrinsics (default: f = 500 px at 512 px, i.e. ≈54° across the longer side)")
+    g.add_argument("--fov", type=float, default=S, help="field of view across the longer side, degrees")
+    g.add_argument("--focal", type=float, default=S, help="focal length in pixels of the processed frames")
+    g.add_argument("--intrinsics", default=S, help="camera file (cameras.json / .npz) to take K from")
+
+    g = p.add_argument_group("camera path")
+    g.add_argument("--trajectory", "--cam", default=S, metavar="SPEC", help=_trajectory_help())
+    for name, kind, text in [("yaw", float, "degrees in [-90, 90], + moves right"),
+                             ("pitch", float, "degrees in [-90, 90], + moves up"),
+                             ("dolly", float, "fraction of the pivot distance, + pushes in"),
+                             ("zoom", float, "focal length multiplier"),
+                             ("pivot-depth", float, "depth of the orbit's pivot point (scene units)"),
+                             ("ease", str, "smoothstep | smootherstep | linear"),
+                             ("radius", float, "ex4d-* presets: override r"),
+                             ("rounds", float, "ex4d-* presets: override the sweep multiplier")]:
+        g.add_argument(f"--{name}", type=kind, default=S, help=text)
+
+    g = p.add_argument_group("DW-Mesh and rendering")
+    g.add_argument("--filter", choices=["grazing", "angle", "boundary"], default=S,
+                   help="which faces count as occluded: grazing (ours, robust on estimated depth; default), "
+                        "angle (the original's default: smallest angle < 2.5°), boundary (the original's alternative)")
+    g.add_argument("--min-angle", type=float, default=S, help="angle filter threshold in degrees (2.5)")
+    g.add_argument("--grazing", type=float, default=S, help="grazing filter threshold in degrees (86)")
+    g.add_argument("--alpha-mode", choices=["face", "vertex"], default=S,
+                   help="face: per-face flags (default); vertex: the original's per-vertex alpha, thresholded at 125")
+    g.add_argument("--backend", choices=["numba", "torch"], default=S,
+                   help="rasterizer (default: torch on a CUDA GPU, else numba)")
+
+    g = p.add_argument_group("outputs")
+    g.add_argument("--png", action="store_true", default=S, help="also write lossless frames color/*.png, mask/*.png")
+    g.add_argument("--save-mesh", action="store_true", default=S, help="also write each frame's DW-Mesh as PLY")
+    g.add_argument("--crf", type=int, default=S, help="H.264 quality of the mp4 outputs (0–51, lower is better; 18)")
+
+
+def _add_fill(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("fill")
+    g.add_argument("--fill", choices=["classical", "ex4d", "none"], default=S,
+                   help="classical: no weights, preview quality (default); ex4d: the EX-4D diffusion adapter "
+                        "(needs --wan and --adapter); none: stop after the render")
+    g.add_argument("--fill-window", type=int, default=S, help="classical: farthest frame offset to borrow from (16)")
+    g.add_argument("--wan", default=S, help="ex4d: local Wan2.1-I2V-14B-480P folder (diffusers layout)")
+    g.add_argument("--adapter", default=S, help="ex4d: EX-4D adapter (ex4d.ckpt or our .safetensors)")
+    g.add_argument("--memory", choices=["full", "balanced", "low"], default=S,
+                   help="ex4d: GPU memory mode (full ≈ the whole model on the GPU; balanced/low offload)")
+    g.add_argument("--steps", type=int, default=S, help="ex4d: denoising steps (25)")
+    g.add_argument("--prompt", default=S, help="ex4d: text prompt (default: the original's)")
+    g.add_argument("--seed", type=int, default=S, help="random seed (default 0)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ex4d", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Camera-controllable 4D video from one monocular video (EX-4D reimplementation).",
+        epilog="examples:\n"
+               "  ex4d run --example --out out/                       # the bundled example, end to end\n"
+               "  ex4d recon input.mp4 --depth depth.npz --trajectory ex4d-90 --out out/\n"
+               "  ex4d run input.mp4 --depth depth.npz --trajectory orbit --yaw 60 --out out/\n")
+    parser.add_argument("--version", action="version", version=f"ex4d {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    fmt = argparse.RawTextHelpFormatter
+    p = sub.add_parser("recon", formatter_class=fmt, help="video + depth → novel-view color.mp4 and mask.mp4",
+                       description="Build each frame's DW-Mesh and render it along a new camera path: writes "
+                                   "color.mp4, mask.mp4 (255 = known), cameras.json, cameras_ex4d.npz, config.json.")
+    _add_common(p)
+    p.set_defaults(func=_cmd_recon)
+
+    p = sub.add_parser("run", formatter_class=fmt, help="the whole job: recon, then fill the unknown regions",
+                       description="recon, then complete the masked video: writes output.mp4 and preview.mp4 "
+                                   "(input | render with unknown in magenta | output) beside the recon outputs. "
+                                   "Re-running the same command reuses finished stages.")
+    _add_common(p)
+    _add_fill(p)
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("example", help="write the bundled example scene as a video and an exact depth file")
+    p.add_argument("--out", required=True, help="folder for input.mp4 and depth.npz")
+    p.add_argument("--num-frames", type=int, default=49)
+    p.add_argument("--size", type=int, default=512)
+    p.set_defaults(func=_cmd_example)
+
+    for module in ("ex4d.diffusion.cli", "ex4d.depth.cli"):
+        try:
+            mod = __import__(module, fromlist=["register"])
+        except ImportError:
+            continue
+        mod.register(sub)
+    return parser
+
+
+def _run_config(args: argparse.Namespace, with_fill: bool):
+    """RunConfig from defaults ← --config file ← flags given on the command line."""
+    from .dwmesh import MeshConfig
+    from .pipeline import RunConfig
+    from .recon import ReconConfig
+
+    base: dict = {}
+    if args.config:
+        try:
+            base = json.loads(Path(args.config).read_text())["run"]
+        except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+            raise Ex4dError(f"--config {args.config}: not a readable ex4d config.json ({e})")
+    a = vars(args)
+    direct = {"video": "video", "example": "example", "example_size": "example_size", "num_frames": "num_frames",
+              "start": "start", "stride": "stride", "max_res": "max_res", "allow_short": "allow_short",
+              "depth": "depth", "depth_kind": "depth_kind", "depth_key": "depth_key", "depth_scale": "depth_scale",
+              "depth_model": "depth_model", "depth_weights": "depth_weights", "fov": "fov", "focal": "focal",
+              "intrinsics": "intrinsics", "trajectory": "trajectory", "png": "png", "save_mesh": "save_mesh",
+              "crf": "crf", "fill": "fill", "seed": "seed"}
+    d = dict(base)
+    for flag, key in direct.items():
+        if flag in a:
+            d[key] = a[flag]
+    if d.get("num_frames") == 0:
+        d["num_frames"] = None
+    if d.get("video"):
+        d["video"] = str(Path(d["video"]).resolve())
+        d.pop("example", None)
+        if "example" not in a:
+            d["example"] = False
+    for k in ("depth", "intrinsics"):
+        if d.get(k):
+            d[k] = str(Path(d[k]).resolve())
+    topts = dict(d.get("trajectory_options", {}))
+    if "trajectory" in a and base.get("trajectory") != a["trajectory"]:
+        topts = {}
+    for name in ("yaw", "pitch", "dolly", "zoom", "pivot_depth", "ease", "radius", "rounds"):
+        if name in a:
+            topts[name] = a[name]
+    d["trajectory_options"] = topts
+    if d.get("trajectory") and Path(d["trajectory"]).exists():
+        d["trajectory"] = str(Path(d["trajectory"]).resolve())
+
+    recon = dict(base.get("recon", {}))
+    mesh = dict(recon.get("mesh", {}))
+    for flag, key in (("filter", "filter"), ("min_angle", "min_angle_deg"), ("grazing", "grazing_deg"),
+                      ("alpha_mode", "alpha_mode")):
+        if flag in a:
+            mesh[key] = a[flag]
+    if "backend" in a:
+        recon["backend"] = a["backend"]
+    recon["mesh"] = mesh
+    d["recon"] = ReconConfig.from_dict(recon)
+    MeshConfig(**mesh)  # validate early
+
+    fopts = dict(d.get("fill_options", {}))
+    if with_fill:
+        if "fill" in a and base.get("fill") != a["fill"]:
+            fopts = {}
+        if "fill_window" in a:
+            fopts["window"] = a["fill_window"]
+        for k in ("wan", "adapter"):
+            if k in a:
+                fopts[k] = str(Path(a[k]).resolve())
+        for k in ("memory", "steps", "prompt"):
+            if k in a:
+                fopts[k] = a[k]
+    d["fill_options"] = fopts
+    return RunConfig.from_dict({k: (v.to_dict() if k == "recon" else v) for k, v in d.items()})
+
+
+def _cmd_recon(args) -> int:
+    from .pipeline import run_pipeline
+
+    summary = run_pipeline(_run_config(args, with_fill=False), args.out, overwrite=args.overwrite, fill=False,
+                           progress=not args.quiet)
+    print(summary.line())
+    return 0
+
+
+def _cmd_run(args) -> int:
+    from .pipeline import run_pipeline
+
+    summary = run_pipeline(_run_config(args, with_fill=True), args.out, overwrite=args.overwrite, fill=True,
+                           progress=not args.quiet)
+    print(summary.line())
+    return 0
+
+
+def _cmd_example(args) -> int:
+    from .example import make_example
+    from .io.depth import save_depth_npz
+    from .io.video import write_video
+
+    scene = make_example(args.num_frames, args.size, args.size)
+    out = Path(args.out)
+    write_video(out / "input.mp4", scene.frames, scene.fps)
+    save_depth_npz(out / "depth.npz", scene.depth)
+    print(f"wrote {out / 'input.mp4'} and {out / 'depth.npz'} ({args.num_frames} frames, {args.size}×{args.size}, "
+          "exact z-depth; use --depth-kind depth)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except Ex4dError as e:
+        print(f"ex4d {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\nex4d {args.command}: interrupted; finished stages are kept, re-run the same command to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""The classical fill: complete the novel-view video from what the video itself shows (no weights).
+
+Honest preview quality, not a generative model. Three passes per output frame t:
+
+1. **Temporal reprojection.** Other frames s see parts of the scene that frame
+   t's source view does not (a moving object uncovers the background behind
+   it). Frame s's DW-Mesh is rendered with camera t; an unknown pixel of t
+   takes its colour where that render is known, nearest frames first
+   (offsets ±1, ±2, ±4, … up to ``window``). A candidate must not lie in front
+   of frame t's own occluding surface there (that would paste a foreground
+   object that has moved into the hole), unless t sees no scene surface there
+   at all (outside the source frustum).
+2. **Spatial inpainting** of what no frame saw: OpenCV's Telea inpainting.
+3. **Temporal smoothing** of the inpainted pixels only (a forward–backward
+   exponential filter over frames, where consecutive frames are both
+   inpainted), so the invented content does not flicker.
+
+Known pixels of the render are never changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ..errors import check
+
+__all__ = ["ClassicalFillConfig", "classical_fill", "frame_offsets"]
+
+
+@dataclass(frozen=True)
+class ClassicalFillConfig:
+    """Options of the classical fill (saved in config.json)."""
+
+    window: int = 16              #: farthest frame offset used for temporal reprojection (0 disables it)
+    depth_tolerance: float = 0.02  #: a candidate may be this much (relative) in front of t's surface
+    inpaint_radius: int = 5       #: OpenCV inpainting radius in pixels
+    smooth: float = 0.6           #: temporal smoothing weight of the neighbour frame for inpainted pixels (0–1)
+
+    def __post_init__(self):
+        check(self.window >= 0, f"fill window must be ≥ 0 frames, got {self.window}")
+        check(0 <= self.depth_tolerance < 1, f"depth tolerance must be in [0, 1), got {self.depth_tolerance}")
+        check(self.inpaint_radius >= 1, f"inpaint radius must be ≥ 1 px, got {self.inpaint_radius}")
+        check(0 <= self.smooth < 1, f"smooth must be in [0, 1), got {self.smooth}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def frame_offsets(window: int) -> list[int]:
+    """Offsets +1, −1, +2, −2, +4, −4, … with |offset| ≤ window (nearest frames first)."""
+    out, k = [], 1
+    while k <= window:
+        out += [k, -k]
+        k *= 2
+    return out
+
+
+def _inpaint(color: np.ndarray, hole: np.ndarray, radius: int) -> np.ndarray:
+    """Telea inpainting of uint8 [H, W, 3] ``color`` where bool [H, W] ``hole``."""
+    import cv2
+
+    if not hole.any():
+        return color
+    if hole.all():
+        return np.full_like(color, 127)
+    return cv2.inpaint(color, hole.astype(np.uint8) * 255, radius, cv2.INPAINT_TELEA)
+
+
+def _smooth(out: np.ndarray, inpainted: np.ndarray, weight: float) -> np.ndarray:
+    """Forward–backward exponential filter over time of ``out`` [T,H,W,3] on pixels inpainted in both frames."""
+    if weight <= 0 or out.shape[0] < 2:
+        return out
+    x = out.astype(np.float32)
+    for order in (range(1, x.shape[0]), range(x.shape[0] - 2, -1, -1)):
+        for t in order:
+            prev = t - 1 if order.step == 1 else t + 1
+            both = inpainted[t] & inpainted[prev]
+            x[t][both] = (1 - weight) * x[t][both] + weight * x[prev][both]
+    return np.clip(x + 0.5, 0, 255).astype(np.uint8)
+
+
+def classical_fill(color: np.ndarray, mask: np.ndarray, view_depth: np.ndarray | None = None,
+                   frames: np.ndarray | None = None, depth: np.ndarray | None = None, K: np.ndarray | None = None,
+                   w2c: np.ndarray | None = None, K_out: np.ndarray | None = None, recon_config=None,
+                   config: ClassicalFillConfig | None = None, progress: bool = True) -> np.ndarray:
+    """Completed video [T, H, W, 3] uint8 that equals ``color`` wherever ``mask`` is True.
+
+    Args:
+        color: [T, H, W, 3] uint8 novel-view render (0 where unknown).
+        mask: [T, H, W] bool, True = known.
+        view_depth: [T, H, W] float32 depth of each render's nearest scene surface (inf: none).
+        frames, depth, K: the source frames [T,H,W,3] uint8, their z-depth [T,H,W] and intrinsics [3,3].
+        w2c, K_out: the output cameras [T,4,4] and intrinsics [T,3,3].
+        recon_config: the ReconConfig used for the render (meshes are rebuilt the same way).
+        Temporal reprojection runs only when all of view_depth … K_out are given.
+    """
+    config = config or ClassicalFillConfig()
+    check(color.ndim == 4 and color.shape[-1] == 3 and color.dtype == np.uint8,
+          f"color must be [T, H, W, 3] uint8, got {color.shape} {color.dtype}")
+    check(mask.shape == color.shape[:3], f"mask must be [T, H, W] = {list(color.shape[:3])}, got {list(mask.shape)}")
+    T = color.shape[0]
+    out = color.copy()
+    known = mask.astype(bool).copy()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=T, desc="fill", unit="frame", leave=False)
+
+    can_reproject = all(x is not None for x in (view_depth, frames, depth, K, w2c, K_out)) and config.window > 0
+    meshes: dict[int, object] = {}
+    if can_reproject:
+        from ..dwmesh import build_dwmesh, default_far
+        from ..recon import ReconConfig
+        from ..render import default_backend, render_mesh
+
+        rc = recon_config or ReconConfig()
+        far = default_far(depth, rc.mesh.far_scale)
+        backend = rc.backend or default_backend()
+
+        def mesh(s):
+            if s not in meshes:
+                meshes[s] = build_dwmesh(frames[s], depth[s], K, far=far, config=rc.mesh)
+            return meshes[s]
+
+    H, W = color.shape[1:3]
+    filled_from_video = np.zeros_like(known)
+    for t in range(T):
+        if can_reproject and not known[t].all():
+            hole = ~known[t]
+            for off in frame_offsets(config.window):
+                s = t + off
+                if not (0 <= s < T):
+                    continue
+                r = render_mesh(mesh(s), K_out[t], w2c[t], H, W, backend=backend, near=rc.near)
+                ok = hole & r.mask & (~np.isfinite(view_depth[t]) | (r.depth >= view_depth[t] * (1 - config.depth_tolerance)))
+                if ok.any():
+                    out[t][ok] = np.clip(r.color[ok] * 255 + 0.5, 0, 255).astype(np.uint8)
+                    filled_from_video[t] |= ok
+                    hole &= ~ok
+                if not hole.any():
+                    break
+            # keep memory bounded: drop meshes that later frames will not use
+            for s in [s for s in meshes if s < t - config.window]:
+                del meshes[s]
+        if bar is not None:
+            bar.update(1)
+    inpainted = ~(known | filled_from_video)
+    for t in range(T):
+        out[t] = _inpaint(out[t], inpainted[t], config.inpaint_radius)
+    out = _smooth(out, inpainted, config.smooth)
+    out[known] = color[known]
+    if bar is not None:
+        bar.close()
+    return out

@@ -1,0 +1,442 @@
+"""The whole job on files, with resumable stages: video → depth → novel views → fill → preview.
+
+``ex4d recon`` runs the first three stages, ``ex4d run`` all of them. Every
+stage has a *key*: a hash of everything it depends on (input file contents,
+parameters, the upstream stage's key). A finished stage records its key in
+``OUT/.ex4d/stages.json`` after its files are written (atomically), so
+
+* re-running the same command skips stages whose key is unchanged (depth,
+  meshes and renders are reused) and recomputes those whose inputs changed;
+* Ctrl-C or a crash never leaves half-written files, and loses only the
+  stage that was running.
+
+An output folder that holds a run with *different* parameters, or anything
+that is not an ex4d output, is not touched without ``overwrite=True``.
+
+Output folder
+-------------
+=====================  =========================================================
+file                   content
+=====================  =========================================================
+color.mp4              novel-view render, black where unknown
+mask.mp4               255 = known, 0 = to be generated
+cameras.json           our camera file (OpenCV w2c, K, size, fps)
+cameras_ex4d.npz       the original's camera file (OpenGL-style w2c), when K is constant
+config.json            every parameter, versions, input hashes, timings, summary
+output.mp4             (run) the completed video
+preview.mp4            (run) input | render with unknown tinted | output
+color/, mask/          (--png) lossless frames 00000.png …
+meshes/                (--save-mesh) one DW-Mesh per frame, 00000.ply …
+.ex4d/                 stage records and lossless caches (depth.npz, render.npz)
+=====================  =========================================================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .cameras import check_intrinsics, default_intrinsics, intrinsics_from_focal, intrinsics_from_fov, scale_intrinsics
+from .dwmesh import MeshConfig, export_ply
+from .errors import Ex4dError, check
+from .fill import FILL_BACKENDS, ClassicalFillConfig
+from .io.atomic import atomic_save_npz, atomic_write_json
+from .recon import ReconConfig, render_novel_views
+
+__all__ = ["RunConfig", "run_pipeline", "RunSummary", "STATE_DIR"]
+
+STATE_DIR = ".ex4d"
+_OUR_FILES = {"color.mp4", "mask.mp4", "cameras.json", "cameras_ex4d.npz", "config.json", "output.mp4",
+              "preview.mp4", "color", "mask", "meshes", STATE_DIR}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run depends on (saved as ``run`` in config.json; ``ex4d run --config`` reads it back)."""
+
+    video: str | None = None           #: input video file or image folder (None with example=True)
+    example: bool = False              #: use the bundled procedural example scene
+    example_size: int = 512            #: example frame size (square)
+    num_frames: int | None = 49        #: frames to take (None = all)
+    start: int = 0
+    stride: int = 1
+    max_res: int = 1024
+    allow_short: bool = False
+    depth: str | None = None           #: depth file (.npz/.npy/PNG folder)
+    depth_kind: str | None = None      #: depth | disparity | depthcrafter (None: by file type)
+    depth_key: str | None = None
+    depth_scale: float = 1.0
+    depth_model: str | None = None     #: depth backend when no depth file is given
+    depth_weights: str | None = None
+    depth_options: dict = field(default_factory=dict)
+    fov: float | None = None           #: field of view across the longer side, degrees
+    focal: float | None = None         #: focal length in pixels (of the processed frames)
+    intrinsics: str | None = None      #: camera file whose K (first frame) is the source intrinsics
+    trajectory: str = "ex4d-90"
+    trajectory_options: dict = field(default_factory=dict)
+    recon: ReconConfig = field(default_factory=ReconConfig)
+    fill: str = "classical"            #: classical | ex4d | none
+    fill_options: dict = field(default_factory=dict)
+    png: bool = False
+    save_mesh: bool = False
+    crf: int = 18
+    seed: int = 0
+
+    def __post_init__(self):
+        check(not (self.video and self.example), "give either an input video or --example, not both")
+        check(bool(self.video) or self.example, "no input: give a video file or folder, or --example")
+        check(self.fill in FILL_BACKENDS, f"unknown fill {self.fill!r}; choose one of {', '.join(FILL_BACKENDS)}")
+        check(0 <= self.crf <= 51, f"--crf must be in [0, 51], got {self.crf}")
+        check(not (self.depth and self.depth_model), "give either --depth (a file) or --depth-model, not both")
+        check(sum(x is not None for x in (self.fov, self.focal, self.intrinsics)) <= 1,
+              "give at most one of --fov, --focal and --intrinsics")
+        check(self.fill != "ex4d" or bool(self.fill_options.get("wan")),
+              "--fill ex4d needs the model weights: --wan DIR (Wan2.1-I2V-14B-480P, diffusers layout) and "
+              "--adapter ex4d.ckpt (the released EX-4D adapter); or use --fill classical, which needs no weights")
+        check(self.example_size >= 64 and self.example_size % 16 == 0,
+              f"example size must be a multiple of 16, ≥ 64, got {self.example_size}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        d = dict(d)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        check(not unknown, f"config has unknown fields {unknown}; it was written by another version of ex4d?")
+        if "recon" in d:
+            d["recon"] = ReconConfig.from_dict(d["recon"])
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a run produced: output folder, frame count, size, known fraction, seconds per stage."""
+
+    out: Path
+    num_frames: int
+    width: int
+    height: int
+    known_fraction: float
+    timings: dict
+    reused: list
+
+    def line(self) -> str:
+        reused = f", reused {', '.join(self.reused)}" if self.reused else ""
+        total = sum(v for k, v in self.timings.items() if isinstance(v, float))
+        return (f"{self.num_frames} frames {self.width}×{self.height}, known {100 * self.known_fraction:.1f}% "
+                f"of novel-view pixels, {total:.1f} s{reused} → {self.out}")
+
+
+# ---------------------------------------------------------------------------------------------- hashing
+
+def _hash_file(path: Path, h) -> None:
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+
+
+def hash_inputs(path: str | os.PathLike) -> str:
+    """Content hash (blake2b, hex) of a file, or of every file in a folder (names and contents)."""
+    p = Path(path)
+    h = hashlib.blake2b(digest_size=16)
+    if p.is_dir():
+        for f in sorted(q for q in p.rglob("*") if q.is_file()):
+            h.update(str(f.relative_to(p)).encode())
+            _hash_file(f, h)
+    elif p.is_file():
+        _hash_file(p, h)
+    else:
+        raise Ex4dError(f"input not found: {p}")
+    return h.hexdigest()
+
+
+def _key(*parts) -> str:
+    return hashlib.blake2b(json.dumps(parts, sort_keys=True, default=str).encode(), digest_size=16).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------- state
+
+class _State:
+    """Stage records in OUT/.ex4d/stages.json: {stage: key}."""
+
+    def __init__(self, out: Path):
+        self.path = out / STATE_DIR / "stages.json"
+        try:
+            self.keys = json.loads(self.path.read_text()) if self.path.exists() else {}
+        except (OSError, json.JSONDecodeError):
+            self.keys = {}
+
+    def done(self, stage: str, key: str, files: list[Path]) -> bool:
+        return self.keys.get(stage) == key and all(f.exists() for f in files)
+
+    def mark(self, stage: str, key: str) -> None:
+        self.keys[stage] = key
+        atomic_write_json(self.path, self.keys)
+
+    def forget(self, stage: str) -> None:
+        if self.keys.pop(stage, None) is not None:
+            atomic_write_json(self.path, self.keys)
+
+
+def _prepare_out(out: Path, config: RunConfig, overwrite: bool) -> None:
+    """Create ``out``; refuse to touch a folder with foreign files or another run's parameters."""
+    if out.exists() and not out.is_dir():
+        raise Ex4dError(f"--out {out} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    entries = {p.name for p in out.iterdir()}
+    if not entries or overwrite:
+        return
+    prev = out / "config.json"
+    if STATE_DIR not in entries:
+        raise Ex4dError(f"--out {out} is not empty and holds no ex4d run; choose an empty or new folder, "
+                        "or pass --overwrite")
+    if prev.exists():
+        try:
+            old = json.loads(prev.read_text()).get("run", {})
+        except (OSError, json.JSONDecodeError):
+            old = {}
+        new = json.loads(json.dumps(config.to_dict(), default=str))
+        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        if changed:
+            raise Ex4dError(f"--out {out} holds a run with other parameters (changed: {', '.join(changed)}); "
+                            "pass --overwrite to replace it (unchanged stages are reused), or choose another --out")
+
+
+# ---------------------------------------------------------------------------------------------- stages
+
+def _load_frames(config: RunConfig):
+    """(frames [T,H,W,3] uint8, fps, example depth or None, input identity dict)."""
+    if config.example:
+        from .example import make_example
+
+        T = config.num_frames or 49
+        scene = make_example(T, config.example_size, config.example_size)
+        ident = {"example": True, "num_frames": T, "size": config.example_size}
+        return scene.frames, scene.fps, scene.depth, scene.K, np.arange(T), T, ident
+    from .io.video import read_video
+
+    fr = read_video(config.video, num_frames=config.num_frames, start=config.start, stride=config.stride,
+                    max_res=config.max_res, allow_short=config.allow_short)
+    ident = {"video": hash_inputs(config.video), "num_frames": config.num_frames, "start": config.start,
+             "stride": config.stride, "max_res": config.max_res, "allow_short": config.allow_short}
+    return fr.frames, fr.fps / config.stride, None, None, fr.indices, fr.total_frames, ident
+
+
+def _intrinsics(config: RunConfig, width: int, height: int, example_K) -> np.ndarray:
+    if config.focal is not None:
+        return intrinsics_from_focal(width, height, config.focal)
+    if config.fov is not None:
+        return intrinsics_from_fov(width, height, config.fov)
+    if config.intrinsics is not None:
+        from .io.camera_files import load_camera_file
+
+        cam = load_camera_file(config.intrinsics)
+        K = cam.K[0]
+        if (cam.width, cam.height) != (width, height):
+            K = scale_intrinsics(K, width / cam.width, height / cam.height)
+        return check_intrinsics(K, f"intrinsics from {config.intrinsics}")
+    if example_K is not None:
+        return example_K
+    return default_intrinsics(width, height)
+
+
+def _depth_stage(config: RunConfig, frames, example_depth, indices, total, frames_key, out: Path, state: _State,
+                 progress: bool):
+    """(depth [T,H,W] float32, key, reused?)."""
+    from .io.depth import load_depth_file, default_depth_kind, match_depth_to_frames, resize_depth, to_depth
+
+    T, H, W = frames.shape[:3]
+    cache = out / STATE_DIR / "depth.npz"
+    if example_depth is not None and not config.depth and not config.depth_model:
+        return example_depth, _key("depth", frames_key, "example-exact"), True
+    if config.depth:
+        params = {"file": hash_inputs(config.depth), "kind": config.depth_kind, "key": config.depth_key,
+                  "scale": config.depth_scale}
+    elif config.depth_model:
+        params = {"model": config.depth_model, "weights": config.depth_weights, "options": config.depth_options}
+    else:
+        raise Ex4dError("no depth: give a depth file with --depth (DepthCrafter/Video-Depth-Anything .npz, .npy, "
+                        "or a folder of 16-bit PNGs) or a depth model with --depth-model")
+    key = _key("depth", frames_key, params)
+    if state.done("depth", key, [cache]):
+        return np.load(cache)["depth"], key, True
+    if config.depth:
+        raw = load_depth_file(config.depth, key=config.depth_key)
+        raw = match_depth_to_frames(raw, indices, total)
+        kind = config.depth_kind or default_depth_kind(config.depth, config.depth_key)
+        depth = to_depth(raw, kind, scale=config.depth_scale)
+        if depth.shape[1:] != (H, W):
+            depth = resize_depth(depth, H, W)
+    else:
+        try:
+            from .depth import estimate_depth
+        except ImportError as e:  # pragma: no cover - until the depth backends land
+            raise Ex4dError(f"depth models are not available in this install ({e}); pass a depth file with --depth")
+        res = estimate_depth(frames, model=config.depth_model, weights=config.depth_weights, progress=progress,
+                             **config.depth_options)
+        depth = res.depth
+    depth = np.ascontiguousarray(depth, dtype=np.float32)
+    atomic_save_npz(cache, compress=False, depth=depth)
+    state.mark("depth", key)
+    return depth, key, False
+
+
+def _write_cameras(out: Path, traj_w2c, traj_K, width, height, fps) -> list[Path]:
+    from .io.camera_files import write_cameras_json, write_ex4d_npz
+
+    write_cameras_json(out / "cameras.json", traj_w2c, traj_K, width, height, fps)
+    files = [out / "cameras.json"]
+    if np.allclose(traj_K, traj_K[0]):
+        write_ex4d_npz(out / "cameras_ex4d.npz", traj_w2c, traj_K[0])
+        files.append(out / "cameras_ex4d.npz")
+    else:
+        (out / "cameras_ex4d.npz").unlink(missing_ok=True)  # the original format has one K: not for zooms
+    return files
+
+
+def tint_unknown(color: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Render [..., H, W, 3] uint8 with unknown pixels ([..., H, W] False) shown in magenta."""
+    out = color.copy()
+    out[~mask] = (255, 0, 255)
+    return out
+
+
+def make_preview(frames: np.ndarray, color: np.ndarray, mask: np.ndarray, output: np.ndarray) -> np.ndarray:
+    """Side by side [T, H, 3W(+gaps), 3] uint8: input | render with unknown tinted | output."""
+    T, H, W = mask.shape
+    gap = np.full((T, H, 8, 3), 255, dtype=np.uint8)
+    return np.concatenate([frames, gap, tint_unknown(color, mask), gap, output], axis=2)
+
+
+def _versions() -> dict:
+    import numba
+    import torch
+
+    return {"ex4d": __version__, "python": platform.python_version(), "numpy": np.__version__,
+            "numba": numba.__version__, "torch": torch.__version__}
+
+
+def run_pipeline(config: RunConfig, out: str | os.PathLike, overwrite: bool = False, fill: bool = True,
+                 progress: bool = True, log=print) -> RunSummary:
+    """Run the job described by ``config`` into folder ``out``; ``fill=False`` stops after the recon stage."""
+    from .io.video import write_png_frames, write_video
+    from .trajectory import make_trajectory
+
+    out = Path(out)
+    _prepare_out(out, config, overwrite)
+    state = _State(out)
+    np.random.seed(config.seed)
+    timings: dict = {}
+    reused: list[str] = []
+
+    t0 = time.perf_counter()
+    frames, fps, example_depth, example_K, indices, total, ident = _load_frames(config)
+    T, H, W = frames.shape[:3]
+    timings["read_s"] = time.perf_counter() - t0
+    frames_key = _key("frames", ident)
+
+    t0 = time.perf_counter()
+    depth, depth_key, depth_reused = _depth_stage(config, frames, example_depth, indices, total, frames_key, out,
+                                                  state, progress)
+    if depth_reused and (config.depth or config.depth_model):
+        reused.append("depth")
+    timings["depth_s"] = time.perf_counter() - t0
+
+    K = _intrinsics(config, W, H, example_K)
+    traj = make_trajectory(config.trajectory, T, K, W, H, depth0=depth[0], **config.trajectory_options)
+
+    # ----- recon: meshes + renders
+    render_cache = out / STATE_DIR / "render.npz"
+    recon_files = [render_cache, out / "color.mp4", out / "mask.mp4", out / "cameras.json"]
+    if config.png:
+        recon_files += [out / "color", out / "mask"]
+    if config.save_mesh:
+        recon_files.append(out / "meshes")
+    render_key = _key("render", depth_key, K.tolist(), traj.w2c.tolist(), traj.K.tolist(), config.recon.to_dict(),
+                      config.png, config.save_mesh, config.crf)
+    t0 = time.perf_counter()
+    if state.done("render", render_key, recon_files):
+        z = np.load(render_cache)
+        color, mask, view_depth = z["color"], z["mask"], z["depth"]
+        reused.append("render")
+    else:
+        state.forget("render")
+        on_mesh = None
+        if config.save_mesh:
+            (out / "meshes").mkdir(exist_ok=True)
+
+            def on_mesh(t, mesh):
+                export_ply(mesh, out / "meshes" / f"{t:05d}.ply")
+
+        res = render_novel_views(frames, depth, K, traj.w2c, traj.K, config=config.recon, progress=progress,
+                                 on_mesh=on_mesh)
+        color, mask, view_depth = res.color, res.mask, res.depth
+        timings["mesh_s"] = res.timings["mesh_s"]
+        timings["raster_s"] = res.timings["render_s"]
+        write_video(out / "color.mp4", color, fps, crf=config.crf)
+        write_video(out / "mask.mp4", mask, fps, crf=config.crf)
+        _write_cameras(out, traj.w2c, traj.K, W, H, fps)
+        if config.png:
+            write_png_frames(out / "color", color)
+            write_png_frames(out / "mask", mask)
+        atomic_save_npz(render_cache, compress=True, color=color, mask=mask, depth=view_depth)
+        state.mark("render", render_key)
+    timings["recon_s"] = time.perf_counter() - t0
+
+    if fill and config.fill != "none":
+        fill_key = _key("fill", render_key, config.fill, config.fill_options, config.seed, config.crf)
+        fill_files = [out / "output.mp4", out / "preview.mp4"]
+        t0 = time.perf_counter()
+        if state.done("fill", fill_key, fill_files):
+            reused.append("fill")
+        else:
+            state.forget("fill")
+            output = _fill(config, color, mask, view_depth, frames, depth, K, traj, progress)
+            write_video(out / "output.mp4", output, fps, crf=config.crf)
+            write_video(out / "preview.mp4", make_preview(frames, color, mask, output), fps, crf=config.crf)
+            state.mark("fill", fill_key)
+        timings["fill_s"] = time.perf_counter() - t0
+
+    novel = [t for t in range(T) if not np.allclose(traj.w2c[t], np.eye(4))] or list(range(T))
+    summary = RunSummary(out=out, num_frames=T, width=W, height=H, known_fraction=float(mask[novel].mean()),
+                         timings=timings, reused=reused)
+    atomic_write_json(out / "config.json", {
+        "run": json.loads(json.dumps(config.to_dict(), default=str)),
+        "versions": _versions(),
+        "inputs": ident,
+        "intrinsics": K.tolist(),
+        "trajectory": {"name": traj.name, "params": json.loads(json.dumps(traj.params, default=str))},
+        "fps": fps,
+        "summary": {"num_frames": T, "width": W, "height": H, "known_fraction": summary.known_fraction},
+        "timings": timings,
+        "reproduce": "ex4d run --config config.json --out OUT" if fill else "ex4d recon --config config.json --out OUT",
+    })
+    return summary
+
+
+def _fill(config: RunConfig, color, mask, view_depth, frames, depth, K, traj, progress):
+    if config.fill == "classical":
+        from .fill import classical_fill
+
+        return classical_fill(color, mask, view_depth, frames, depth, K, traj.w2c, traj.K, config.recon,
+                              ClassicalFillConfig(**config.fill_options), progress=progress)
+    try:
+        from .diffusion import GenerateConfig, generate_video
+    except ImportError as e:
+        raise Ex4dError(f"--fill ex4d needs the diffusion extra: pip install 'ex4d[diffusion]' ({e})")
+    opts = dict(config.fill_options)
+    wan, adapter, encoders = opts.pop("wan"), opts.pop("adapter", None), opts.pop("encoders", None)
+    gen = GenerateConfig(**{"seed": config.seed, **opts})
+    return generate_video(color, mask, wan, adapter, gen, progress=progress, encoders=encoders)

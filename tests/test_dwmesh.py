@@ -1,0 +1,91 @@
+import numpy as np
+import pytest
+import trimesh
+
+from conftest import box_on_plane
+from ex4d.cameras import default_intrinsics
+from ex4d.dwmesh import FILTERS, MeshConfig, build_dwmesh, export_ply
+from ex4d.errors import Ex4dError
+
+
+@pytest.mark.parametrize("shape", [(5, 7), (24, 32), (33, 17)])
+def test_mesh_is_closed_and_counts(shape):
+    H, W = shape
+    rng = np.random.default_rng(1)
+    depth = rng.uniform(1, 3, (H, W))
+    mesh = build_dwmesh(rng.integers(0, 256, (H, W, 3), dtype=np.uint8), depth, default_intrinsics(W, H))
+    assert mesh.vertices.shape == (H * W + 2 * (H + W) + 5, 3)
+    assert mesh.faces.dtype == np.int32 and mesh.occluded.shape == (mesh.faces.shape[0],)
+    tm = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
+    assert tm.is_watertight and tm.is_winding_consistent and tm.is_volume
+    assert tm.volume > 0
+    # every edge shared by exactly two faces
+    edges = np.sort(mesh.faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)
+    _, counts = np.unique(edges, axis=0, return_counts=True)
+    assert np.all(counts == 2)
+    # one vertex per pixel, at its own depth; walls and cap are occluded
+    np.testing.assert_allclose(mesh.vertices[: H * W, 2], depth.ravel(), rtol=1e-6)
+    assert mesh.occluded[mesh.num_grid_faces:].all()
+
+
+@pytest.mark.parametrize("filt", FILTERS)
+def test_filters_flag_discontinuities_only(filt):
+    rgb, depth = box_on_plane(64, 80)
+    H, W = depth.shape
+    mesh = build_dwmesh(rgb, depth, default_intrinsics(W, H), config=MeshConfig(filter=filt))
+    occ = mesh.occluded[: mesh.num_grid_faces].reshape(2, H - 1, W - 1).any(axis=0)
+    jump = np.zeros((H - 1, W - 1), bool)  # quads whose corners have different depths
+    q = np.stack([depth[:-1, :-1], depth[1:, :-1], depth[:-1, 1:], depth[1:, 1:]])
+    jump = q.max(0) != q.min(0)
+    assert occ[jump].mean() > 0.9, "faces across the box edge must be occluded"
+    assert not occ[~jump].any(), "flat faces must stay valid"
+
+
+def test_grazing_filter_catches_blurred_edges_that_angle_misses():
+    from scipy.ndimage import gaussian_filter
+
+    rgb, depth = box_on_plane(96, 128, fg=2.0, bg=6.0)
+    H, W = depth.shape
+    K = default_intrinsics(W, H)
+    soft = gaussian_filter(depth, 3.0)
+    ramp = (np.abs(soft - depth) > 0.02 * depth)[:-1, :-1]  # pixels whose depth the blur changed noticeably
+    flags = {}
+    for filt in ("angle", "grazing"):
+        m = build_dwmesh(rgb, soft, K, config=MeshConfig(filter=filt))
+        flags[filt] = m.occluded[: m.num_grid_faces].reshape(2, H - 1, W - 1).any(axis=0)
+    assert flags["grazing"][ramp].mean() > flags["angle"][ramp].mean() + 0.2
+
+
+def test_vertex_alpha_mode_zeroes_vertices_of_occluded_faces():
+    rgb, depth = box_on_plane()
+    H, W = depth.shape
+    m = build_dwmesh(rgb, depth, default_intrinsics(W, H), config=MeshConfig(filter="angle", alpha_mode="vertex"))
+    assert m.vertex_alpha is not None
+    bad = np.unique(m.faces[m.occluded])
+    assert np.all(m.vertex_alpha[bad] == 0) and np.all(m.colors[bad] == 0)
+    good = np.setdiff1d(np.arange(m.vertices.shape[0]), bad)
+    assert np.all(m.vertex_alpha[good] == 1)
+
+
+def test_bad_inputs():
+    rgb, depth = box_on_plane()
+    H, W = depth.shape
+    K = default_intrinsics(W, H)
+    for bad in (np.where(depth > 4, np.nan, depth), -depth, np.zeros_like(depth)):
+        with pytest.raises(Ex4dError, match="finite and > 0"):
+            build_dwmesh(rgb, bad, K)
+    with pytest.raises(Ex4dError, match="rgb"):
+        build_dwmesh(rgb[:-1], depth, K)
+    with pytest.raises(Ex4dError, match="far"):
+        build_dwmesh(rgb, depth, K, far=1.0)
+    with pytest.raises(Ex4dError, match="filter"):
+        MeshConfig(filter="nope")
+
+
+def test_export_ply(tmp_path):
+    rgb, depth = box_on_plane(8, 10)
+    m = build_dwmesh(rgb, depth, default_intrinsics(10, 8))
+    export_ply(m, tmp_path / "m.ply")
+    tm = trimesh.load(tmp_path / "m.ply", process=False)
+    assert tm.vertices.shape[0] == m.vertices.shape[0] and tm.is_watertight
+    np.testing.assert_array_equal(tm.visual.vertex_colors[:80, :3].reshape(8, 10, 3), rgb)

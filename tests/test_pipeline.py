@@ -1,0 +1,109 @@
+"""End to end through the CLI on the small example: recon, run, resume, reproducibility, errors."""
+
+import json
+
+import numpy as np
+import pytest
+
+from ex4d.cli import main
+from ex4d.io.camera_files import read_cameras_json, read_ex4d_npz
+from ex4d.io.video import read_mask_video, read_video
+
+SMALL = ["--num-frames", "9", "--example-size", "96", "-q"]
+
+
+@pytest.fixture(scope="module")
+def example_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("example")
+    assert main(["example", "--out", str(d), "--num-frames", "9", "--size", "96"]) == 0
+    return d
+
+
+def test_recon_outputs(example_files, tmp_path):
+    out = tmp_path / "out"
+    rc = main(["recon", str(example_files / "input.mp4"), "--depth", str(example_files / "depth.npz"),
+               "--depth-kind", "depth", "--trajectory", "ex4d-90", "--num-frames", "9", "--png", "--save-mesh",
+               "-q", "--out", str(out)])
+    assert rc == 0
+    color = read_video(out / "color.mp4", num_frames=None).frames
+    mask = read_mask_video(out / "mask.mp4")
+    assert color.shape == (9, 96, 96, 3) and mask.shape == (9, 96, 96)
+    assert mask[0].all(), "frame 0 is the source view: fully known"
+    assert 0.05 < mask[1:].mean() < 1.0
+    cams = read_cameras_json(out / "cameras.json")
+    assert cams.w2c.shape == (9, 4, 4) and (cams.width, cams.height) == (96, 96)
+    np.testing.assert_allclose(read_ex4d_npz(out / "cameras_ex4d.npz").w2c, cams.w2c, atol=1e-5)
+    assert len(list((out / "color").glob("*.png"))) == 9 and len(list((out / "mask").glob("*.png"))) == 9
+    assert len(list((out / "meshes").glob("*.ply"))) == 9
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["run"]["trajectory"] == "ex4d-90" and cfg["run"]["recon"]["mesh"]["filter"] == "grazing"
+    assert not (out / "output.mp4").exists()
+
+
+def test_run_example_resume_and_reproduce(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "--example", *SMALL, "--out", str(out)]) == 0
+    first = read_video(out / "output.mp4", num_frames=None).frames
+    preview = read_video(out / "preview.mp4", num_frames=None, max_res=4096).frames
+    assert first.shape == (9, 96, 96, 3) and preview.shape[2] > 3 * 96
+    stamp = (out / "output.mp4").stat().st_mtime_ns
+    capsys.readouterr()
+    # same command again: every stage is reused, nothing rewritten
+    assert main(["run", "--example", *SMALL, "--out", str(out)]) == 0
+    assert "reused render, fill" in capsys.readouterr().out
+    assert (out / "output.mp4").stat().st_mtime_ns == stamp
+    # other parameters into the same folder: refused without --overwrite
+    assert main(["run", "--example", *SMALL, "--trajectory", "ex4d-30", "--out", str(out)]) == 2
+    assert "other parameters" in capsys.readouterr().err
+    # reproduce from config.json into a new folder: identical outputs
+    out2 = tmp_path / "again"
+    assert main(["run", "--config", str(out / "config.json"), "-q", "--out", str(out2)]) == 0
+    np.testing.assert_array_equal(np.load(out / ".ex4d/render.npz")["color"], np.load(out2 / ".ex4d/render.npz")["color"])
+    np.testing.assert_array_equal(read_video(out2 / "output.mp4", num_frames=None).frames, first)
+
+
+def test_fill_keeps_known_pixels_and_leaves_no_holes(tmp_path):
+    from ex4d.example import make_example
+    from ex4d.fill import classical_fill
+    from ex4d.recon import render_novel_views
+    from ex4d.trajectory import make_trajectory
+
+    scene = make_example(9, 96, 96)
+    traj = make_trajectory("orbit", 9, scene.K, 96, 96, depth0=scene.depth[0], yaw=40)
+    res = render_novel_views(scene.frames, scene.depth, scene.K, traj.w2c, traj.K, progress=False)
+    assert (~res.mask).sum() > 500
+    out = classical_fill(res.color, res.mask, res.depth, scene.frames, scene.depth, scene.K, traj.w2c, traj.K,
+                         progress=False)
+    np.testing.assert_array_equal(out[res.mask], res.color[res.mask])
+    # no holes: every unknown pixel got a colour close to its neighbourhood, none left black or magenta
+    assert (out[~res.mask].max(axis=-1) > 0).mean() > 0.99
+
+
+def test_output_folder_with_foreign_files_is_refused(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    assert main(["recon", "--example", *SMALL, "--out", str(tmp_path)]) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["recon", "--out", "X"], "no input"),
+    (["recon", "missing.mp4", "--depth", "d.npz", "--out", "X"], "not found|does not exist|no such"),
+    (["recon", "--example", "--trajectory", "nope", "--out", "X"], "nope"),
+    (["recon", "--example", "--trajectory", "orbit", "--yaw", "120", "--out", "X"], "yaw"),
+    (["recon", "--example", "--fov", "50", "--focal", "300", "--out", "X"], "at most one"),
+])
+def test_bad_input_gives_a_clear_error(tmp_path, capsys, args, message):
+    args = [a.replace("X", str(tmp_path / "o")) for a in args]
+    assert main(args + ["--num-frames", "5", "--example-size", "64"] * ("--example" in args)) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "Traceback" not in err
+    import re
+    assert re.search(message, err, re.I), err
+
+
+def test_ex4d_fill_without_weights_is_a_clear_error(tmp_path, capsys):
+    rc = main(["run", "--example", *SMALL, "--fill", "ex4d", "--out", str(tmp_path / "o")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "--wan" in err or "diffusion" in err
