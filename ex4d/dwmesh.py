@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numba import njit, prange
 
-from .cameras import check_intrinsics, unproject_depth
+from .cameras import check_intrinsics
 from .errors import Ex4dError, check
 
 __all__ = ["DWMesh", "MeshConfig", "FILTERS", "build_dwmesh", "default_far", "grid_faces", "grid_occlusion",
@@ -174,55 +174,92 @@ def grid_faces(height: int, width: int) -> np.ndarray:
     return _topology(height, width)[0]
 
 
-@njit(parallel=True, cache=True)
-def _face_measures(points, kind):  # pragma: no cover - compiled
-    """Per grid face [2, H-1, W-1] float64 measure of camera-space points [H, W, 3].
+@njit(cache=True, inline="always")
+def _point(depth, i, j, fx, fy, cx, cy):  # pragma: no cover - compiled
+    z = depth[i, j]
+    return (j - cx) / fx * z, (i - cy) / fy * z, z
 
-    kind 0: steepness (degrees between normal and viewing ray), 1: smallest
-    interior angle (degrees), 2: z-extent / max(x-, y-extent).
+
+@njit(cache=True, inline="always")
+def _steep_cos_ok(ax, ay, az, bx, by, bz, c2):  # pragma: no cover - compiled
+    """True when the interior angle between edge vectors a and b is below acos(sqrt(c2)) (0° < angle < 90°)."""
+    dot = ax * bx + ay * by + az * bz
+    return dot > 0.0 and dot * dot > c2 * (ax * ax + ay * ay + az * az) * (bx * bx + by * by + bz * bz)
+
+
+@njit(parallel=True, cache=True)
+def _classify(depth, K, kind, t_strong, t_weak):  # pragma: no cover - compiled
+    """Per grid face [2, H-1, W-1] uint8 flags of z-depth [H, W] with intrinsics K.
+
+    bit 0: past the strong threshold, bit 1: past the weak one (grazing only).
+    kind 0 grazing: the normal is more than t° from the viewing ray (cos² compared, no acos);
+    kind 1 angle: the smallest interior angle is below t_strong°;
+    kind 2 boundary: z-extent > t_strong × max(x-, y-extent).
     Face 0 of quad (i, j) is (c, a, b), face 1 is (c, b, d) with a=(i,j),
     b=(i,j+1), c=(i+1,j), d=(i+1,j+1), as in the topology.
     """
-    H, W = points.shape[0], points.shape[1]
-    out = np.empty((2, H - 1, W - 1))
+    H, W = depth.shape
+    fx = K[0, 0]; fy = K[1, 1]; cx = K[0, 2]; cy = K[1, 2]
+    out = np.zeros((2, H - 1, W - 1), dtype=np.uint8)
+    cs = math.cos(math.radians(t_strong)) ** 2
+    cw = math.cos(math.radians(t_weak)) ** 2
     for i in prange(H - 1):
         for j in range(W - 1):
+            ax, ay, az = _point(depth, i, j, fx, fy, cx, cy)
+            bx, by, bz = _point(depth, i, j + 1, fx, fy, cx, cy)
+            qx, qy, qz = _point(depth, i + 1, j, fx, fy, cx, cy)
+            dx, dy, dz = _point(depth, i + 1, j + 1, fx, fy, cx, cy)
             for f in range(2):
+                # corners (p0, p1, p2) = (c, a, b) or (c, b, d)
+                p0x, p0y, p0z = qx, qy, qz
                 if f == 0:
-                    p0 = points[i + 1, j]; p1 = points[i, j]; p2 = points[i, j + 1]
+                    p1x, p1y, p1z = ax, ay, az
+                    p2x, p2y, p2z = bx, by, bz
                 else:
-                    p0 = points[i + 1, j]; p1 = points[i, j + 1]; p2 = points[i + 1, j + 1]
+                    p1x, p1y, p1z = bx, by, bz
+                    p2x, p2y, p2z = dx, dy, dz
+                flag = 0
                 if kind == 0:
-                    e1x = p1[0] - p0[0]; e1y = p1[1] - p0[1]; e1z = p1[2] - p0[2]
-                    e2x = p2[0] - p0[0]; e2y = p2[1] - p0[1]; e2z = p2[2] - p0[2]
+                    e1x = p1x - p0x; e1y = p1y - p0y; e1z = p1z - p0z
+                    e2x = p2x - p0x; e2y = p2y - p0y; e2z = p2z - p0z
                     nx = e1y * e2z - e1z * e2y
                     ny = e1z * e2x - e1x * e2z
                     nz = e1x * e2y - e1y * e2x
-                    rx = p0[0] + p1[0] + p2[0]; ry = p0[1] + p1[1] + p2[1]; rz = p0[2] + p1[2] + p2[2]
-                    nn = math.sqrt(nx * nx + ny * ny + nz * nz) * math.sqrt(rx * rx + ry * ry + rz * rz)
-                    c = abs(nx * rx + ny * ry + nz * rz) / (nn + 1e-300)
-                    out[f, i, j] = math.degrees(math.acos(min(c, 1.0)))
+                    rx = p0x + p1x + p2x; ry = p0y + p1y + p2y; rz = p0z + p1z + p2z
+                    dot = nx * rx + ny * ry + nz * rz
+                    nn = (nx * nx + ny * ny + nz * nz) * (rx * rx + ry * ry + rz * rz)
+                    if dot * dot < cs * nn:
+                        flag |= 1
+                    if dot * dot < cw * nn:
+                        flag |= 2
                 elif kind == 1:
-                    m = 180.0
-                    for k in range(3):
-                        if k == 0:
-                            p = p0; q = p1; r = p2
-                        elif k == 1:
-                            p = p1; q = p2; r = p0
-                        else:
-                            p = p2; q = p0; r = p1
-                        ax = q[0] - p[0]; ay = q[1] - p[1]; az = q[2] - p[2]
-                        bx = r[0] - p[0]; by = r[1] - p[1]; bz = r[2] - p[2]
-                        den = math.sqrt(ax * ax + ay * ay + az * az) * math.sqrt(bx * bx + by * by + bz * bz) + 1e-12
-                        c = (ax * bx + ay * by + az * bz) / den
-                        c = max(-1.0, min(1.0, c))
-                        m = min(m, math.degrees(math.acos(c)))
-                    out[f, i, j] = m
+                    if (_steep_cos_ok(p1x - p0x, p1y - p0y, p1z - p0z, p2x - p0x, p2y - p0y, p2z - p0z, cs)
+                            or _steep_cos_ok(p2x - p1x, p2y - p1y, p2z - p1z, p0x - p1x, p0y - p1y, p0z - p1z, cs)
+                            or _steep_cos_ok(p0x - p2x, p0y - p2y, p0z - p2z, p1x - p2x, p1y - p2y, p1z - p2z, cs)):
+                        flag = 1
                 else:
-                    ex = max(p0[0], p1[0], p2[0]) - min(p0[0], p1[0], p2[0])
-                    ey = max(p0[1], p1[1], p2[1]) - min(p0[1], p1[1], p2[1])
-                    ez = max(p0[2], p1[2], p2[2]) - min(p0[2], p1[2], p2[2])
-                    out[f, i, j] = ez / (max(ex, ey) + 1e-8)
+                    ex = max(p0x, p1x, p2x) - min(p0x, p1x, p2x)
+                    ey = max(p0y, p1y, p2y) - min(p0y, p1y, p2y)
+                    ez = max(p0z, p1z, p2z) - min(p0z, p1z, p2z)
+                    if ez > t_strong * (max(ex, ey) + 1e-8):
+                        flag = 1
+                out[f, i, j] = flag
+    return out
+
+
+@njit(parallel=True, cache=True)
+def _grid_vertices(depth, K):  # pragma: no cover - compiled
+    """Camera-space points [H·W, 3] float32 of z-depth [H, W] (unprojected in float64)."""
+    H, W = depth.shape
+    fx = K[0, 0]; fy = K[1, 1]; cx = K[0, 2]; cy = K[1, 2]
+    out = np.empty((H * W, 3), dtype=np.float32)
+    for i in prange(H):
+        for j in range(W):
+            x, y, z = _point(depth, i, j, fx, fy, cx, cy)
+            k = i * W + j
+            out[k, 0] = x
+            out[k, 1] = y
+            out[k, 2] = z
     return out
 
 
@@ -246,16 +283,17 @@ def _grow(seed: np.ndarray, allowed: np.ndarray, steps: int) -> np.ndarray:
     return out
 
 
-def grid_occlusion(points: np.ndarray, config: MeshConfig) -> np.ndarray:
-    """Occluded flags [2·(H−1)·(W−1)] bool of the grid faces of camera-space points [H, W, 3] float64."""
-    points = np.ascontiguousarray(points, dtype=np.float64)
+def grid_occlusion(depth: np.ndarray, K: np.ndarray, config: MeshConfig) -> np.ndarray:
+    """Occluded flags [2·(H−1)·(W−1)] bool of the grid faces of z-depth [H, W] with intrinsics K."""
+    depth = np.ascontiguousarray(depth, dtype=np.float64)
+    K = np.ascontiguousarray(K, dtype=np.float64)
     if config.filter == "angle":
-        return (_face_measures(points, 1) < config.min_angle_deg).reshape(-1)
+        return _classify(depth, K, 1, config.min_angle_deg, config.min_angle_deg).reshape(-1).astype(bool)
     if config.filter == "boundary":
-        return (_face_measures(points, 2) > config.boundary_ratio).reshape(-1)
-    steep = _face_measures(points, 0)
-    strong_f = steep > config.grazing_deg
-    weak_f = steep > config.grazing_weak_deg
+        return _classify(depth, K, 2, config.boundary_ratio, config.boundary_ratio).reshape(-1).astype(bool)
+    flags = _classify(depth, K, 0, config.grazing_deg, config.grazing_weak_deg)
+    strong_f = (flags & 1).astype(bool)
+    weak_f = (flags & 2).astype(bool)
     grown = _grow(strong_f.any(axis=0), weak_f.any(axis=0), config.grow_px)
     return (strong_f | (grown[None] & weak_f)).reshape(-1)
 
@@ -290,7 +328,7 @@ def build_dwmesh(rgb: np.ndarray, depth: np.ndarray, K: np.ndarray, far: float |
 
     faces, ext, ri, rj = _topology(H, W)
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
-    grid = unproject_depth(depth, K)  # [H, W, 3] float64
+    d64 = np.ascontiguousarray(depth, dtype=np.float64)
 
     # Ring vertices sit half a pixel outside the outer pixel centres, on the far plane.
     u_ext = np.concatenate([[-0.5], np.arange(W, dtype=np.float64), [W - 0.5]])
@@ -298,7 +336,7 @@ def build_dwmesh(rgb: np.ndarray, depth: np.ndarray, K: np.ndarray, far: float |
     ru, rv = u_ext[rj], v_ext[ri]
     ring = np.stack([(ru - cx) / fx * far, (rv - cy) / fy * far, np.full(ru.shape, far)], -1)
     center = np.array([[(W / 2.0 - cx) / fx * far, (H / 2.0 - cy) / fy * far, far]])
-    vertices = np.concatenate([grid.reshape(-1, 3), ring, center]).astype(np.float32)
+    vertices = np.concatenate([_grid_vertices(d64, K), ring.astype(np.float32), center.astype(np.float32)])
 
     col = rgb.astype(np.float32) / 255.0 if rgb.dtype == np.uint8 else rgb.astype(np.float32)
     ring_col = col[np.clip(ri - 1, 0, H - 1), np.clip(rj - 1, 0, W - 1)]
@@ -306,7 +344,7 @@ def build_dwmesh(rgb: np.ndarray, depth: np.ndarray, K: np.ndarray, far: float |
 
     n_grid = 2 * (H - 1) * (W - 1)
     occluded = np.ones(faces.shape[0], dtype=bool)
-    occluded[:n_grid] = grid_occlusion(grid, config)
+    occluded[:n_grid] = grid_occlusion(d64, K, config)
 
     alpha = None
     if config.alpha_mode == "vertex":

@@ -56,27 +56,13 @@ def default_backend() -> str:
 def _transform(xp, verts, w2c):
     """Camera-space vertices [V, 3] float64 = R·X + t, with elementwise operations in a fixed order.
 
-    Written out (no BLAS matmul, whose FMA use varies) so numpy and torch give
-    bit-identical vertices, and so the two rasterizers agree exactly.
+    Written out (no BLAS matmul, whose FMA use varies) so that this torch path
+    and :func:`~ex4d.render.numba_raster.transform_numba` give bit-identical
+    vertices, and so the two rasterizers agree exactly.
     """
     x, y, z = verts[:, 0], verts[:, 1], verts[:, 2]
     rows = [((x * w2c[i, 0] + y * w2c[i, 1]) + z * w2c[i, 2]) + w2c[i, 3] for i in range(3)]
     return xp.stack(rows, 1)
-
-
-def _shade(mesh: DWMesh, face_id: np.ndarray, bary: np.ndarray):
-    """(color [H,W,3], mask [H,W]) from face ids and barycentrics (numpy)."""
-    hit = face_id >= 0
-    fid = np.where(hit, face_id, 0)
-    tri = mesh.faces[fid]  # [H, W, 3]
-    color = np.einsum("hwk,hwkc->hwc", bary, mesh.colors[tri])
-    if mesh.vertex_alpha is None:
-        mask = hit & ~mesh.occluded[fid]
-    else:
-        alpha = np.einsum("hwk,hwk->hw", bary, mesh.vertex_alpha[tri])
-        mask = hit & (alpha > ALPHA_THRESHOLD)
-    color = np.where(mask[..., None], np.clip(color, 0.0, 1.0), 0.0).astype(np.float32)
-    return color, mask
 
 
 def render_mesh(mesh: DWMesh, K: np.ndarray, w2c: np.ndarray, height: int | None = None, width: int | None = None,
@@ -95,9 +81,9 @@ def render_mesh(mesh: DWMesh, K: np.ndarray, w2c: np.ndarray, height: int | None
     H = int(height or mesh.height)
     W = int(width or mesh.width)
     if backend == "numba":
-        from .numba_raster import rasterize_numba
+        from .numba_raster import rasterize_numba, transform_numba
 
-        verts = _transform(np, mesh.vertices.astype(np.float64), w2c)
+        verts = transform_numba(mesh.vertices, np.ascontiguousarray(w2c))
         face_id, inv_depth, bary = rasterize_numba(verts, mesh.faces, K, H, W, near)
     else:
         import torch
@@ -112,5 +98,9 @@ def render_mesh(mesh: DWMesh, K: np.ndarray, w2c: np.ndarray, height: int | None
         face_id, inv_depth, bary = fid.cpu().numpy(), inv_depth.cpu().numpy(), bary.cpu().numpy()
     with np.errstate(divide="ignore"):
         depth = np.where(face_id >= 0, 1.0 / inv_depth, np.inf).astype(np.float32)
-    color, mask = _shade(mesh, face_id, bary)
+    from .numba_raster import shade_numba
+
+    alpha = mesh.vertex_alpha if mesh.vertex_alpha is not None else np.zeros(0, np.float32)
+    color, mask = shade_numba(face_id, bary, mesh.faces, mesh.colors, mesh.occluded, alpha,
+                              np.float32(ALPHA_THRESHOLD))
     return Render(color=color, mask=mask, depth=depth, face_id=face_id)

@@ -13,7 +13,8 @@ plane are handled exactly (only their part in front of it can cover pixels).
 
 λ is linear in (u, v). Per triangle we precompute, in float64, λi at an
 integer reference pixel (x0, y0) (the triangle's bounding-box corner) and its
-per-pixel steps; per pixel we evaluate in float32
+per-pixel steps; the box holds the pixel centres within δ = 0.01 + 2e-5 ×
+(box extent) of the projected triangle. Per pixel we evaluate in float32
 ``l_i = (a_i·du + b_i·dv) + d_i`` with small exact integers du = u − x0,
 dv = v − y0, so there is no cancellation. The depth test keeps the largest s
 (nearest); equal s goes to the smaller triangle id. Both kernels use exactly
@@ -36,15 +37,15 @@ BAND = 8  # rows per work item; each band owns its slice of the z-buffer (no rac
 
 
 @njit(cache=True, inline="always")
-def _setup_one(V, f, K, near, W, H, coef, box):  # pragma: no cover - compiled
+def _setup_one(verts, i0, i1, i2, f, K, near, W, H, coef, box):  # pragma: no cover - compiled
     """Fill coef[f] (9 float32: a0..2, b0..2, d0..2) and box[f] (x0, x1, y0, y1); x1 < x0 marks culled."""
     box[f, 0] = 0
     box[f, 1] = -1
     box[f, 2] = 0
     box[f, 3] = -1
-    x0_ = V[0, 0]; y0_ = V[0, 1]; z0_ = V[0, 2]
-    x1_ = V[1, 0]; y1_ = V[1, 1]; z1_ = V[1, 2]
-    x2_ = V[2, 0]; y2_ = V[2, 1]; z2_ = V[2, 2]
+    x0_ = verts[i0, 0]; y0_ = verts[i0, 1]; z0_ = verts[i0, 2]
+    x1_ = verts[i1, 0]; y1_ = verts[i1, 1]; z1_ = verts[i1, 2]
+    x2_ = verts[i2, 0]; y2_ = verts[i2, 1]; z2_ = verts[i2, 2]
     if z0_ < near and z1_ < near and z2_ < near:
         return
     # Rows of [V0 V1 V2]^-1 are (V1×V2, V2×V0, V0×V1) / det.
@@ -65,25 +66,31 @@ def _setup_one(V, f, K, near, W, H, coef, box):  # pragma: no cover - compiled
     fx = K[0, 0]; fy = K[1, 1]; cx = K[0, 2]; cy = K[1, 2]
     umin = math.inf; umax = -math.inf; vmin = math.inf; vmax = -math.inf
     for k in range(3):
-        pk = V[k]
-        qk = V[(k + 1) % 3]
-        if pk[2] >= near:
-            u = fx * pk[0] / pk[2] + cx
-            v = fy * pk[1] / pk[2] + cy
+        if k == 0:
+            px = x0_; py = y0_; pz = z0_; qx = x1_; qy = y1_; qz = z1_
+        elif k == 1:
+            px = x1_; py = y1_; pz = z1_; qx = x2_; qy = y2_; qz = z2_
+        else:
+            px = x2_; py = y2_; pz = z2_; qx = x0_; qy = y0_; qz = z0_
+        if pz >= near:
+            u = fx * px / pz + cx
+            v = fy * py / pz + cy
             umin = min(umin, u); umax = max(umax, u); vmin = min(vmin, v); vmax = max(vmax, v)
-        if (pk[2] - near) * (qk[2] - near) < 0.0:
-            t = (near - pk[2]) / (qk[2] - pk[2])
-            ix = pk[0] + t * (qk[0] - pk[0])
-            iy = pk[1] + t * (qk[1] - pk[1])
+        if (pz - near) * (qz - near) < 0.0:
+            t = (near - pz) / (qz - pz)
+            ix = px + t * (qx - px)
+            iy = py + t * (qy - py)
             u = fx * ix / near + cx
             v = fy * iy / near + cy
             umin = min(umin, u); umax = max(umax, u); vmin = min(vmin, v); vmax = max(vmax, v)
     if not (umax >= -1.0 and vmax >= -1.0 and umin <= W and vmin <= H):
         return
-    bx0 = max(0, int(math.floor(umin)) - 1)
-    bx1 = min(W - 1, int(math.ceil(umax)) + 1)
-    by0 = max(0, int(math.floor(vmin)) - 1)
-    by1 = min(H - 1, int(math.ceil(vmax)) + 1)
+    # Pixel centres inside [umin, umax] widened by δ, enough for the ε tolerance of the coverage test.
+    delta = 0.01 + 2e-5 * max(umax - umin, vmax - vmin)
+    bx0 = max(0, int(math.ceil(max(umin - delta, -2.0))))
+    bx1 = min(W - 1, int(math.floor(min(umax + delta, W + 1.0))))
+    by0 = max(0, int(math.ceil(max(vmin - delta, -2.0))))
+    by1 = min(H - 1, int(math.floor(min(vmax + delta, H + 1.0))))
     if bx1 < bx0 or by1 < by0:
         return
     # λ_i(u, v) = c_i · ((u − cx)/fx, (v − cy)/fy, 1) / det, expanded around (bx0, by0).
@@ -111,11 +118,7 @@ def _setup(verts, faces, K, near, W, H):  # pragma: no cover - compiled
     coef = np.zeros((F, 9), dtype=np.float32)
     box = np.empty((F, 4), dtype=np.int32)
     for f in prange(F):
-        V = np.empty((3, 3))
-        for k in range(3):
-            for c in range(3):
-                V[k, c] = verts[faces[f, k], c]
-        _setup_one(V, f, K, near, W, H, coef, box)
+        _setup_one(verts, faces[f, 0], faces[f, 1], faces[f, 2], f, K, near, W, H, coef, box)
     return coef, box
 
 
@@ -174,11 +177,12 @@ def _raster(coef, box, start, ids, near, W, H):  # pragma: no cover - compiled
                 # Row span from the three half-planes, in float64, widened by a pixel; the test below is exact.
                 lo = 0.0
                 hi = float(x1 - x0)
-                lo, hi = _span(float(a0), float(b0) * float(dv) + float(d0), lo, hi)
-                lo, hi = _span(float(a1), float(b1) * float(dv) + float(d1), lo, hi)
-                lo, hi = _span(float(a2), float(b2) * float(dv) + float(d2), lo, hi)
-                if hi < lo:
-                    continue
+                if x1 - x0 > 3:
+                    lo, hi = _span(float(a0), float(b0) * float(dv) + float(d0), lo, hi)
+                    lo, hi = _span(float(a1), float(b1) * float(dv) + float(d1), lo, hi)
+                    lo, hi = _span(float(a2), float(b2) * float(dv) + float(d2), lo, hi)
+                    if hi < lo:
+                        continue
                 for iu in range(int(lo), int(hi) + 1):
                     du = np.float32(iu)
                     l0 = (a0 * du + b0 * dv) + d0
@@ -217,6 +221,52 @@ def _barycentrics(coef, box, best_id):  # pragma: no cover - compiled
             bary[v, u, 1] = l1 / s
             bary[v, u, 2] = l2 / s
     return bary
+
+
+@njit(parallel=True, cache=True)
+def transform_numba(verts, w2c):  # pragma: no cover - compiled
+    """Camera-space vertices [V, 3] float64 = R·X + t of float32 [V, 3] ``verts``, as ``((x·r0 + y·r1) + z·r2) + t``.
+
+    The same operations in the same order as the torch path, so both give bit-identical vertices.
+    """
+    V = verts.shape[0]
+    out = np.empty((V, 3))
+    for k in prange(V):
+        x = np.float64(verts[k, 0]); y = np.float64(verts[k, 1]); z = np.float64(verts[k, 2])
+        for i in range(3):
+            out[k, i] = ((x * w2c[i, 0] + y * w2c[i, 1]) + z * w2c[i, 2]) + w2c[i, 3]
+    return out
+
+
+@njit(parallel=True, cache=True)
+def shade_numba(face_id, bary, faces, colors, occluded, alpha, alpha_threshold):  # pragma: no cover - compiled
+    """(color [H,W,3] float32, mask [H,W] bool): interpolated vertex colours, 0 where unknown.
+
+    Known = a face is hit and it is not occluded (``alpha`` empty), or the
+    interpolated vertex alpha exceeds ``alpha_threshold`` (original mode).
+    """
+    H, W = face_id.shape
+    color = np.zeros((H, W, 3), dtype=np.float32)
+    mask = np.zeros((H, W), dtype=np.bool_)
+    use_alpha = alpha.shape[0] > 0
+    for v in prange(H):
+        for u in range(W):
+            f = face_id[v, u]
+            if f < 0:
+                continue
+            i0 = faces[f, 0]; i1 = faces[f, 1]; i2 = faces[f, 2]
+            b0 = bary[v, u, 0]; b1 = bary[v, u, 1]; b2 = bary[v, u, 2]
+            if use_alpha:
+                known = (b0 * alpha[i0] + b1 * alpha[i1]) + b2 * alpha[i2] > alpha_threshold
+            else:
+                known = not occluded[f]
+            if not known:
+                continue
+            mask[v, u] = True
+            for c in range(3):
+                x = (b0 * colors[i0, c] + b1 * colors[i1, c]) + b2 * colors[i2, c]
+                color[v, u, c] = min(max(x, np.float32(0.0)), np.float32(1.0))
+    return color, mask
 
 
 def rasterize_numba(verts_cam: np.ndarray, faces: np.ndarray, K: np.ndarray, height: int, width: int,

@@ -70,11 +70,11 @@ def setup_triangles(verts: torch.Tensor, faces: torch.Tensor, K: torch.Tensor, n
         vmin = torch.where(cross, torch.minimum(vmin, w), vmin)
         vmax = torch.where(cross, torch.maximum(vmax, w), vmax)
     ok &= (umax >= -1.0) & (vmax >= -1.0) & (umin <= W) & (vmin <= H)
-    big = 1 << 30
-    bx0 = (torch.floor(umin.clamp(-big, big)).long() - 1).clamp(min=0)
-    bx1 = (torch.ceil(umax.clamp(-big, big)).long() + 1).clamp(max=W - 1)
-    by0 = (torch.floor(vmin.clamp(-big, big)).long() - 1).clamp(min=0)
-    by1 = (torch.ceil(vmax.clamp(-big, big)).long() + 1).clamp(max=H - 1)
+    delta = 0.01 + 2e-5 * torch.maximum(umax - umin, vmax - vmin)
+    bx0 = torch.ceil((umin - delta).clamp(min=-2.0)).long().clamp(min=0)
+    bx1 = torch.floor((umax + delta).clamp(max=W + 1.0)).long().clamp(max=W - 1)
+    by0 = torch.ceil((vmin - delta).clamp(min=-2.0)).long().clamp(min=0)
+    by1 = torch.floor((vmax + delta).clamp(max=H + 1.0)).long().clamp(max=H - 1)
     ok &= (bx1 >= bx0) & (by1 >= by0)
 
     rx = (bx0.to(verts.dtype) - cx) / fx
@@ -89,6 +89,25 @@ def setup_triangles(verts: torch.Tensor, faces: torch.Tensor, K: torch.Tensor, n
     box = torch.stack([bx0, bx1, by0, by1], dim=1)
     box = torch.where(ok[:, None], box, torch.tensor([0, -1, 0, -1], device=box.device))
     return coef, box
+
+
+def _row_spans(coef: torch.Tensor, dv: torch.Tensor, width: torch.Tensor):
+    """Integer du range (lo, hi) [R] int64 per (triangle, row) where all λ_i ≥ 0, widened by a pixel.
+
+    The same conservative narrowing as the numba kernel's ``_span`` (float64;
+    boxes at most 4 pixels wide are not narrowed); the exact float32 test decides.
+    """
+    lo = torch.zeros_like(dv)
+    hi = width.clone()
+    narrow = width > 3
+    for i in range(3):
+        a = coef[:, i]
+        c = coef[:, 3 + i] * dv + coef[:, 6 + i]
+        with torch.no_grad():
+            root = -c / a
+        lo = torch.where(narrow & (a > 0), torch.maximum(lo, torch.floor(root) - 1.0), lo)
+        hi = torch.where(narrow & (a < 0), torch.minimum(hi, torch.ceil(root) + 1.0), hi)
+    return lo.clamp(min=0).long(), torch.minimum(hi, width).long()
 
 
 def _eval(coef: torch.Tensor, du: torch.Tensor, dv: torch.Tensor):
@@ -116,35 +135,37 @@ def rasterize_torch(verts_cam: torch.Tensor, faces: torch.Tensor, K: torch.Tenso
     inv_near = torch.tensor(1.0, dtype=torch.float32) / torch.tensor(near, dtype=torch.float32)
     inv_near = inv_near.to(dev)
 
-    live = torch.nonzero(box[:, 1] >= box[:, 0]).squeeze(1)
-    bw = box[live, 1] - box[live, 0] + 1
-    sizes = bw * (box[live, 3] - box[live, 2] + 1)
     keys = torch.full((H * W,), torch.iinfo(torch.int64).max, dtype=torch.int64, device=dev)
-    csum = torch.cumsum(sizes, 0)
-    start = 0
-    while start < live.numel():
-        # Largest run of triangles whose candidates fit in one chunk (at least one triangle).
-        base = csum[start - 1] if start > 0 else torch.zeros((), dtype=torch.int64, device=dev)
-        end = int(torch.searchsorted(csum, base + _CHUNK, right=True).item())
-        end = max(end, start + 1)
-        ids = live[start:end]
-        sz = sizes[start:end]
-        tri = torch.repeat_interleave(torch.arange(ids.numel(), device=dev), sz)
-        first = torch.cumsum(sz, 0) - sz
-        off = torch.arange(tri.numel(), device=dev) - first[tri]
-        w = bw[start:end][tri]
-        du_i = off % w
-        dv_i = torch.div(off, w, rounding_mode="floor")
-        f = ids[tri]
-        c = coef[f]
-        l0, l1, l2, s = _eval(c, du_i.to(torch.float32), dv_i.to(torch.float32))
-        tol = s * torch.tensor(EPS, dtype=torch.float32, device=dev)
-        hit = (s > 0) & (s <= inv_near) & (l0 >= -tol) & (l1 >= -tol) & (l2 >= -tol)
-        pix = (box[f, 2] + dv_i) * W + (box[f, 0] + du_i)
-        sbits = s.view(torch.int32).to(torch.int64)
-        key = ((0x7F800000 - sbits) << 32) | f
-        keys.scatter_reduce_(0, pix[hit], key[hit], reduce="amin")
-        start = end
+    live = torch.nonzero(box[:, 1] >= box[:, 0]).squeeze(1)
+    if live.numel():
+        # One work item per (triangle, row); narrowed to the row's span (as the numba kernel does).
+        rows = box[live, 3] - box[live, 2] + 1
+        row_tri = torch.repeat_interleave(live, rows)
+        row_first = torch.cumsum(rows, 0) - rows
+        dv_row = torch.arange(row_tri.numel(), device=dev) - torch.repeat_interleave(row_first, rows)
+        lo, hi = _row_spans(coef[row_tri].to(torch.float64), dv_row.to(torch.float64),
+                            (box[row_tri, 1] - box[row_tri, 0]).to(torch.float64))
+        n = (hi - lo + 1).clamp(min=0)
+        csum = torch.cumsum(n, 0)
+        start = 0
+        R = n.numel()
+        while start < R:
+            base = csum[start - 1] if start > 0 else torch.zeros((), dtype=torch.int64, device=dev)
+            end = max(int(torch.searchsorted(csum, base + _CHUNK, right=True).item()), start + 1)
+            nn = n[start:end]
+            r = torch.repeat_interleave(torch.arange(start, end, device=dev), nn)
+            first = torch.cumsum(nn, 0) - nn
+            du_i = torch.arange(r.numel(), device=dev) - torch.repeat_interleave(first, nn) + lo[r]
+            dv_i = dv_row[r]
+            f = row_tri[r]
+            l0, l1, l2, s = _eval(coef[f], du_i.to(torch.float32), dv_i.to(torch.float32))
+            tol = s * torch.tensor(EPS, dtype=torch.float32, device=dev)
+            hit = (s > 0) & (s <= inv_near) & (l0 >= -tol) & (l1 >= -tol) & (l2 >= -tol)
+            pix = (box[f, 2] + dv_i) * W + (box[f, 0] + du_i)
+            sbits = s.view(torch.int32).to(torch.int64)
+            key = ((0x7F800000 - sbits) << 32) | f
+            keys.scatter_reduce_(0, pix[hit], key[hit], reduce="amin")
+            start = end
 
     found = keys != torch.iinfo(torch.int64).max
     face_id = torch.where(found, keys & 0xFFFFFFFF, torch.full_like(keys, -1)).to(torch.int32)

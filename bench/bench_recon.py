@@ -1,0 +1,97 @@
+"""Recon benchmark: DW-Mesh build + render, ms/frame per kernel, on the example scene.
+
+    python bench/bench_recon.py [--frames 49] [--size 512] [--trajectory ex4d-90] [--torch-cpu-frames 3] [--json out.json]
+
+Prints one row per kernel (numba; torch on CPU, the reference; torch on CUDA when present) with
+the ratio against the torch-CPU reference measured in the same run. The first call of each kernel
+(JIT compile, CUDA warm-up) is excluded and reported separately.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import numpy as np
+
+
+def _time_kernel(frames, depth, K, w2c, backend, n, device=None, far=None):
+    from ex4d.dwmesh import build_dwmesh
+    from ex4d.render import render_mesh
+
+    t_mesh = t_render = 0.0
+    known = []
+    ids = []
+    for t in range(n):
+        t0 = time.perf_counter()
+        mesh = build_dwmesh(frames[t], depth[t], K, far=far)
+        t1 = time.perf_counter()
+        r = render_mesh(mesh, K, w2c[t], backend=backend, device=device)
+        if device is not None and str(device).startswith("cuda"):
+            import torch
+            torch.cuda.synchronize()
+        t2 = time.perf_counter()
+        t_mesh += t1 - t0
+        t_render += t2 - t1
+        known.append(r.mask.mean())
+        ids.append(r.face_id)
+    return 1000 * t_mesh / n, 1000 * t_render / n, float(np.mean(known)), ids
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--frames", type=int, default=49)
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--trajectory", default="ex4d-90")
+    ap.add_argument("--torch-cpu-frames", type=int, default=3, help="frames for the slow CPU reference")
+    ap.add_argument("--json", help="write the results here")
+    args = ap.parse_args()
+
+    import torch
+
+    from ex4d.dwmesh import default_far
+    from ex4d.example import make_example
+    from ex4d.trajectory import make_trajectory
+
+    scene = make_example(args.frames, args.size, args.size)
+    traj = make_trajectory(args.trajectory, args.frames, scene.K, args.size, args.size, depth0=scene.depth[0])
+    w2c = traj.w2c.copy()
+    w2c[0] = traj.w2c[min(1, args.frames - 1)]  # time a real novel view on every frame
+    far = default_far(scene.depth)
+    rows = []
+
+    def run(name, backend, n, device=None):
+        t0 = time.perf_counter()
+        _time_kernel(scene.frames, scene.depth, scene.K, w2c, backend, 1, device, far)  # warm-up / compile
+        warm = time.perf_counter() - t0
+        ms_mesh, ms_render, known, ids = _time_kernel(scene.frames, scene.depth, scene.K, w2c, backend, n, device, far)
+        rows.append({"kernel": name, "frames": n, "mesh_ms": ms_mesh, "render_ms": ms_render,
+                     "total_ms": ms_mesh + ms_render, "clip_s_49": 49 * (ms_mesh + ms_render) / 1000,
+                     "first_call_s": warm, "known": known})
+        return ids
+
+    ref_ids = run("torch-cpu (reference)", "torch", args.torch_cpu_frames, "cpu")
+    nb_ids = run("numba", "numba", args.frames)
+    same = all(np.array_equal(a, b) for a, b in zip(ref_ids, nb_ids))
+    if torch.cuda.is_available():
+        cu_ids = run("torch-cuda", "torch", args.frames, "cuda")
+        same = same and all(np.array_equal(a, b) for a, b in zip(nb_ids, cu_ids))
+    base = rows[0]["total_ms"]
+    print(f"recon benchmark: {args.frames} frames {args.size}×{args.size}, trajectory {args.trajectory}, "
+          f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads")
+    print(f"{'kernel':24s} {'mesh ms/f':>10s} {'render ms/f':>12s} {'total ms/f':>11s} {'49-frame clip s':>16s} "
+          f"{'vs reference':>13s} {'first call s':>13s}")
+    for r in rows:
+        print(f"{r['kernel']:24s} {r['mesh_ms']:10.1f} {r['render_ms']:12.1f} {r['total_ms']:11.1f} "
+              f"{r['clip_s_49']:16.2f} {base / r['total_ms']:12.1f}× {r['first_call_s']:13.1f}")
+    print(f"face ids identical across kernels on the compared frames: {same}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"rows": rows, "identical": same, "args": vars(args)}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
