@@ -1,0 +1,180 @@
+"""``ex4d generate`` and ``ex4d convert-adapter``: thin command-line layers over :mod:`ex4d.diffusion`.
+
+Registered into the main parser by ``ex4d.cli`` through :func:`register`.
+Imports nothing heavy until a command runs, so ``ex4d --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from ..errors import Ex4dError, check
+from .config import DTYPES, FRAME_POLICIES, MEMORY_MODES, GenerateConfig
+
+__all__ = ["register", "run_generate", "run_convert_adapter", "config_from_args"]
+
+_D = GenerateConfig()
+
+GENERATE_EPILOG = """\
+examples:
+  ex4d generate --color out/color.mp4 --mask out/mask.mp4 \\
+      --wan /models/Wan2.1-I2V-14B-480P-Diffusers --adapter /models/EX-4D/ex4d.ckpt --out out/output.mp4
+  # original Wan release files for the DiT and VAE, encoders from the diffusers folder:
+  ex4d generate ... --wan /models/Wan2.1-I2V-14B-480P --wan-encoders /models/Wan2.1-I2V-14B-480P-Diffusers
+  # a 24 GB GPU:
+  ex4d generate ... --memory balanced
+
+memory modes:
+  full      everything on the GPU (fastest; ~45 GB peak at 49x512x512)
+  balanced  DiT streamed block by block from pinned CPU memory, text encoder offloaded, VAE tiled
+  low       as balanced, but the DiT stored in fp8 and streamed layer by layer (changes results slightly)
+
+The mask video is 255 where the render is known and 0 where it must be generated (as `ex4d recon` writes it).
+Frames are used at their stored size: width and height must be multiples of 16; the frame count must be
+4k+1 (49, 81, ...) unless --frames trim|pad. A JSON file with every setting is written next to the output.
+"""
+
+
+def register(subparsers) -> None:
+    """Add ``generate`` and ``convert-adapter`` to the main parser's subcommands."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = subparsers.add_parser(
+        "generate", formatter_class=fmt, epilog=GENERATE_EPILOG,
+        help="complete a masked render (color.mp4 + mask.mp4) with Wan2.1-I2V-14B + the EX-4D adapter",
+        description="Fill the unknown regions of a novel-view render with the EX-4D video diffusion adapter "
+                    "(Wan2.1-I2V-14B-480P, diffusers). Defaults reproduce the original EX-4D generate.py.")
+    p.add_argument("--color", required=True, help="masked color video from `ex4d recon` (color.mp4)")
+    p.add_argument("--mask", required=True, help="mask video, 255 = known, 0 = to generate (mask.mp4)")
+    p.add_argument("--wan", required=True, help="Wan2.1-I2V-14B-480P folder: diffusers layout "
+                                                "(transformer/, vae/, text_encoder/, tokenizer/, image_encoder/) or "
+                                                "the original release (diffusion_pytorch_model-*.safetensors, "
+                                                "Wan2.1_VAE.pth)")
+    p.add_argument("--wan-encoders", metavar="DIR", help="diffusers-layout folder for the text/image encoders and "
+                                                         "tokenizer (needed when --wan is the original release)")
+    ad = p.add_mutually_exclusive_group(required=True)
+    ad.add_argument("--adapter", help="EX-4D adapter: the released ex4d.ckpt or a .safetensors from convert-adapter")
+    ad.add_argument("--no-adapter", action="store_true", help="plain Wan I2V from the first frame (a baseline)")
+    p.add_argument("--out", required=True, help="output video (.mp4)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    g = p.add_argument_group("sampling (defaults = the original EX-4D)")
+    g.add_argument("--prompt", default=_D.prompt, help="text prompt (default: the original's camera-motion prompt)")
+    g.add_argument("--negative-prompt", default=_D.negative_prompt, help="negative prompt (default: Wan's standard)")
+    g.add_argument("--steps", type=int, default=_D.steps, help="flow-matching Euler steps (%(default)s)")
+    g.add_argument("--cfg", type=float, default=_D.cfg, help="classifier-free guidance scale; 1 = off (%(default)s)")
+    g.add_argument("--shift", type=float, default=_D.shift, help="sigma shift of the schedule (%(default)s)")
+    g.add_argument("--seed", type=int, default=_D.seed, help="noise seed (%(default)s)")
+    g.add_argument("--erosion", type=int, nargs=2, metavar=("MIN", "MAX"), default=list(_D.erosion),
+                   help="per-frame mask erosion, kernel size drawn from MIN..MAX px; 0 0 disables (2 8)")
+    g.add_argument("--erosion-seed", type=int, default=None, help="seed of the erosion draws (default: --seed)")
+
+    g = p.add_argument_group("frames")
+    g.add_argument("--num-frames", type=int, default=0, help="use the first N frames (0 = all; must be 4k+1)")
+    g.add_argument("--frames", choices=FRAME_POLICIES, default=_D.frames,
+                   help="when the count is not 4k+1: exact = error (default), trim = drop trailing frames, "
+                        "pad = repeat the last frame, generate, cut back")
+
+    g = p.add_argument_group("hardware")
+    g.add_argument("--memory", choices=MEMORY_MODES, default=_D.memory, help="GPU memory mode (%(default)s)")
+    g.add_argument("--device", default=_D.device, help="auto | cuda | cuda:N | cpu (%(default)s)")
+    g.add_argument("--dtype", choices=DTYPES, default=_D.dtype, help="weights/compute dtype (%(default)s)")
+    g.add_argument("--vae-dtype", choices=DTYPES, default=None, help="VAE dtype (default: --dtype)")
+    g.add_argument("--force-cpu", action="store_true", help="allow full-size weights on a CPU (takes days)")
+    g.add_argument("--no-merge-lora", action="store_true", help="keep LoRA unmerged (slower; for comparison)")
+    g.add_argument("--no-cfg-batch", action="store_true", help="run the two CFG branches as separate forwards")
+    g.add_argument("--attention", default=_D.attention_backend, metavar="BACKEND",
+                   help="diffusers attention backend: auto (cuDNN SDPA on CUDA), native, _native_flash, ... "
+                        "(%(default)s)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the DiT blocks (CUDA, --memory full)")
+    g.add_argument("--vae-tiling", choices=["auto", "on", "off"], default="auto",
+                   help="tiled VAE (auto: on for balanced/low)")
+    p.set_defaults(func=run_generate)
+
+    p = subparsers.add_parser(
+        "convert-adapter", help="convert an EX-4D adapter between ex4d.ckpt (original) and .safetensors (ours)",
+        description="Read the released ex4d.ckpt (or our .safetensors), check every key and shape, and write it in "
+                    "the other format: OUT ending in .safetensors = ours (with dims in the metadata), anything else "
+                    "= the original torch layout.")
+    p.add_argument("input", help="ex4d.ckpt or an ex4d .safetensors adapter")
+    p.add_argument("output", help="OUT.safetensors (ours) or OUT.ckpt (original layout)")
+    p.add_argument("--dtype", choices=DTYPES, default="float32", help="dtype of the written tensors (%(default)s)")
+    p.set_defaults(func=run_convert_adapter)
+
+
+def config_from_args(args: argparse.Namespace) -> GenerateConfig:
+    """The :class:`GenerateConfig` described by ``ex4d generate``'s flags (validated)."""
+    tiling = {"auto": None, "on": True, "off": False}[args.vae_tiling]
+    return GenerateConfig(
+        prompt=args.prompt, negative_prompt=args.negative_prompt, steps=args.steps, cfg=args.cfg, shift=args.shift,
+        seed=args.seed, erosion=tuple(args.erosion), erosion_seed=args.erosion_seed, frames=args.frames,
+        dtype=args.dtype, vae_dtype=args.vae_dtype, memory=args.memory, device=args.device, force_cpu=args.force_cpu,
+        merge_lora=not args.no_merge_lora, cfg_batch=not args.no_cfg_batch, attention_backend=args.attention,
+        compile=args.compile, vae_tiling=tiling).check()
+
+
+def _read_inputs(color_path: str, mask_path: str, num_frames: int):
+    """(frames [T,H,W,3] uint8, mask [T,H,W] bool, fps) at the stored size."""
+    from ..io.video import read_mask_video, read_video
+
+    check(num_frames >= 0, f"--num-frames must be >= 0, got {num_frames}")
+    n = num_frames or None
+    color = read_video(color_path, num_frames=n, max_res=1 << 16, multiple=1)
+    mask = read_mask_video(mask_path, num_frames=n, size=color.size)
+    check(mask.shape[0] == color.num_frames,
+          f"{mask_path} has {mask.shape[0]} frames, {color_path} {color.num_frames}; pass --num-frames")
+    check(mask.shape[1:] == color.frames.shape[1:3],
+          f"mask {mask_path} is {mask.shape[2]}x{mask.shape[1]}, color {color_path} "
+          f"{color.frames.shape[2]}x{color.frames.shape[1]}; they must have one size")
+    return color.frames, mask, color.fps
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    """Handler of ``ex4d generate``; user errors raise :class:`Ex4dError`."""
+    from ..io.atomic import atomic_write_json
+    from ..io.video import write_video
+
+    config = config_from_args(args)
+    out = Path(args.out)
+    check(out.suffix.lower() in (".mp4", ".mov", ".mkv"), f"--out must end in .mp4, .mov or .mkv, got {out}")
+    color, mask, fps = _read_inputs(args.color, args.mask, args.num_frames)
+    from .conditioning import check_inputs, fit_frames
+    from .pipeline import Ex4dGenerator  # heavy imports only now
+
+    check_inputs(color, mask)
+    fit_frames(color, mask, config.frames)  # frame-count errors before loading the weights
+    t0 = time.perf_counter()
+    adapter = None if args.no_adapter else args.adapter
+    generator = Ex4dGenerator.load(args.wan, adapter, config, encoders=args.wan_encoders)
+    t1 = time.perf_counter()
+    video = generator.generate(color, mask, progress=not args.quiet)
+    t2 = time.perf_counter()
+    write_video(out, video, fps)
+    atomic_write_json(out.with_name(out.stem + ".generate.json"), {
+        "config": config.to_json(), "color": str(args.color), "mask": str(args.mask), "wan": str(args.wan),
+        "wan_encoders": args.wan_encoders, "adapter": adapter, "fps": fps,
+        "frames": int(video.shape[0]), "width": int(video.shape[2]), "height": int(video.shape[1]),
+        "timings_s": {"load": round(t1 - t0, 3), "generate": round(t2 - t1, 3)},
+    })
+    print(f"wrote {out} ({video.shape[0]} frames, {video.shape[2]}x{video.shape[1]}; "
+          f"load {t1 - t0:.1f} s, generate {t2 - t1:.1f} s)")
+    return 0
+
+
+def run_convert_adapter(args: argparse.Namespace) -> int:
+    """Handler of ``ex4d convert-adapter``."""
+    from .checkpoint import export_original_ckpt, load_adapter, save_adapter_safetensors
+    from .loading import torch_dtype
+
+    src, dst = Path(args.input), Path(args.output)
+    if src.resolve() == dst.resolve():
+        raise Ex4dError(f"input and output are the same file: {src}")
+    weights = load_adapter(src)
+    dtype = torch_dtype(args.dtype)
+    if dst.suffix == ".safetensors":
+        save_adapter_safetensors(weights, dst, dtype=dtype)
+    else:
+        export_original_ckpt(weights, dst, dtype=dtype)
+    print(f"wrote {dst}: {weights.spec.describe()}, {len(weights.lora)} LoRA + {len(weights.encoder)} encoder tensors")
+    return 0

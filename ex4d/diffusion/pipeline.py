@@ -1,0 +1,202 @@
+"""Generation: masked render (color + mask) → completed novel-view video, with Wan2.1-I2V + the EX-4D adapter.
+
+One video, step by step (shapes for T frames of H × W, T' = (T−1)/4+1, h = H/8):
+
+1. checks: color [T, H, W, 3] uint8, mask [T, H, W] bool, H, W multiples of 16, T = 4k+1
+   (or ``frames="trim"|"pad"``);
+2. mask erosion (seeded, per frame), condition = (color·mask)·2−1, mask·2−1;
+3. prompt states (cached per prompt pair), CLIP states of the I2V first frame,
+   I2V condition y = [first-frame mask (4), VAE latents of (first frame, zeros…) (16)];
+4. camera tokens = CamVidEncoder(VAE(cond), VAE(mask·2−1 … i.e. values {−3, +1}));
+5. noise from ``torch.Generator('cpu').manual_seed(seed)``, 25 Euler steps with CFG,
+   the tokens added after patch embedding in every DiT forward;
+6. VAE decode → uint8 frames.
+
+Use :class:`Ex4dGenerator` to keep the models loaded across calls, or
+:func:`generate_video` for one call.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import Ex4dError, check
+from .adapter import CamVidEncoder, TokenInjection, add_lora, merge_lora, transformer_dims
+from .checkpoint import AdapterSpec, AdapterWeights, apply_adapter_weights, load_adapter
+from .conditioning import (check_inputs, condition_tensors, erode_masks, first_frame_mask, fit_frames,
+                           i2v_first_frame, initial_noise, latent_shape)
+from .config import MODEL_FIELDS, GenerateConfig
+from .encode import encode_image, encode_prompts, to_uint8_video, vae_decode, vae_encode
+from .loading import WanComponents, load_wan, resolve_device, torch_dtype
+from .memory import MemoryPlan, apply_memory_plan, memory_plan
+from .sampling import denoise, make_scheduler
+
+__all__ = ["Ex4dGenerator", "generate_video", "model_spec"]
+
+log = logging.getLogger(__name__)
+
+
+def model_spec(components: WanComponents) -> AdapterSpec:
+    """The :class:`AdapterSpec` dims an adapter must have to fit these Wan components."""
+    dims = transformer_dims(components.transformer)
+    return AdapterSpec(num_layers=dims["num_layers"], dim=dims["dim"], ffn_dim=dims["ffn_dim"],
+                       z_dim=int(components.vae.config.z_dim),
+                       patch_size=tuple(int(p) for p in components.transformer.config.patch_size))
+
+
+class Ex4dGenerator:
+    """Loaded Wan2.1-I2V + EX-4D adapter, placed by a memory mode, for repeated :meth:`generate` calls.
+
+    Args:
+        components: loaded Wan models (CPU), e.g. from :func:`~ex4d.diffusion.loading.load_wan`.
+        adapter: EX-4D adapter weights, or None for plain Wan I2V (no camera tokens, no LoRA).
+        config: load-time fields (dtype, memory, device, merge_lora, attention_backend,
+            compile, vae_tiling) are applied here; the others are the defaults of :meth:`generate`.
+
+    Build from files with :meth:`load`.
+    """
+
+    def __init__(self, components: WanComponents, adapter: AdapterWeights | None = None,
+                 config: GenerateConfig = GenerateConfig()) -> None:
+        self.config = config.check()
+        self.components = components
+        self.device = resolve_device(config.device)
+        self.dtype = torch_dtype(config.dtype)
+        self.spec = model_spec(components)
+        self.encoder: CamVidEncoder | None = None
+        self.injection: TokenInjection | None = None
+        self._prompt_cache: dict[tuple[str, str | None], tuple[torch.Tensor, torch.Tensor | None]] = {}
+        if adapter is not None:
+            self._attach(adapter)
+        self.plan: MemoryPlan = memory_plan(config.memory, self.device, config.vae_tiling)
+        extra = [self.encoder] if self.encoder is not None else []
+        apply_memory_plan(self.plan, components, extra, compute_dtype=self.dtype)
+        self._set_attention(config.attention_backend)
+        if config.compile:
+            check(self.device.type == "cuda", "compile=True needs a CUDA device")
+            components.transformer.compile_repeated_blocks(fullgraph=True)
+
+    @classmethod
+    def load(cls, wan: str | os.PathLike, adapter: str | os.PathLike | None,
+             config: GenerateConfig = GenerateConfig(), encoders: str | os.PathLike | None = None) -> "Ex4dGenerator":
+        """Load Wan from ``wan`` (see ``load_wan``) and the adapter file (``ex4d.ckpt`` or ours), then place them."""
+        config = config.check()
+        components = load_wan(wan, encoders=encoders, dtype=config.dtype, vae_dtype=config.vae_dtype,
+                              device=config.device, force_cpu=config.force_cpu)
+        weights = load_adapter(adapter, expected=model_spec(components)) if adapter is not None else None
+        return cls(components, weights, config)
+
+    # ------------------------------------------------------------------ setup
+
+    def _attach(self, weights: AdapterWeights) -> None:
+        spec = weights.spec
+        for name in ("num_layers", "dim", "ffn_dim", "z_dim", "patch_size"):
+            check(getattr(spec, name) == getattr(self.spec, name),
+                  f"adapter {weights.source} has {name} {getattr(spec, name)}, the Wan model {getattr(self.spec, name)}")
+        transformer = self.components.transformer
+        self.encoder = CamVidEncoder(spec.z_dim, spec.hidden, spec.dim, spec.patch_size).eval()
+        self.encoder.to(self.dtype)
+        apply_adapter_weights(weights, encoder=self.encoder)
+        add_lora(transformer, rank=spec.rank, alpha=spec.alpha)
+        apply_adapter_weights(weights, transformer=transformer)
+        if self.config.merge_lora:
+            merge_device = self.device if self.config.memory == "full" else None
+            merge_lora(transformer, device=merge_device)
+        self.injection = TokenInjection(transformer)
+
+    def _set_attention(self, backend: str) -> None:
+        if backend == "auto":
+            backend = "_native_cudnn" if self.device.type == "cuda" and torch.backends.cudnn.is_available() else None
+        if backend is not None and backend != "native":
+            self.components.transformer.set_attention_backend(backend)
+
+    # ------------------------------------------------------------------ pieces
+
+    def prompt_states(self, prompt: str, negative: str | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """UMT5 states ([1, 512, C], [1, 512, C] or None) of the prompt pair, cached across calls."""
+        key = (prompt, negative)
+        if key not in self._prompt_cache:
+            c = self.components
+            texts = [prompt] if negative is None else [prompt, negative]
+            states = encode_prompts(c.tokenizer, c.text_encoder, texts, self.device)
+            pos, neg = states[:1], (states[1:] if negative is not None else None)
+            self._prompt_cache = {key: (pos, neg)}  # keep one pair: the 14B model's states are small, but bounded
+        return self._prompt_cache[key]
+
+    def camera_tokens(self, cond: torch.Tensor, mask_pm1: torch.Tensor) -> torch.Tensor:
+        """Adapter tokens [1, D, T', H/16, W/16] from cond and mask·2−1 (each [1, 3, T, H, W])."""
+        vae = self.components.vae
+        video_latents = vae_encode(vae, cond, self.device)
+        mask_latents = vae_encode(vae, mask_pm1 * 2 - 1, self.device)  # the original encodes mask·2−1 again
+        with torch.no_grad():
+            return self.encoder(video_latents, mask_latents)
+
+    def i2v_condition(self, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(CLIP states [1, N, C], y [1, 4 + z, T', h, w]) from the first frame of ``cond`` [1, 3, T, H, W]."""
+        c = self.components
+        image = i2v_first_frame(cond)  # [1, 3, H, W] float32
+        _, _, t, h, w = cond.shape
+        clip_states = encode_image(c.image_encoder, image, self.device)
+        video = torch.cat([image[:, :, None], image.new_zeros(1, 3, t - 1, h, w)], dim=2)  # [1, 3, T, H, W]
+        latents = vae_encode(c.vae, video, self.device)
+        mask = first_frame_mask(t, h // 8, w // 8).to(latents.device)
+        return clip_states, torch.cat([mask, latents], dim=1)
+
+    # ------------------------------------------------------------------ generate
+
+    def _call_config(self, config: GenerateConfig | None) -> GenerateConfig:
+        if config is None:
+            return self.config
+        config.check()
+        changed = [f for f in MODEL_FIELDS if getattr(config, f) != getattr(self.config, f)]
+        check(not changed, f"these settings are fixed when the models load and differ from the loaded ones: "
+                           f"{changed}; make a new Ex4dGenerator to change them")
+        return config
+
+    def generate(self, color: np.ndarray, mask: np.ndarray, config: GenerateConfig | None = None,
+                 progress: bool = True) -> np.ndarray:
+        """Completed video [T, H, W, 3] uint8 RGB from ``color`` [T, H, W, 3] uint8 and ``mask`` [T, H, W] bool.
+
+        ``mask`` True = known (rendered), False = to be generated. H, W must be
+        multiples of 16 and T = 4k+1 unless ``config.frames`` trims or pads.
+        """
+        cfg = self._call_config(config)
+        check_inputs(color, mask)
+        color, mask, keep = fit_frames(color, mask, cfg.frames)
+        t, h, w = color.shape[:3]
+        mask = erode_masks(mask, cfg.erosion_kernels, cfg.erosion_rng_seed)
+        cond, mask_pm1 = condition_tensors(color, mask, self.dtype)
+        text_pos, text_neg = self.prompt_states(cfg.prompt, cfg.negative_prompt if cfg.cfg != 1.0 else None)
+        clip_states, y = self.i2v_condition(cond)
+        conditioning = None
+        if self.encoder is not None:
+            tokens = self.camera_tokens(cond, mask_pm1)
+            conditioning = lambda: self.injection.conditioning(tokens)  # noqa: E731
+        latents = initial_noise(cfg.seed, latent_shape(t, h, w, int(self.components.vae.config.z_dim))).to(self.device)
+        scheduler = make_scheduler(cfg.steps, cfg.shift, device=self.device)
+        latents = denoise(self.components.transformer, scheduler, latents, y, text_pos, text_neg, clip_states,
+                          cfg.cfg, cfg.cfg_batch, self.dtype, conditioning, progress)
+        video = vae_decode(self.components.vae, latents, self.device)  # [1, 3, T, H, W]
+        return to_uint8_video(video)[:keep]
+
+
+def generate_video(color: np.ndarray, mask: np.ndarray, wan: str | Path, adapter: str | Path | None,
+                   config: GenerateConfig = GenerateConfig(), progress: bool = True,
+                   encoders: str | Path | None = None) -> np.ndarray:
+    """Completed video [T, H, W, 3] uint8 from ``color`` [T, H, W, 3] uint8 and ``mask`` [T, H, W] bool (True = known).
+
+    Loads Wan2.1-I2V from ``wan`` (diffusers or original layout; ``encoders``
+    = diffusers folder for the text/image encoders when ``wan`` is original)
+    and the EX-4D adapter from ``adapter`` (``ex4d.ckpt`` or our
+    ``.safetensors``; None = plain Wan I2V), then runs one generation. For
+    several videos keep an :class:`Ex4dGenerator` instead.
+    """
+    config = config.check()
+    check_inputs(color, mask)
+    fit_frames(color, mask, config.frames)  # frame-count errors before loading ~40 GB of weights
+    return Ex4dGenerator.load(wan, adapter, config, encoders=encoders).generate(color, mask, config, progress)

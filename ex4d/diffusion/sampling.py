@@ -1,0 +1,89 @@
+"""The sampler: the original's flow-matching Euler schedule on diffusers' scheduler, and the denoising loop.
+
+Schedule (DiffSynth ``FlowMatchScheduler(shift, sigma_min=0, extra_one_step=True)``):
+s = linspace(1, 0, steps + 1)[:-1] (float32), σ = shift·s / (1 + (shift − 1)·s),
+timesteps t = 1000·σ, then x ← x + (σ_next − σ)·v with σ_next = 0 after the
+last step. diffusers' ``FlowMatchEulerDiscreteScheduler`` computes the same
+numbers when given s as custom sigmas (tested bit for bit).
+
+Guidance: v = v_neg + cfg·(v_pos − v_neg) in float32, the two branches either
+in one batch-2 forward (``cfg_batch``, faster on a GPU) or in two forwards
+(the original's order). The conditioning tokens are broadcast to the batch,
+so both branches get the same camera/video conditioning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable
+
+import torch
+
+from ._deps import require
+
+__all__ = ["original_sigmas", "make_scheduler", "denoise"]
+
+
+def original_sigmas(steps: int, shift: float) -> torch.Tensor:
+    """The original's σ sequence [steps] float32: shift·s / (1 + (shift−1)·s), s = linspace(1, 0, steps+1)[:-1]."""
+    s = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float32)[:-1]
+    return shift * s / (1 + (shift - 1) * s)
+
+
+def make_scheduler(steps: int, shift: float, device: torch.device | str | None = None):
+    """A fresh diffusers ``FlowMatchEulerDiscreteScheduler`` set to the original's schedule (``steps`` steps)."""
+    diffusers = require("diffusers")
+    scheduler = diffusers.FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=float(shift))
+    s = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float32)[:-1]
+    scheduler.set_timesteps(sigmas=s.numpy(), device=device)
+    return scheduler
+
+
+@torch.no_grad()
+def denoise(transformer, scheduler, latents: torch.Tensor, y: torch.Tensor, text_pos: torch.Tensor,
+            text_neg: torch.Tensor | None, image_states: torch.Tensor, cfg: float, cfg_batch: bool = True,
+            dtype: torch.dtype = torch.bfloat16, conditioning: Callable[[], contextlib.AbstractContextManager] | None = None,
+            progress: bool = True) -> torch.Tensor:
+    """Denoised latents [1, z, T', h, w] float32.
+
+    Args:
+        transformer: diffusers ``WanTransformer3DModel`` (I2V: 36 input channels).
+        scheduler: from :func:`make_scheduler` (stateful: one per video).
+        latents: [1, z, T', h, w] float32 initial noise, on the compute device.
+        y: [1, 4 + z, T', h, w] I2V condition (first-frame mask channels, then first-frame latents).
+        text_pos, text_neg: [1, 512, C] prompt states (``text_neg`` unused when cfg == 1).
+        image_states: [1, N, C_img] CLIP states.
+        cfg: guidance scale; 1 = conditional branch only.
+        cfg_batch: run both branches as one batch of 2.
+        dtype: compute dtype of the DiT inputs.
+        conditioning: context manager factory wrapping the whole loop (token injection).
+        progress: show a tqdm bar over the steps.
+    """
+    from tqdm.auto import tqdm
+
+    guided = cfg != 1.0
+    batched = guided and cfg_batch
+    if batched:
+        text = torch.cat([text_pos, text_neg]).to(dtype)
+        image = image_states.to(dtype).expand(2, -1, -1)
+    y = y.to(latents.device)
+    ctx = conditioning() if conditioning is not None else contextlib.nullcontext()
+    with ctx:
+        for t in tqdm(scheduler.timesteps, desc="denoising", disable=not progress, leave=False):
+            x = torch.cat([latents, y], dim=1).to(dtype)  # [1, 36, T', h, w]
+            if batched:
+                v = transformer(hidden_states=x.expand(2, -1, -1, -1, -1), timestep=t.expand(2).to(latents.device),
+                                encoder_hidden_states=text, encoder_hidden_states_image=image,
+                                return_dict=False)[0].float()
+                v_pos, v_neg = v.chunk(2)
+            else:
+                v_pos = _forward(transformer, x, t, text_pos, image_states, dtype)
+                v_neg = _forward(transformer, x, t, text_neg, image_states, dtype) if guided else None
+            v = v_neg + cfg * (v_pos - v_neg) if guided else v_pos
+            latents = scheduler.step(v, t, latents, return_dict=False)[0]
+    return latents
+
+
+def _forward(transformer, x, t, text, image, dtype) -> torch.Tensor:
+    return transformer(hidden_states=x, timestep=t.expand(1).to(x.device), encoder_hidden_states=text.to(dtype),
+                       encoder_hidden_states_image=image.to(dtype), return_dict=False)[0].float()

@@ -1,0 +1,118 @@
+"""End-to-end generation on tiny random models: shapes, determinism, equivalences, memory modes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from _ex4d_tiny import H, T, W, tiny_config
+
+from ex4d.diffusion.checkpoint import export_original_ckpt
+from ex4d.diffusion.encode import vae_encode
+from ex4d.diffusion.memory import memory_plan
+from ex4d.diffusion.pipeline import Ex4dGenerator, generate_video
+from ex4d.errors import Ex4dError
+
+
+def test_generate_from_files_shape_and_determinism(tmp_path, wan_dirs, adapter, video):
+    diffusers_dir, _ = wan_dirs
+    export_original_ckpt(adapter, tmp_path / "ex4d.ckpt")
+    gen = Ex4dGenerator.load(diffusers_dir, tmp_path / "ex4d.ckpt", tiny_config())
+    color, mask = video
+    a = gen.generate(color, mask, progress=False)
+    assert a.shape == (T, H, W, 3) and a.dtype == np.uint8
+    b = gen.generate(color, mask, progress=False)
+    assert np.array_equal(a, b)
+    c = gen.generate(color, mask, tiny_config(seed=1), progress=False)
+    assert not np.array_equal(a, c)
+    assert gen.injection.calls == 3 * 2  # 2 steps × one batched CFG forward, 3 videos
+    d = generate_video(color, mask, diffusers_dir, tmp_path / "ex4d.ckpt", tiny_config(), progress=False)
+    assert np.array_equal(a, d)
+
+
+def test_adapter_matters_and_plain_mode_runs(components, adapter, video):
+    color, mask = video
+    ours = Ex4dGenerator(components, adapter, tiny_config()).generate(color, mask, progress=False)
+    from ex4d.diffusion.random_models import build_components
+
+    plain = Ex4dGenerator(build_components("tiny", seed=0), None, tiny_config()).generate(color, mask, progress=False)
+    assert plain.shape == ours.shape and not np.array_equal(plain, ours)
+
+
+def test_camera_tokens_follow_the_original_formula(components, adapter, video):
+    from test_adapter import reference_encoder
+
+    gen = Ex4dGenerator(components, adapter, tiny_config())
+    color, mask = video
+    from ex4d.diffusion.conditioning import condition_tensors
+
+    cond, mpm = condition_tensors(color, mask, torch.float32)
+    vae, dev = components.vae, torch.device("cpu")
+    mean = torch.tensor(vae.config.latents_mean).view(1, 16, 1, 1, 1)
+    std = torch.tensor(vae.config.latents_std).view(1, 16, 1, 1, 1)
+    with torch.no_grad():
+        lat_c = (vae.encode(cond).latent_dist.mean - mean) / std
+        lat_m = (vae.encode(mpm * 2 - 1).latent_dist.mean - mean) / std  # mask values {-3, +1}
+        ref = reference_encoder(adapter.encoder, lat_c, lat_m)
+    assert set(torch.unique(mpm * 2 - 1).tolist()) == {-3.0, 1.0}
+    torch.testing.assert_close(gen.camera_tokens(cond, mpm), ref, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(vae_encode(vae, cond, dev), lat_c, rtol=1e-5, atol=1e-5)
+
+
+def test_cfg_batching_matches_separate_forwards(components, adapter, video):
+    color, mask = video
+    gen = Ex4dGenerator(components, adapter, tiny_config())
+    batched = gen.generate(color, mask, progress=False)
+    separate = gen.generate(color, mask, tiny_config(cfg_batch=False), progress=False)
+    assert np.abs(batched.astype(int) - separate.astype(int)).max() <= 1
+
+
+def test_merged_and_unmerged_lora_agree(components, adapter, video):
+    from ex4d.diffusion.random_models import build_components
+
+    color, mask = video
+    merged = Ex4dGenerator(components, adapter, tiny_config()).generate(color, mask, progress=False)
+    unmerged = Ex4dGenerator(build_components("tiny", seed=0), adapter, tiny_config(merge_lora=False)).generate(
+        color, mask, progress=False)
+    assert np.abs(merged.astype(int) - unmerged.astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("mode", ["balanced", "low"])
+def test_memory_modes_run_on_cpu(mode, adapter, video):
+    from ex4d.diffusion.random_models import build_components
+
+    color, mask = video
+    full = Ex4dGenerator(build_components("tiny", seed=0), adapter, tiny_config()).generate(color, mask, progress=False)
+    gen = Ex4dGenerator(build_components("tiny", seed=0), adapter, tiny_config(memory=mode))
+    out = gen.generate(color, mask, progress=False)
+    assert out.shape == full.shape and out.dtype == np.uint8
+    assert gen.components.vae.use_tiling
+    if mode == "low":
+        assert gen.components.transformer.blocks[0].attn1.to_q.weight.dtype == torch.float8_e4m3fn
+        assert np.abs(out.astype(float) - full).mean() < 40  # fp8 weights: close, not equal
+    else:
+        assert np.abs(out.astype(int) - full.astype(int)).max() <= 2  # tiling + offloading: same numerics
+
+
+def test_memory_plans_for_cuda():
+    full, bal, low = (memory_plan(m, "cuda") for m in ("full", "balanced", "low"))
+    assert full.transformer.how == "resident" and not full.vae_tiling
+    assert bal.transformer.how == "block" and bal.use_stream and bal.text_encoder.how == "leaf" and bal.vae_tiling
+    assert not bal.transformer.fp8
+    assert low.transformer.how == "leaf" and low.transformer.fp8 and low.image_encoder.how == "leaf"
+    assert not memory_plan("balanced", "cpu").use_stream
+    assert memory_plan("full", "cuda", vae_tiling=True).vae_tiling
+
+
+def test_user_errors(components, adapter, video):
+    color, mask = video
+    gen = Ex4dGenerator(components, adapter, tiny_config())
+    with pytest.raises(Ex4dError, match="4k\\+1"):
+        gen.generate(color[:4], mask[:4], progress=False)
+    assert gen.generate(color[:4], mask[:4], tiny_config(frames="pad"), progress=False).shape[0] == 4
+    with pytest.raises(Ex4dError, match="multiple of 16"):
+        gen.generate(color[:, :24], mask[:, :24], progress=False)
+    with pytest.raises(Ex4dError, match="fixed when the models load"):
+        gen.generate(color, mask, tiny_config(memory="low"), progress=False)
+    with pytest.raises(Ex4dError, match="4k\\+1"):  # before any weights are read
+        generate_video(color[:4], mask[:4], "/nonexistent", None, tiny_config())

@@ -1,0 +1,70 @@
+"""``ex4d generate`` and ``ex4d convert-adapter`` through the main CLI, on tiny models and tiny videos."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ex4d.diffusion.checkpoint import export_original_ckpt, load_adapter
+
+cli = pytest.importorskip("ex4d.cli")
+video_io = pytest.importorskip("ex4d.io.video")
+
+
+@pytest.fixture
+def videos(tmp_path, video):
+    color, mask = video
+    video_io.write_video(tmp_path / "color.mp4", color, 10.0, lossless=True)
+    video_io.write_video(tmp_path / "mask.mp4", mask, 10.0)
+    return tmp_path / "color.mp4", tmp_path / "mask.mp4"
+
+
+def run(*argv: str) -> int:
+    return cli.main(list(argv))
+
+
+def test_help_lists_the_flags(capsys):
+    with pytest.raises(SystemExit) as e:
+        run("generate", "--help")
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--color", "--mask", "--wan", "--adapter", "--memory", "--num-frames", "--force-cpu", "--seed"):
+        assert flag in out
+
+
+def test_generate_writes_video_and_config(tmp_path, wan_dirs, adapter, videos, capsys):
+    diffusers_dir, _ = wan_dirs
+    export_original_ckpt(adapter, tmp_path / "ex4d.ckpt")
+    color, mask = videos
+    out = tmp_path / "gen" / "output.mp4"
+    code = run("generate", "--color", str(color), "--mask", str(mask), "--wan", str(diffusers_dir), "--adapter",
+               str(tmp_path / "ex4d.ckpt"), "--out", str(out), "--device", "cpu", "--dtype", "float32",
+               "--steps", "2", "--prompt", "a cat", "-q")
+    assert code == 0, capsys.readouterr().err
+    frames = video_io.read_video(out, num_frames=None, max_res=4096, multiple=1)
+    assert frames.frames.shape == (5, 32, 48, 3)
+    meta = json.loads((tmp_path / "gen" / "output.generate.json").read_text())
+    assert meta["config"]["steps"] == 2 and meta["config"]["erosion"] == [2, 8] and meta["frames"] == 5
+
+
+def test_user_errors_exit_2(tmp_path, wan_dirs, videos, capsys):
+    diffusers_dir, _ = wan_dirs
+    color, mask = videos
+    base = ["generate", "--color", str(color), "--mask", str(mask), "--out", str(tmp_path / "o.mp4"),
+            "--device", "cpu", "--dtype", "float32"]
+    assert run(*base, "--wan", str(tmp_path / "missing"), "--no-adapter") == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert run(*base, "--wan", str(diffusers_dir), "--no-adapter", "--num-frames", "4") == 2
+    assert "4k+1" in capsys.readouterr().err
+    assert run(*base, "--wan", str(diffusers_dir), "--adapter", str(tmp_path / "none.ckpt")) == 2
+    assert "adapter file" in capsys.readouterr().err
+
+
+def test_convert_adapter_round_trip(tmp_path, adapter):
+    export_original_ckpt(adapter, tmp_path / "ex4d.ckpt")
+    assert run("convert-adapter", str(tmp_path / "ex4d.ckpt"), str(tmp_path / "a.safetensors")) == 0
+    assert run("convert-adapter", str(tmp_path / "a.safetensors"), str(tmp_path / "b.ckpt")) == 0
+    a, b = load_adapter(tmp_path / "ex4d.ckpt"), load_adapter(tmp_path / "b.ckpt")
+    assert all(np.array_equal(a.lora[k].numpy(), b.lora[k].numpy()) for k in a.lora)
