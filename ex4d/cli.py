@@ -83,7 +83,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="which faces count as occluded: grazing (ours, robust on estimated depth; default), "
                         "angle (the original's default: smallest angle < 2.5°), boundary (the original's alternative)")
     g.add_argument("--min-angle", type=float, default=S, help="angle filter threshold in degrees (2.5)")
-    g.add_argument("--grazing", type=float, default=S, help="grazing filter threshold in degrees (86)")
+    g.add_argument("--grazing", type=float, default=S, help="grazing filter threshold in degrees (84)")
     g.add_argument("--alpha-mode", choices=["face", "vertex"], default=S,
                    help="face: per-face flags (default); vertex: the original's per-vertex alpha, thresholded at 125")
     g.add_argument("--backend", choices=["numba", "torch"], default=S,

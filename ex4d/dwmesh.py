@@ -67,7 +67,7 @@ class MeshConfig:
     filter: str = "grazing"          #: occlusion criterion: grazing | angle | boundary
     min_angle_deg: float = 2.5       #: angle filter threshold (the original's)
     boundary_ratio: float = 2.0      #: boundary filter threshold (the original's)
-    grazing_deg: float = 86.0        #: grazing filter: strong edge threshold (degrees from the viewing ray)
+    grazing_deg: float = 84.0        #: grazing filter: strong edge threshold (degrees from the viewing ray)
     grazing_weak_deg: float = 75.0   #: grazing filter: faces this steep next to an edge are flagged too
     grow_px: int = 3                 #: grazing filter: how far (pixels) the flag grows along steep faces
     alpha_mode: str = "face"         #: face (per-face flags) | vertex (the original's per-vertex alpha)
