@@ -128,6 +128,8 @@ def render_novel_views(frames: np.ndarray, depth: np.ndarray, K: np.ndarray, w2c
 
     backend = config.backend or default_backend()
     far = default_far(depth, config.mesh.far_scale)
+    if backend == "torch" and on_mesh is None:
+        return _render_torch(frames, depth, K, w2c, K_out, far, config, progress, device)
     color = np.zeros((T, H, W, 3), dtype=np.uint8)
     mask = np.zeros((T, H, W), dtype=bool)
     out_depth = np.full((T, H, W), np.inf, dtype=np.float32)
@@ -158,3 +160,43 @@ def render_novel_views(frames: np.ndarray, depth: np.ndarray, K: np.ndarray, w2c
         out_depth[t] = np.where(r.face_id < mesh.num_grid_faces, r.depth, np.inf)
     return ReconResult(color=color, mask=mask, depth=out_depth, w2c=np.array(w2c), K=np.array(K_out), far=far,
                        timings={"mesh_s": t_mesh, "render_s": t_render, "backend": backend})
+
+
+def _render_torch(frames, depth, K, w2c, K_out, far, config: ReconConfig, progress: bool, device) -> ReconResult:
+    """The torch path: meshes built, rendered and shaded on ``device``; one copy to the host at the end."""
+    import torch
+
+    from .render.torch_mesh import build_dwmesh_torch, render_torch
+
+    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    T, H, W = depth.shape
+    frames_t = torch.from_numpy(np.ascontiguousarray(frames)).to(dev)
+    depth_t = torch.from_numpy(np.ascontiguousarray(depth)).to(dev)
+    color = torch.zeros((T, H, W, 3), dtype=torch.uint8, device=dev)
+    mask = torch.zeros((T, H, W), dtype=torch.bool, device=dev)
+    out_depth = torch.full((T, H, W), float("inf"), dtype=torch.float32, device=dev)
+    iterator = range(T)
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(iterator, desc="render", unit="frame", leave=False)
+    t_mesh = t_render = 0.0
+    for t in iterator:
+        if config.copy_source_view and _is_source_camera(w2c[t], K_out[t], K):
+            color[t], mask[t], out_depth[t] = frames_t[t], True, depth_t[t]
+            continue
+        t0 = time.perf_counter()
+        mesh = build_dwmesh_torch(frames_t[t], depth_t[t], K, far, config.mesh)
+        sync()
+        t1 = time.perf_counter()
+        c, m, d, _ = render_torch(mesh, K_out[t], w2c[t], H, W, config.near)
+        color[t] = (c * 255.0 + 0.5).clamp(0, 255).to(torch.uint8)
+        mask[t] = m
+        out_depth[t] = d
+        sync()
+        t_mesh += t1 - t0
+        t_render += time.perf_counter() - t1
+    return ReconResult(color=color.cpu().numpy(), mask=mask.cpu().numpy(), depth=out_depth.cpu().numpy(),
+                       w2c=np.array(w2c), K=np.array(K_out), far=far,
+                       timings={"mesh_s": t_mesh, "render_s": t_render, "backend": f"torch:{dev.type}"})

@@ -1,0 +1,180 @@
+"""DW-Mesh building and shading in PyTorch: the GPU path of the recon stage, with no host round trips.
+
+Same mesh as :func:`ex4d.dwmesh.build_dwmesh` (same topology, vertices,
+colours and occlusion flags, computed with the same float64 operations in
+the same order), kept as tensors on one device, rasterized by
+:func:`ex4d.render.torch_raster.rasterize_torch` and shaded here. The tests
+check that this path and the numba path give identical masks and colours.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..dwmesh import MeshConfig, _topology
+from .torch_raster import rasterize_torch
+
+__all__ = ["TorchMesh", "build_dwmesh_torch", "render_torch", "grid_occlusion_torch"]
+
+_FACES: dict = {}
+
+
+@dataclass(frozen=True)
+class TorchMesh:
+    """A DW-Mesh as tensors on one device (fields as :class:`ex4d.dwmesh.DWMesh`; faces int64)."""
+
+    vertices: torch.Tensor      # [V, 3] float32
+    faces: torch.Tensor         # [F, 3] int64
+    colors: torch.Tensor        # [V, 3] float32 in [0, 1]
+    occluded: torch.Tensor      # [F] bool
+    vertex_alpha: torch.Tensor | None  # [V] float32 (alpha_mode="vertex") or None
+    num_grid_faces: int
+
+
+def _faces(H: int, W: int, device) -> torch.Tensor:
+    key = (H, W, str(device))
+    if key not in _FACES:
+        _FACES[key] = torch.from_numpy(np.array(_topology(H, W)[0], dtype=np.int64)).to(device)
+    return _FACES[key]
+
+
+def _points(depth: torch.Tensor, K) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x, y, z) [H, W] float64 camera-space coordinates: ((u − cx)/fx·z, (v − cy)/fy·z, z)."""
+    H, W = depth.shape
+    u = torch.arange(W, dtype=torch.float64, device=depth.device)[None, :]
+    v = torch.arange(H, dtype=torch.float64, device=depth.device)[:, None]
+    fx, fy, cx, cy = float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2])
+    return (u - cx) / fx * depth, (v - cy) / fy * depth, depth
+
+
+def _dilate(x: torch.Tensor) -> torch.Tensor:
+    return F.max_pool2d(x[None, None].to(torch.float32), 3, stride=1, padding=1)[0, 0] > 0
+
+
+def grid_occlusion_torch(depth: torch.Tensor, K, config: MeshConfig) -> torch.Tensor:
+    """Occluded flags [2·(H−1)·(W−1)] bool of the grid faces of float64 z-depth [H, W] (as the numba kernel)."""
+    x, y, z = _points(depth, K)
+
+    def corners(t):
+        return t[:-1, :-1], t[:-1, 1:], t[1:, :-1], t[1:, 1:]  # a, b, c, d
+
+    ax, bx, qx, dx = corners(x)
+    ay, by, qy, dy = corners(y)
+    az, bz, qz, dz = corners(z)
+    tris = [((qx, qy, qz), (ax, ay, az), (bx, by, bz)), ((qx, qy, qz), (bx, by, bz), (dx, dy, dz))]
+    cs = math.cos(math.radians(config.min_angle_deg if config.filter == "angle" else config.grazing_deg)) ** 2
+    cw = math.cos(math.radians(config.grazing_weak_deg)) ** 2
+    strong, weak = [], []
+    for p0, p1, p2 in tris:
+        if config.filter == "grazing":
+            e1 = [p1[k] - p0[k] for k in range(3)]
+            e2 = [p2[k] - p0[k] for k in range(3)]
+            nx = e1[1] * e2[2] - e1[2] * e2[1]
+            ny = e1[2] * e2[0] - e1[0] * e2[2]
+            nz = e1[0] * e2[1] - e1[1] * e2[0]
+            rx = (p0[0] + p1[0]) + p2[0]
+            ry = (p0[1] + p1[1]) + p2[1]
+            rz = (p0[2] + p1[2]) + p2[2]
+            dot = (nx * rx + ny * ry) + nz * rz
+            nn = ((nx * nx + ny * ny) + nz * nz) * ((rx * rx + ry * ry) + rz * rz)
+            strong.append(dot * dot < cs * nn)
+            weak.append(dot * dot < cw * nn)
+        elif config.filter == "angle":
+            flag = torch.zeros_like(p0[0], dtype=torch.bool)
+            for p, q, r in ((p0, p1, p2), (p1, p2, p0), (p2, p0, p1)):
+                a = [q[k] - p[k] for k in range(3)]
+                b = [r[k] - p[k] for k in range(3)]
+                dot = (a[0] * b[0] + a[1] * b[1]) + a[2] * b[2]
+                na = (a[0] * a[0] + a[1] * a[1]) + a[2] * a[2]
+                nb = (b[0] * b[0] + b[1] * b[1]) + b[2] * b[2]
+                flag |= (dot > 0) & (dot * dot > cs * na * nb)
+            strong.append(flag)
+        else:
+            ext = [torch.maximum(torch.maximum(p0[k], p1[k]), p2[k]) - torch.minimum(torch.minimum(p0[k], p1[k]), p2[k])
+                   for k in range(3)]
+            strong.append(ext[2] > config.boundary_ratio * (torch.maximum(ext[0], ext[1]) + 1e-8))
+    strong_f = torch.stack(strong)
+    if config.filter != "grazing":
+        return strong_f.reshape(-1)
+    weak_f = torch.stack(weak)
+    seed, allowed = strong_f.any(0), weak_f.any(0)
+    grown = seed
+    for _ in range(config.grow_px):
+        nxt = grown | (_dilate(grown) & allowed)
+        if torch.equal(nxt, grown):
+            break
+        grown = nxt
+    return (strong_f | (grown[None] & weak_f)).reshape(-1)
+
+
+def build_dwmesh_torch(rgb: torch.Tensor, depth: torch.Tensor, K, far: float, config: MeshConfig) -> TorchMesh:
+    """The DW-Mesh of one frame on ``depth``'s device.
+
+    rgb: [H, W, 3] uint8 tensor; depth: [H, W] float tensor (> 0, validated by
+    the caller); K: [3, 3] (numpy or nested list); far: border/cap depth.
+    """
+    dev = depth.device
+    H, W = depth.shape
+    d64 = depth.to(torch.float64)
+    x, y, z = _points(d64, K)
+    grid = torch.stack([x, y, z], -1).reshape(-1, 3).to(torch.float32)
+    _, _, ri, rj = _topology(H, W)
+    fx, fy, cx, cy = float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2])
+    u_ext = np.concatenate([[-0.5], np.arange(W, dtype=np.float64), [W - 0.5]])
+    v_ext = np.concatenate([[-0.5], np.arange(H, dtype=np.float64), [H - 0.5]])
+    ru, rv = u_ext[rj], v_ext[ri]
+    ring = np.stack([(ru - cx) / fx * far, (rv - cy) / fy * far, np.full(ru.shape, far)], -1)
+    center = np.array([[(W / 2.0 - cx) / fx * far, (H / 2.0 - cy) / fy * far, far]])
+    extra = torch.from_numpy(np.concatenate([ring, center]).astype(np.float32)).to(dev)
+    vertices = torch.cat([grid, extra])
+
+    col = rgb.to(torch.float32) / 255.0
+    ri_t = torch.from_numpy(np.clip(ri - 1, 0, H - 1)).to(dev)
+    rj_t = torch.from_numpy(np.clip(rj - 1, 0, W - 1)).to(dev)
+    colors = torch.cat([col.reshape(-1, 3), col[ri_t, rj_t], col.reshape(-1, 3).mean(0, keepdim=True)])
+
+    faces = _faces(H, W, dev)
+    n_grid = 2 * (H - 1) * (W - 1)
+    occluded = torch.ones(faces.shape[0], dtype=torch.bool, device=dev)
+    occluded[:n_grid] = grid_occlusion_torch(d64, K, config)
+    alpha = None
+    if config.alpha_mode == "vertex":
+        alpha = torch.ones(vertices.shape[0], dtype=torch.float32, device=dev)
+        alpha[faces[occluded].reshape(-1)] = 0.0
+        colors = colors * alpha[:, None]
+    return TorchMesh(vertices, faces, colors, occluded, alpha, n_grid)
+
+
+def render_torch(mesh: TorchMesh, K, w2c, height: int, width: int, near: float = 1e-3):
+    """(color [H,W,3] float32, mask [H,W] bool, depth [H,W] float32 of scene surfaces, face_id [H,W] int32) tensors.
+
+    ``depth`` is inf where no scene surface is hit (or only the border walls / back cap).
+    """
+    from . import _transform
+
+    dev = mesh.vertices.device
+    w2c_t = torch.tensor(np.asarray(w2c, dtype=np.float64), device=dev)
+    verts = _transform(torch, mesh.vertices.to(torch.float64), w2c_t)
+    face_id, inv_depth, bary = rasterize_torch(verts, mesh.faces, torch.tensor(np.asarray(K, np.float64), device=dev),
+                                               height, width, near)
+    hit = face_id >= 0
+    fid = face_id.clamp(min=0).long()
+    tri = mesh.faces[fid]  # [H, W, 3]
+    b0, b1, b2 = bary[..., 0:1], bary[..., 1:2], bary[..., 2:3]
+    c = mesh.colors
+    color = (b0 * c[tri[..., 0]] + b1 * c[tri[..., 1]]) + b2 * c[tri[..., 2]]
+    if mesh.vertex_alpha is None:
+        mask = hit & ~mesh.occluded[fid]
+    else:
+        a = mesh.vertex_alpha
+        alpha = (bary[..., 0] * a[tri[..., 0]] + bary[..., 1] * a[tri[..., 1]]) + bary[..., 2] * a[tri[..., 2]]
+        mask = hit & (alpha > torch.tensor(125.0 / 255.0, dtype=torch.float32))
+    color = torch.where(mask[..., None], color.clamp(0.0, 1.0), torch.zeros((), device=dev))
+    scene = hit & (fid < mesh.num_grid_faces)
+    depth = torch.where(scene, 1.0 / inv_depth, torch.full_like(inv_depth, float("inf")))
+    return color, mask, depth, face_id
