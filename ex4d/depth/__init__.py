@@ -24,6 +24,6 @@ layouts and where to get them: :mod:`.weights`. Pure helpers: :mod:`.windows`
 """
 
 from .common import DEPTH_MODELS, DepthResult
-from .estimate import MODEL_OPTIONS, estimate_depth, load_depth_model
+from .estimate import MODEL_OPTIONS, depth_params, estimate_depth, load_depth_model
 
-__all__ = ["DEPTH_MODELS", "DepthResult", "MODEL_OPTIONS", "estimate_depth", "load_depth_model"]
+__all__ = ["DEPTH_MODELS", "DepthResult", "MODEL_OPTIONS", "depth_params", "estimate_depth", "load_depth_model"]

@@ -9,8 +9,10 @@ source frame of each depth frame), ``params`` (JSON of model, weights and
 options), ``model``, ``source``, ``fps``; ``ex4d run --depth depth.npz`` reads
 it back.
 
-:func:`add_depth_model_args` and :func:`depth_request` let other commands
-(``ex4d run``) offer the same ``--depth-model`` flags.
+:func:`add_depth_option_args` and :func:`depth_options` let other commands
+(``ex4d run``) offer the same per-model flags (``--depth-steps``,
+``--svd-weights``, …); :func:`add_depth_model_args` / :func:`depth_request`
+add ``--depth-model`` and ``--depth-weights`` too.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from pathlib import Path
 from ..errors import check
 from .common import DEPTH_MODELS
 
-__all__ = ["register", "run_depth_command", "add_depth_model_args", "depth_request"]
+__all__ = ["register", "run_depth_command", "add_depth_model_args", "add_depth_option_args", "depth_options",
+           "depth_request"]
 
 #: flag dest → (option name, model it applies to)
 _MODEL_FLAGS = {
@@ -42,32 +45,57 @@ _MODEL_FLAGS = {
 
 
 def add_depth_model_args(parser: argparse.ArgumentParser, default_model: str | None = "depthcrafter") -> None:
-    """Add ``--depth-model``, ``--depth-weights``, ``--depth-dtype`` and the per-model flags to ``parser``."""
+    """Add ``--depth-model``, ``--depth-weights`` and :func:`add_depth_option_args`' flags to ``parser``."""
     g = parser.add_argument_group("depth model")
     g.add_argument("--depth-model", choices=DEPTH_MODELS, default=default_model,
                    help="monocular depth model (default: %(default)s, the EX-4D original's). "
-                        "video-depth-anything is not supported: run it yourself and pass its npz with --depth")
+                        "video-depth-anything is not supported: run it yourself and give its npz to `ex4d run --depth`")
     g.add_argument("--depth-weights", metavar="DIR",
                    help="local weights folder of the depth model (see the README for each model's layout)")
-    g.add_argument("--depth-dtype", choices=("auto", "float16", "bfloat16", "float32"), default="auto",
-                   help="compute precision (auto: float16 on a GPU, float32 on CPU)")
-    dc = parser.add_argument_group("DepthCrafter options")
-    dc.add_argument("--svd-weights", metavar="DIR",
-                    help="Stable Video Diffusion img2vid(-xt) folder, if not DIR/svd of --depth-weights")
-    dc.add_argument("--depth-steps", type=int, help="denoising steps per window (default 5)")
-    dc.add_argument("--depth-guidance", type=float, help="guidance scale (default 1.0: no guidance)")
-    dc.add_argument("--depth-window", type=int, help="frames per window (default 110; lower it if the GPU runs out "
-                                                     "of memory)")
-    dc.add_argument("--depth-overlap", type=int, help="frames shared by consecutive windows (default 25)")
-    dc.add_argument("--depth-max-res", type=int, help="longer side at which DepthCrafter runs (default 1024)")
-    dc.add_argument("--depth-seed", type=int, help="noise seed (default 42)")
-    da = parser.add_argument_group("Depth Anything V2 options")
-    da.add_argument("--depth-batch", type=int, help="frames per forward pass (default 8)")
-    da.add_argument("--depth-input-size", type=int, help="shorter side fed to the model (default: the checkpoint's, 518)")
-    da.add_argument("--depth-align", choices=("auto", "affine", "scale", "none"),
-                    help="per-frame alignment for temporal consistency (default auto: affine for relative, "
-                         "scale for metric checkpoints)")
-    da.add_argument("--depth-smooth", type=float, help="temporal Gaussian smoothing in frames (default 0: off)")
+    add_depth_option_args(parser)
+
+
+def add_depth_option_args(parser: argparse.ArgumentParser) -> None:
+    """Add ``--depth-dtype``, ``--svd-weights`` and the per-model ``--depth-*`` flags (all default to None = unset)."""
+    g = parser.add_argument_group("depth model options")
+    g.add_argument("--depth-dtype", choices=("auto", "float16", "bfloat16", "float32"),
+                   help="compute precision (default auto: float16 on a GPU, float32 on CPU)")
+    g.add_argument("--svd-weights", metavar="DIR",
+                   help="DepthCrafter: Stable Video Diffusion img2vid(-xt) folder, if not DIR/svd of --depth-weights")
+    g.add_argument("--depth-steps", metavar="N", type=int, help="DepthCrafter: denoising steps per window (default 5)")
+    g.add_argument("--depth-guidance", metavar="G", type=float, help="DepthCrafter: guidance scale (default 1.0: no guidance)")
+    g.add_argument("--depth-window", metavar="N", type=int, help="DepthCrafter: frames per window (default 110; lower it if the "
+                                                    "GPU runs out of memory)")
+    g.add_argument("--depth-overlap", metavar="N", type=int, help="DepthCrafter: frames shared by consecutive windows (default 25)")
+    g.add_argument("--depth-max-res", metavar="PX", type=int, help="DepthCrafter: longer side it runs at (default 1024)")
+    g.add_argument("--depth-seed", metavar="N", type=int, help="DepthCrafter: noise seed (default 42)")
+    g.add_argument("--depth-batch", metavar="N", type=int, help="Depth Anything V2: frames per forward pass (default 8)")
+    g.add_argument("--depth-input-size", metavar="PX", type=int,
+                   help="Depth Anything V2: shorter side fed to the model (default: the checkpoint's, 518)")
+    g.add_argument("--depth-align", choices=("auto", "affine", "scale", "none"),
+                   help="Depth Anything V2: per-frame alignment for temporal consistency (default auto: affine for "
+                        "relative, scale for metric checkpoints)")
+    g.add_argument("--depth-smooth", metavar="SIGMA", type=float,
+                   help="Depth Anything V2: temporal Gaussian smoothing in frames (default 0: off)")
+
+
+def depth_options(args: argparse.Namespace, model: str) -> dict:
+    """Options for :func:`ex4d.depth.estimate_depth` from the flags of :func:`add_depth_option_args` that were given.
+
+    Raises Ex4dError when a flag belongs to another model. Flags missing from
+    ``args`` (e.g. defined with ``argparse.SUPPRESS``) count as not given.
+    """
+    options = {}
+    for dest, (name, owner) in _MODEL_FLAGS.items():
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        check(owner == model, f"--{dest.replace('_', '-')} applies to --depth-model {owner}, not {model}")
+        options[name] = value
+    dtype = getattr(args, "depth_dtype", None)
+    if dtype not in (None, "auto"):
+        options["dtype"] = dtype
+    return options
 
 
 def depth_request(args: argparse.Namespace) -> dict:
@@ -76,20 +104,12 @@ def depth_request(args: argparse.Namespace) -> dict:
     Raises Ex4dError when a model-specific flag is given for another model or
     when ``--depth-weights`` is missing.
     """
-    model = args.depth_model
+    model = getattr(args, "depth_model", None)
+    weights = getattr(args, "depth_weights", None)
     check(model is not None, "no depth model: pass --depth-model")
-    check(model == "video-depth-anything" or args.depth_weights is not None,
+    check(model == "video-depth-anything" or weights is not None,
           f"--depth-model {model} needs --depth-weights DIR (the model's local weights folder)")
-    options = {}
-    for dest, (name, owner) in _MODEL_FLAGS.items():
-        value = getattr(args, dest, None)
-        if value is None:
-            continue
-        check(owner == model, f"--{dest.replace('_', '-')} applies to --depth-model {owner}, not {model}")
-        options[name] = value
-    if args.depth_dtype != "auto":
-        options["dtype"] = args.depth_dtype
-    return {"model": model, "weights": args.depth_weights, **options}
+    return {"model": model, "weights": weights, **depth_options(args, model)}
 
 
 def register(subparsers) -> argparse.ArgumentParser:

@@ -22,7 +22,9 @@ Gaussian of that many frames. Predictions are resized to the frames' size
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 import numpy as np
 
@@ -32,7 +34,8 @@ from .align import ALIGN_MODES, align_scale_shift, temporal_smooth
 from .common import DepthResult, check_frames, place_module, require, resolve_device, resolve_dtype, values_to_depth
 from .weights import resolve_depth_anything_weights, weights_fingerprint
 
-__all__ = ["DepthAnythingOptions", "DepthAnythingV2"]
+__all__ = ["DepthAnythingOptions", "DepthAnythingV2", "depth_anything_source", "depth_anything_params",
+           "is_metric_checkpoint"]
 
 _FEATURE = "the Depth Anything V2 depth backend"
 _VERSION = 1
@@ -69,6 +72,22 @@ class DepthAnythingOptions:
         return cls(**options)
 
 
+def depth_anything_source(root: Path) -> dict:
+    """The weights part of :meth:`DepthAnythingV2.params`: resolved folder and a fingerprint of its files."""
+    return {"weights": str(root.resolve()), "weights_id": weights_fingerprint(root)}
+
+
+def is_metric_checkpoint(root: Path) -> bool:
+    """Whether the checkpoint in ``root`` predicts metric depth (``depth_estimation_type == "metric"``)."""
+    return json.loads((root / "config.json").read_text()).get("depth_estimation_type", "relative") == "metric"
+
+
+def depth_anything_params(source: dict, dtype: str, metric: bool, options: DepthAnythingOptions) -> dict:
+    """JSON-able dict of everything that determines a Depth Anything V2 result."""
+    return {"model": DepthAnythingV2.name, **source, "dtype": dtype, "metric": bool(metric),
+            "options": asdict(options), "version": _VERSION}
+
+
 class DepthAnythingV2:
     """A Depth Anything V2 model and image processor on one device; :meth:`estimate` runs a clip."""
 
@@ -97,13 +116,11 @@ class DepthAnythingV2:
                 str(root), local_files_only=True, dtype=getattr(torch, dtype))
         except (OSError, ValueError, KeyError, RuntimeError) as e:
             raise Ex4dError(f"cannot load Depth Anything V2 from {root}: {e}") from None
-        source = {"weights": str(root.resolve()), "weights_id": weights_fingerprint(root)}
-        return cls(model, processor, device, dtype, source)
+        return cls(model, processor, device, dtype, depth_anything_source(root))
 
     def params(self, options: DepthAnythingOptions) -> dict:
         """JSON-able description of everything that determines the result (for caching)."""
-        return {"model": self.name, **self.source, "dtype": self.dtype, "metric": self.metric,
-                "options": asdict(options), "version": _VERSION}
+        return depth_anything_params(self.source, self.dtype, self.metric, options)
 
     def predict(self, frames: np.ndarray, options: DepthAnythingOptions | None = None,
                 progress: bool = True) -> np.ndarray:

@@ -57,7 +57,7 @@ from .common import DepthResult, check_frames, place_module, require, resolve_de
 from .weights import resolve_depthcrafter_weights, weights_fingerprint, weights_variant
 from .windows import run_windows, window_spans
 
-__all__ = ["DepthCrafterOptions", "DepthCrafter", "per_frame_conditioning"]
+__all__ = ["DepthCrafterOptions", "DepthCrafter", "per_frame_conditioning", "depthcrafter_source", "depthcrafter_params"]
 
 _FEATURE = "the DepthCrafter depth backend"
 #: OpenAI CLIP normalisation, used when the SVD folder has no feature_extractor/ config.
@@ -99,6 +99,18 @@ class DepthCrafterOptions:
         unknown = sorted(set(options) - known)
         check(not unknown, f"unknown DepthCrafter option(s) {unknown}; accepted: {sorted(known)}")
         return cls(**options)
+
+
+def depthcrafter_source(unet_dir: Path, svd_dir: Path) -> dict:
+    """The weights part of :meth:`DepthCrafter.params`: resolved folders and a fingerprint of the files used."""
+    used = [unet_dir, svd_dir / "vae", svd_dir / "image_encoder", svd_dir / "scheduler", svd_dir / "feature_extractor"]
+    return {"weights": str(unet_dir.resolve()), "svd_weights": str(svd_dir.resolve()),
+            "weights_id": weights_fingerprint(*[p for p in used if p.is_dir()])}
+
+
+def depthcrafter_params(source: dict, dtype: str, options: DepthCrafterOptions) -> dict:
+    """JSON-able dict of everything that determines a DepthCrafter result."""
+    return {"model": DepthCrafter.name, **source, "dtype": dtype, "options": asdict(options), "version": _VERSION}
 
 
 @contextlib.contextmanager
@@ -212,15 +224,11 @@ class DepthCrafter:
         if fe.is_file():
             cfg = json.loads(fe.read_text())
             mean, std = cfg.get("image_mean", mean), cfg.get("image_std", std)
-        used = [unet_dir, svd_dir / "vae", svd_dir / "image_encoder", svd_dir / "scheduler"]
-        source = {"weights": str(unet_dir.resolve()), "svd_weights": str(svd_dir.resolve()),
-                  "weights_id": weights_fingerprint(*used)}
-        return cls(unet, vae, encoder, scheduler, device, dtype, mean, std, source)
+        return cls(unet, vae, encoder, scheduler, device, dtype, mean, std, depthcrafter_source(unet_dir, svd_dir))
 
     def params(self, options: DepthCrafterOptions) -> dict:
         """JSON-able description of everything that determines the result (for caching)."""
-        return {"model": self.name, **self.source, "dtype": self.dtype, "options": asdict(options),
-                "version": _VERSION}
+        return depthcrafter_params(self.source, self.dtype, options)
 
     # ------------------------------------------------------------------ inference steps
 

@@ -10,7 +10,7 @@ from ..errors import Ex4dError, check
 from .common import DEPTH_MODELS, DepthResult, check_frames
 from .weights import VIDEO_DEPTH_ANYTHING_MESSAGE
 
-__all__ = ["load_depth_model", "estimate_depth", "MODEL_OPTIONS"]
+__all__ = ["load_depth_model", "estimate_depth", "depth_params", "MODEL_OPTIONS"]
 
 #: Options each model accepts in ``estimate_depth(**options)`` (besides ``dtype``, and ``svd_weights`` for DepthCrafter).
 MODEL_OPTIONS = {
@@ -41,6 +41,48 @@ def load_depth_model(model: str, weights: str | os.PathLike, device: str | None 
     return DepthAnythingV2.load(weights, device=device, dtype=dtype)
 
 
+def _split_options(model: str, options: dict) -> tuple[str | None, object, dict]:
+    """(dtype, svd_weights, model options) from ``estimate_depth``'s keyword options; Ex4dError for unknown ones."""
+    check(model in DEPTH_MODELS, f"unknown depth model {model!r}; choose one of {', '.join(DEPTH_MODELS)}")
+    if model == "video-depth-anything":
+        raise Ex4dError(VIDEO_DEPTH_ANYTHING_MESSAGE)
+    options = dict(options)
+    dtype = options.pop("dtype", None)
+    svd_weights = options.pop("svd_weights", None)
+    check(svd_weights is None or model == "depthcrafter", f"svd_weights (--svd-weights) applies to depthcrafter, not {model}")
+    unknown = sorted(set(options) - set(MODEL_OPTIONS[model]))
+    check(not unknown, f"unknown option(s) {unknown} for depth model {model}; accepted: "
+                       f"{sorted(MODEL_OPTIONS[model]) + ['dtype'] + (['svd_weights'] if model == 'depthcrafter' else [])}")
+    return dtype, svd_weights, options
+
+
+def depth_params(model: str = "depthcrafter", weights: str | os.PathLike | None = None, device: str | None = None,
+                 **options) -> dict:
+    """The ``params`` that :func:`estimate_depth` with these arguments returns, without loading any model.
+
+    For cache keys computed before deciding whether to run the model: checks
+    the weights folder (Ex4dError as :func:`estimate_depth`), fingerprints its
+    files, fills in every default option and resolves the dtype for
+    ``device``.
+    """
+    from .common import resolve_device, resolve_dtype
+
+    dtype, svd_weights, options = _split_options(model, options)
+    dtype = resolve_dtype(dtype, resolve_device(device))
+    if model == "depthcrafter":
+        from .depthcrafter import DepthCrafterOptions, depthcrafter_params, depthcrafter_source
+        from .weights import resolve_depthcrafter_weights
+
+        source = depthcrafter_source(*resolve_depthcrafter_weights(weights, svd_weights))
+        return depthcrafter_params(source, dtype, DepthCrafterOptions.from_kwargs(**options))
+    from .depth_anything import DepthAnythingOptions, depth_anything_params, depth_anything_source, is_metric_checkpoint
+    from .weights import resolve_depth_anything_weights
+
+    root = resolve_depth_anything_weights(weights)
+    return depth_anything_params(depth_anything_source(root), dtype, is_metric_checkpoint(root),
+                                 DepthAnythingOptions.from_kwargs(**options))
+
+
 def estimate_depth(frames: np.ndarray, model: str = "depthcrafter", weights: str | os.PathLike | None = None,
                    device: str | None = None, progress: bool = True, **options) -> DepthResult:
     """z-depth of every frame of a clip with a monocular depth model.
@@ -64,18 +106,11 @@ def estimate_depth(frames: np.ndarray, model: str = "depthcrafter", weights: str
         :class:`DepthResult`: ``depth`` [T, H, W] float32 > 0 at the frames'
         size; ``K`` None (no backend predicts intrinsics); ``params``, a
         JSON-able dict of model, weights (resolved path and a fingerprint of
-        the files), dtype and every option including defaults.
+        the files), dtype and every option including defaults; the same as
+        :func:`depth_params` gives for these arguments.
     """
-    check(model in DEPTH_MODELS, f"unknown depth model {model!r}; choose one of {', '.join(DEPTH_MODELS)}")
-    if model == "video-depth-anything":
-        raise Ex4dError(VIDEO_DEPTH_ANYTHING_MESSAGE)
+    dtype, svd_weights, options = _split_options(model, options)
     frames = check_frames(frames)
-    options = dict(options)
-    dtype = options.pop("dtype", None)
-    svd_weights = options.pop("svd_weights", None)
-    unknown = sorted(set(options) - set(MODEL_OPTIONS[model]))
-    check(not unknown, f"unknown option(s) {unknown} for depth model {model}; accepted: "
-                       f"{sorted(MODEL_OPTIONS[model]) + ['dtype'] + (['svd_weights'] if model == 'depthcrafter' else [])}")
     backend = load_depth_model(model, weights, device=device, dtype=dtype, svd_weights=svd_weights)
     try:
         return backend.estimate(frames, progress=progress, **options)

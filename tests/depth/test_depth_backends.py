@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from ex4d.depth import DEPTH_MODELS, DepthResult, estimate_depth, load_depth_model
+from ex4d.depth import DEPTH_MODELS, DepthResult, depth_params, estimate_depth, load_depth_model
 from ex4d.errors import Ex4dError
 
 torch = pytest.importorskip("torch")
@@ -110,6 +110,10 @@ def test_depthcrafter_windows_shapes_and_params(weights, frames):
     assert p["model"] == "depthcrafter" and p["dtype"] == "float32"
     assert p["weights"].endswith("unet") and p["svd_weights"].endswith("svd") and len(p["weights_id"]) == 16
     assert p["options"]["window_size"] == 4 and p["options"]["guidance_scale"] == 1.0
+    # the cache key can be known without loading the model
+    assert depth_params("depthcrafter", weights["depthcrafter"], device="cpu", window_size=4, overlap=2,
+                        num_inference_steps=2, max_res=16) == p
+    assert depth_params("depthcrafter", weights["depthcrafter"], device="cpu", window_size=5, overlap=2)["options"] != p["options"]
     # normalised disparity ≤ 1: nothing nearer than the original's 10000 / 3900 (upsampling may not reach it)
     assert 10000 / 3900 * (1 - 1e-5) <= res.depth.min() < 2 * 10000 / 3900
 
@@ -165,6 +169,8 @@ def test_depth_anything_relative(weights, frames):
                          batch_size=4, smooth=1.0)
     _check_result(res, frames)
     assert res.params["metric"] is False and res.params["options"]["smooth"] == 1.0
+    assert depth_params("depth-anything-v2", weights["relative"], device="cpu", batch_size=4, smooth=1.0) == res.params
+    assert depth_params("depth-anything-v2", weights["metric"], device="cpu")["metric"] is True
     assert 10000 / 3900 * (1 - 1e-5) <= res.depth.min() < 2 * 10000 / 3900   # disparity normalised by its maximum
 
 
