@@ -6,11 +6,9 @@ import importlib
 from dataclasses import dataclass
 from types import ModuleType
 
-import cv2
 import numpy as np
 
 from ..errors import Ex4dError, check
-from ..io.depth import resize_depth, to_depth
 
 __all__ = [
     "DEPTH_MODELS",
@@ -112,6 +110,8 @@ def resize_values(values: np.ndarray, height: int, width: int) -> np.ndarray:
     For disparity-like values (linear in inverse depth); z-depth goes through
     :func:`ex4d.io.depth.resize_depth`, which resamples in inverse depth.
     """
+    import cv2
+
     values = np.asarray(values, np.float32)
     T, h, w = values.shape
     if (h, w) == (height, width):
@@ -128,6 +128,8 @@ def values_to_depth(values: np.ndarray, kind: str, height: int, width: int) -> n
     :func:`~ex4d.io.depth.to_depth`, the one place where disparity becomes
     depth; ``"depth"`` is converted, then resized in inverse depth.
     """
+    from ..io.depth import resize_depth, to_depth
+
     if kind == "depth":
         return resize_depth(to_depth(values, "depth"), height, width)
     resized = resize_values(values, height, width)

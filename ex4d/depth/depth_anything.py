@@ -29,7 +29,6 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import Ex4dError, check
-from ..io.depth import DEPTH_CLIP
 from .align import ALIGN_MODES, align_scale_shift, temporal_smooth
 from .common import DepthResult, check_frames, place_module, require, resolve_device, resolve_dtype, values_to_depth
 from .weights import resolve_depth_anything_weights, weights_fingerprint
@@ -152,6 +151,8 @@ class DepthAnythingV2:
         raw = self.predict(frames, o, progress)
         check(np.isfinite(raw).all(), "Depth Anything V2 produced non-finite values; the weights may be corrupt "
                                       "(or try --dtype float32)")
+        from ..io.depth import DEPTH_CLIP
+
         mode = o.align if o.align != "auto" else ("scale" if self.metric else "affine")
         if self.metric:
             disparity = 1.0 / np.clip(raw, DEPTH_CLIP[0], DEPTH_CLIP[1])

@@ -15,7 +15,8 @@ pre-hooks, so diffusers' own forward runs unchanged.
 Inference as DepthCrafter's pipeline does it (its defaults in EX-4D: 5 steps,
 guidance 1.0, window 110, overlap 25):
 
-1. frames → [-1, 1] at a size that is a multiple of 64 (≤ ``max_res``);
+1. frames → [-1, 1] at sides that are multiples of 64, longer side about ``max_res``
+   at most (:func:`processing_size`);
 2. per-frame CLIP image embeddings (frames resized to 224², CLIP-normalised);
 3. VAE latents (distribution mode, *not* scaled) of the frames with
    ``noise_aug_strength``·N(0, 1) added;
@@ -48,16 +49,14 @@ import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from ..errors import Ex4dError, check
-from ..io.video import output_size
 from .common import DepthResult, check_frames, place_module, require, resolve_device, resolve_dtype, values_to_depth
 from .weights import resolve_depthcrafter_weights, weights_fingerprint, weights_variant
 from .windows import run_windows, window_spans
 
-__all__ = ["DepthCrafterOptions", "DepthCrafter", "per_frame_conditioning", "depthcrafter_source", "depthcrafter_params"]
+__all__ = ["DepthCrafterOptions", "DepthCrafter", "processing_size", "per_frame_conditioning", "depthcrafter_source", "depthcrafter_params"]
 
 _FEATURE = "the DepthCrafter depth backend"
 #: OpenAI CLIP normalisation, used when the SVD folder has no feature_extractor/ config.
@@ -143,10 +142,28 @@ def per_frame_conditioning(unet, embeddings):
         raise RuntimeError("DepthCrafter per-frame conditioning hooks were never called")
 
 
+def processing_size(width: int, height: int, max_res: int = 1024, multiple: int = 64) -> tuple[int, int]:
+    """(W, H) DepthCrafter runs frames of size ``width``×``height`` at (its own rule).
+
+    Each side rounded to the nearest multiple of ``multiple`` (Python's
+    ``round``); if the longer one then exceeds ``max_res``, the frames are
+    first scaled by ``max_res / max(width, height)`` and rounded again. Sides
+    are at least ``multiple``. E.g. 1920×1080 → 1024×576, 500×300 → 512×320,
+    512×512 → 512×512.
+    """
+    w, h = round(width / multiple) * multiple, round(height / multiple) * multiple
+    if max(w, h) > max_res:
+        scale = max_res / max(width, height)
+        w, h = round(width * scale / multiple) * multiple, round(height * scale / multiple) * multiple
+    return max(w, multiple), max(h, multiple)
+
+
 def _resize_frames(frames: np.ndarray, width: int, height: int) -> np.ndarray:
     """[T, height, width, 3] uint8 (area when shrinking, bilinear otherwise)."""
     if frames.shape[1:3] == (height, width):
         return frames
+    import cv2
+
     interp = cv2.INTER_AREA if width <= frames.shape[2] and height <= frames.shape[1] else cv2.INTER_LINEAR
     return np.stack([cv2.resize(f, (width, height), interpolation=interp) for f in frames])
 
@@ -276,9 +293,8 @@ class DepthCrafter:
                   progress: bool = True) -> np.ndarray:
         """DepthCrafter's normalised disparity [T, h, w] float32 in [0, 1] (1 = nearest) at the processing size.
 
-        ``frames`` [T, H, W, 3] uint8 RGB; the processing size keeps their
-        aspect ratio with sides multiples of :attr:`size_multiple` (64) and
-        the longer side ≤ ``options.max_res``.
+        ``frames`` [T, H, W, 3] uint8 RGB; the processing size is
+        :func:`processing_size` with multiples of :attr:`size_multiple` (64).
         """
         torch = require("torch", _FEATURE)
         from tqdm.auto import tqdm
@@ -287,7 +303,7 @@ class DepthCrafter:
         frames = check_frames(frames)
         T, H, W = frames.shape[:3]
         check(o.max_res >= self.size_multiple, f"DepthCrafter max_res must be >= {self.size_multiple}, got {o.max_res}")
-        mw, mh = output_size(W, H, o.max_res, self.size_multiple)
+        mw, mh = processing_size(W, H, o.max_res, self.size_multiple)
         small = _resize_frames(frames, mw, mh)
         gen = torch.Generator(device=self.device).manual_seed(int(o.seed))
 

@@ -217,3 +217,14 @@ def test_values_to_depth_relative_and_metric():
     m = values_to_depth(np.full((2, 4, 4), 2.5, np.float32), "depth", 8, 8)
     np.testing.assert_allclose(m, 2.5, rtol=1e-5)
     assert m.shape == (2, 8, 8)
+
+
+@pytest.mark.parametrize("size, max_res, expected", [
+    ((1920, 1080), 1024, (1024, 576)), ((500, 300), 1024, (512, 320)), ((512, 512), 1024, (512, 512)),
+    ((1024, 576), 1024, (1024, 576)), ((40, 20), 1024, (64, 64)), ((1280, 720), 512, (512, 256)),
+])
+def test_depthcrafter_processing_size(size, max_res, expected):
+    from ex4d.depth.depthcrafter import processing_size
+
+    w, h = processing_size(*size, max_res=max_res)
+    assert (w, h) == expected and w % 64 == 0 and h % 64 == 0
