@@ -162,8 +162,9 @@ def render_novel_views(frames: np.ndarray, depth: np.ndarray, K: np.ndarray, w2c
                        timings={"mesh_s": t_mesh, "render_s": t_render, "backend": backend})
 
 
-def _render_torch(frames, depth, K, w2c, K_out, far, config: ReconConfig, progress: bool, device) -> ReconResult:
-    """The torch path: meshes built, rendered and shaded on ``device``; one copy to the host at the end."""
+def _render_torch(frames, depth, K, w2c, K_out, far, config: ReconConfig, progress: bool, device,
+                  batch: int | None = None) -> ReconResult:
+    """The torch path: meshes built, rendered and shaded on ``device`` in batches; one host copy at the end."""
     import torch
 
     from .render.torch_mesh import build_dwmesh_torch, render_torch
@@ -171,32 +172,43 @@ def _render_torch(frames, depth, K, w2c, K_out, far, config: ReconConfig, progre
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     T, H, W = depth.shape
+    if batch is None:  # ~0.6 GB of temporaries per 512² frame on the GPU; one frame at a time on a CPU
+        batch = max(1, min(16, int(8 * (512 * 512) / (H * W)))) if dev.type == "cuda" else 1
     frames_t = torch.from_numpy(np.ascontiguousarray(frames)).to(dev)
     depth_t = torch.from_numpy(np.ascontiguousarray(depth)).to(dev)
     color = torch.zeros((T, H, W, 3), dtype=torch.uint8, device=dev)
     mask = torch.zeros((T, H, W), dtype=torch.bool, device=dev)
     out_depth = torch.full((T, H, W), float("inf"), dtype=torch.float32, device=dev)
-    iterator = range(T)
+    todo = []
+    for t in range(T):
+        if config.copy_source_view and _is_source_camera(w2c[t], K_out[t], K):
+            color[t], mask[t], out_depth[t] = frames_t[t], True, depth_t[t]
+        else:
+            todo.append(t)
+    bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        iterator = tqdm(iterator, desc="render", unit="frame", leave=False)
+        bar = tqdm(total=len(todo), desc="render", unit="frame", leave=False)
     t_mesh = t_render = 0.0
-    for t in iterator:
-        if config.copy_source_view and _is_source_camera(w2c[t], K_out[t], K):
-            color[t], mask[t], out_depth[t] = frames_t[t], True, depth_t[t]
-            continue
+    for i in range(0, len(todo), batch):
+        idx = todo[i : i + batch]
+        sel = torch.tensor(idx, device=dev)
         t0 = time.perf_counter()
-        mesh = build_dwmesh_torch(frames_t[t], depth_t[t], K, far, config.mesh)
+        mesh = build_dwmesh_torch(frames_t[sel], depth_t[sel], K, far, config.mesh)
         sync()
         t1 = time.perf_counter()
-        c, m, d, _ = render_torch(mesh, K_out[t], w2c[t], H, W, config.near)
-        color[t] = (c * 255.0 + 0.5).clamp(0, 255).to(torch.uint8)
-        mask[t] = m
-        out_depth[t] = d
+        c, m, d, _ = render_torch(mesh, K_out[idx], w2c[idx], H, W, config.near)
+        color[sel] = (c * 255.0 + 0.5).clamp(0, 255).to(torch.uint8)
+        mask[sel] = m
+        out_depth[sel] = d
         sync()
         t_mesh += t1 - t0
         t_render += time.perf_counter() - t1
+        if bar is not None:
+            bar.update(len(idx))
+    if bar is not None:
+        bar.close()
     return ReconResult(color=color.cpu().numpy(), mask=mask.cpu().numpy(), depth=out_depth.cpu().numpy(),
                        w2c=np.array(w2c), K=np.array(K_out), far=far,
                        timings={"mesh_s": t_mesh, "render_s": t_render, "backend": f"torch:{dev.type}"})

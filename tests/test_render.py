@@ -147,3 +147,19 @@ def test_torch_recon_path_matches_numba(filt, alpha):
     np.testing.assert_array_equal(a.mask, b.mask)
     np.testing.assert_array_equal(a.color, b.color)
     np.testing.assert_array_equal(a.depth, b.depth)
+
+
+def test_torch_path_in_batches_matches_numba():
+    from ex4d.dwmesh import default_far
+    from ex4d.example import make_example
+    from ex4d.recon import ReconConfig, _render_torch, render_novel_views
+    from ex4d.trajectory import make_trajectory
+
+    scene = make_example(5, 48, 64)
+    traj = make_trajectory("swing", 5, scene.K, 48, 64, depth0=scene.depth[0], yaw=40)
+    a = render_novel_views(scene.frames, scene.depth, scene.K, traj.w2c, traj.K, ReconConfig(backend="numba"),
+                           progress=False)
+    b = _render_torch(scene.frames, scene.depth, scene.K, traj.w2c, traj.K, default_far(scene.depth), ReconConfig(),
+                      progress=False, device="cpu", batch=3)
+    np.testing.assert_array_equal(a.mask, b.mask)
+    np.testing.assert_array_equal(a.color, b.color)

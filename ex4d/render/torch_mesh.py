@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 
 from ..dwmesh import MeshConfig, _topology
-from .torch_raster import rasterize_torch
 
 __all__ = ["TorchMesh", "build_dwmesh_torch", "render_torch", "grid_occlusion_torch"]
 
@@ -26,13 +25,13 @@ _FACES: dict = {}
 
 @dataclass(frozen=True)
 class TorchMesh:
-    """A DW-Mesh as tensors on one device (fields as :class:`ex4d.dwmesh.DWMesh`; faces int64)."""
+    """B DW-Meshes of one topology as tensors on one device (fields as :class:`ex4d.dwmesh.DWMesh`)."""
 
-    vertices: torch.Tensor      # [V, 3] float32
-    faces: torch.Tensor         # [F, 3] int64
-    colors: torch.Tensor        # [V, 3] float32 in [0, 1]
-    occluded: torch.Tensor      # [F] bool
-    vertex_alpha: torch.Tensor | None  # [V] float32 (alpha_mode="vertex") or None
+    vertices: torch.Tensor      # [B, V, 3] float32
+    faces: torch.Tensor         # [F, 3] int64, shared
+    colors: torch.Tensor        # [B, V, 3] float32 in [0, 1]
+    occluded: torch.Tensor      # [B, F] bool
+    vertex_alpha: torch.Tensor | None  # [B, V] float32 (alpha_mode="vertex") or None
     num_grid_faces: int
 
 
@@ -44,24 +43,27 @@ def _faces(H: int, W: int, device) -> torch.Tensor:
 
 
 def _points(depth: torch.Tensor, K) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(x, y, z) [H, W] float64 camera-space coordinates: ((u − cx)/fx·z, (v − cy)/fy·z, z)."""
-    H, W = depth.shape
+    """(x, y, z) [..., H, W] float64 camera-space coordinates: ((u − cx)/fx·z, (v − cy)/fy·z, z)."""
+    H, W = depth.shape[-2:]
     u = torch.arange(W, dtype=torch.float64, device=depth.device)[None, :]
     v = torch.arange(H, dtype=torch.float64, device=depth.device)[:, None]
-    fx, fy, cx, cy = float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2])
+    # Divisors as device tensors: CUDA divides by a Python scalar through its reciprocal (see torch_raster).
+    fx, fy = (torch.tensor(float(K[i, i]), dtype=torch.float64, device=depth.device) for i in (0, 1))
+    cx, cy = float(K[0, 2]), float(K[1, 2])
     return (u - cx) / fx * depth, (v - cy) / fy * depth, depth
 
 
 def _dilate(x: torch.Tensor) -> torch.Tensor:
-    return F.max_pool2d(x[None, None].to(torch.float32), 3, stride=1, padding=1)[0, 0] > 0
+    """8-neighbour dilation of bool [B, h, w]."""
+    return F.max_pool2d(x[:, None].to(torch.float32), 3, stride=1, padding=1)[:, 0] > 0
 
 
 def grid_occlusion_torch(depth: torch.Tensor, K, config: MeshConfig) -> torch.Tensor:
-    """Occluded flags [2·(H−1)·(W−1)] bool of the grid faces of float64 z-depth [H, W] (as the numba kernel)."""
+    """Occluded flags [B, 2·(H−1)·(W−1)] bool of the grid faces of float64 z-depth [B, H, W] (as the numba kernel)."""
     x, y, z = _points(depth, K)
 
     def corners(t):
-        return t[:-1, :-1], t[:-1, 1:], t[1:, :-1], t[1:, 1:]  # a, b, c, d
+        return t[:, :-1, :-1], t[:, :-1, 1:], t[:, 1:, :-1], t[:, 1:, 1:]  # a, b, c, d
 
     ax, bx, qx, dx = corners(x)
     ay, by, qy, dy = corners(y)
@@ -98,31 +100,32 @@ def grid_occlusion_torch(depth: torch.Tensor, K, config: MeshConfig) -> torch.Te
             ext = [torch.maximum(torch.maximum(p0[k], p1[k]), p2[k]) - torch.minimum(torch.minimum(p0[k], p1[k]), p2[k])
                    for k in range(3)]
             strong.append(ext[2] > config.boundary_ratio * (torch.maximum(ext[0], ext[1]) + 1e-8))
-    strong_f = torch.stack(strong)
+    B = depth.shape[0]
+    strong_f = torch.stack(strong, 1)  # [B, 2, h, w]
     if config.filter != "grazing":
-        return strong_f.reshape(-1)
-    weak_f = torch.stack(weak)
-    seed, allowed = strong_f.any(0), weak_f.any(0)
+        return strong_f.reshape(B, -1)
+    weak_f = torch.stack(weak, 1)
+    seed, allowed = strong_f.any(1), weak_f.any(1)
     grown = seed
     for _ in range(config.grow_px):
         nxt = grown | (_dilate(grown) & allowed)
         if torch.equal(nxt, grown):
             break
         grown = nxt
-    return (strong_f | (grown[None] & weak_f)).reshape(-1)
+    return (strong_f | (grown[:, None] & weak_f)).reshape(B, -1)
 
 
 def build_dwmesh_torch(rgb: torch.Tensor, depth: torch.Tensor, K, far: float, config: MeshConfig) -> TorchMesh:
-    """The DW-Mesh of one frame on ``depth``'s device.
+    """The DW-Meshes of B frames on ``depth``'s device.
 
-    rgb: [H, W, 3] uint8 tensor; depth: [H, W] float tensor (> 0, validated by
-    the caller); K: [3, 3] (numpy or nested list); far: border/cap depth.
+    rgb: [B, H, W, 3] uint8 tensor; depth: [B, H, W] float tensor (> 0,
+    validated by the caller); K: [3, 3] (numpy) source intrinsics; far: border/cap depth.
     """
     dev = depth.device
-    H, W = depth.shape
+    B, H, W = depth.shape
     d64 = depth.to(torch.float64)
     x, y, z = _points(d64, K)
-    grid = torch.stack([x, y, z], -1).reshape(-1, 3).to(torch.float32)
+    grid = torch.stack([x, y, z], -1).reshape(B, -1, 3).to(torch.float32)
     _, _, ri, rj = _topology(H, W)
     fx, fy, cx, cy = float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2])
     u_ext = np.concatenate([[-0.5], np.arange(W, dtype=np.float64), [W - 0.5]])
@@ -131,48 +134,63 @@ def build_dwmesh_torch(rgb: torch.Tensor, depth: torch.Tensor, K, far: float, co
     ring = np.stack([(ru - cx) / fx * far, (rv - cy) / fy * far, np.full(ru.shape, far)], -1)
     center = np.array([[(W / 2.0 - cx) / fx * far, (H / 2.0 - cy) / fy * far, far]])
     extra = torch.from_numpy(np.concatenate([ring, center]).astype(np.float32)).to(dev)
-    vertices = torch.cat([grid, extra])
+    vertices = torch.cat([grid, extra[None].expand(B, -1, -1)], 1)
 
-    col = rgb.to(torch.float32) / 255.0
+    col = rgb.to(torch.float32) / torch.tensor(255.0, device=dev)
     ri_t = torch.from_numpy(np.clip(ri - 1, 0, H - 1)).to(dev)
     rj_t = torch.from_numpy(np.clip(rj - 1, 0, W - 1)).to(dev)
-    colors = torch.cat([col.reshape(-1, 3), col[ri_t, rj_t], col.reshape(-1, 3).mean(0, keepdim=True)])
+    flat = col.reshape(B, -1, 3)
+    colors = torch.cat([flat, col[:, ri_t, rj_t], flat.mean(1, keepdim=True)], 1)
 
     faces = _faces(H, W, dev)
     n_grid = 2 * (H - 1) * (W - 1)
-    occluded = torch.ones(faces.shape[0], dtype=torch.bool, device=dev)
-    occluded[:n_grid] = grid_occlusion_torch(d64, K, config)
+    occluded = torch.ones((B, faces.shape[0]), dtype=torch.bool, device=dev)
+    occluded[:, :n_grid] = grid_occlusion_torch(d64, K, config)
     alpha = None
     if config.alpha_mode == "vertex":
-        alpha = torch.ones(vertices.shape[0], dtype=torch.float32, device=dev)
-        alpha[faces[occluded].reshape(-1)] = 0.0
-        colors = colors * alpha[:, None]
+        alpha = torch.ones((B, vertices.shape[1]), dtype=torch.float32, device=dev)
+        for b in range(B):
+            alpha[b, faces[occluded[b]].reshape(-1)] = 0.0
+        colors = colors * alpha[..., None]
     return TorchMesh(vertices, faces, colors, occluded, alpha, n_grid)
 
 
-def render_torch(mesh: TorchMesh, K, w2c, height: int, width: int, near: float = 1e-3):
-    """(color [H,W,3] float32, mask [H,W] bool, depth [H,W] float32 of scene surfaces, face_id [H,W] int32) tensors.
+def _transform_batch(verts: torch.Tensor, w2c: torch.Tensor) -> torch.Tensor:
+    """[B, V, 3] float64 camera-space = R_b·X + t_b, ``((x·r0 + y·r1) + z·r2) + t`` like the numba kernel."""
+    x, y, z = verts[..., 0], verts[..., 1], verts[..., 2]
+    rows = [((x * w2c[:, i, 0, None] + y * w2c[:, i, 1, None]) + z * w2c[:, i, 2, None]) + w2c[:, i, 3, None]
+            for i in range(3)]
+    return torch.stack(rows, -1)
 
-    ``depth`` is inf where no scene surface is hit (or only the border walls / back cap).
+
+def render_torch(mesh: TorchMesh, K, w2c, height: int, width: int, near: float = 1e-3):
+    """Render B meshes with B cameras (K [B, 3, 3], w2c [B, 4, 4], numpy or tensors), all on the mesh's device.
+
+    Returns tensors color [B,H,W,3] float32 (0 where unknown), mask [B,H,W] bool,
+    depth [B,H,W] float32 of scene surfaces (inf where none, or only the border
+    walls / back cap), face_id [B,H,W] int32.
     """
-    from . import _transform
+    from .torch_raster import rasterize_torch_batch
 
     dev = mesh.vertices.device
     w2c_t = torch.tensor(np.asarray(w2c, dtype=np.float64), device=dev)
-    verts = _transform(torch, mesh.vertices.to(torch.float64), w2c_t)
-    face_id, inv_depth, bary = rasterize_torch(verts, mesh.faces, torch.tensor(np.asarray(K, np.float64), device=dev),
-                                               height, width, near)
+    K_t = torch.tensor(np.asarray(K, dtype=np.float64), device=dev)
+    verts = _transform_batch(mesh.vertices.to(torch.float64), w2c_t)
+    face_id, inv_depth, bary = rasterize_torch_batch(verts, mesh.faces, K_t, height, width, near)
+    B = face_id.shape[0]
     hit = face_id >= 0
     fid = face_id.clamp(min=0).long()
-    tri = mesh.faces[fid]  # [H, W, 3]
+    tri = mesh.faces[fid]  # [B, H, W, 3]
+    bidx = torch.arange(B, device=dev)[:, None, None]
     b0, b1, b2 = bary[..., 0:1], bary[..., 1:2], bary[..., 2:3]
     c = mesh.colors
-    color = (b0 * c[tri[..., 0]] + b1 * c[tri[..., 1]]) + b2 * c[tri[..., 2]]
+    color = (b0 * c[bidx, tri[..., 0]] + b1 * c[bidx, tri[..., 1]]) + b2 * c[bidx, tri[..., 2]]
     if mesh.vertex_alpha is None:
-        mask = hit & ~mesh.occluded[fid]
+        mask = hit & ~mesh.occluded[bidx, fid]
     else:
         a = mesh.vertex_alpha
-        alpha = (bary[..., 0] * a[tri[..., 0]] + bary[..., 1] * a[tri[..., 1]]) + bary[..., 2] * a[tri[..., 2]]
+        alpha = (bary[..., 0] * a[bidx, tri[..., 0]] + bary[..., 1] * a[bidx, tri[..., 1]]) \
+            + bary[..., 2] * a[bidx, tri[..., 2]]
         mask = hit & (alpha > torch.tensor(125.0 / 255.0, dtype=torch.float32))
     color = torch.where(mask[..., None], color.clamp(0.0, 1.0), torch.zeros((), device=dev))
     scene = hit & (fid < mesh.num_grid_faces)

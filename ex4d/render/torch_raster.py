@@ -20,12 +20,13 @@ EPS = 1e-5
 _CHUNK = 1 << 24  # candidate pixels per chunk
 
 
-def setup_triangles(verts: torch.Tensor, faces: torch.Tensor, K: torch.Tensor, near: float, W: int, H: int):
-    """Per-triangle coefficients [F, 9] float32 and boxes [F, 4] int64 (x0, x1, y0, y1; x1 < x0 = culled).
+def setup_triangles(v: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor,
+                    near: float, W: int, H: int):
+    """Per-triangle coefficients [N, 9] float32 and boxes [N, 4] int64 (x0, x1, y0, y1; x1 < x0 = culled).
 
-    verts: [V, 3] float64 camera-space; faces: [F, 3] int64; K: [3, 3] float64.
+    v: [N, 3, 3] float64 camera-space corners (triangle, corner, xyz); fx, fy,
+    cx, cy: [N] or 0-dim float64 device tensors, the intrinsics of each triangle's camera.
     """
-    v = verts[faces]  # [F, 3, 3]
     x0_, y0_, z0_ = v[:, 0, 0], v[:, 0, 1], v[:, 0, 2]
     x1_, y1_, z1_ = v[:, 1, 0], v[:, 1, 1], v[:, 1, 2]
     x2_, y2_, z2_ = v[:, 2, 0], v[:, 2, 1], v[:, 2, 2]
@@ -43,8 +44,10 @@ def setup_triangles(verts: torch.Tensor, faces: torch.Tensor, K: torch.Tensor, n
         * ((x2_.abs() + y2_.abs()) + z2_.abs())
     ok = (det.abs() > 1e-12 * scale) & ~((z0_ < near) & (z1_ < near) & (z2_ < near))
 
-    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
-    inf = torch.tensor(float("inf"), dtype=verts.dtype, device=verts.device)
+    # Divisors are device tensors, never Python scalars: CUDA kernels turn division by a scalar into
+    # multiplication by its reciprocal, which rounds differently from the numba kernel's true division.
+    near_t = torch.tensor(near, dtype=v.dtype, device=v.device)
+    inf = torch.tensor(float("inf"), dtype=v.dtype, device=v.device)
     umin = inf.expand_as(det).clone()
     umax = -umin
     vmin = umin.clone()
@@ -63,8 +66,8 @@ def setup_triangles(verts: torch.Tensor, faces: torch.Tensor, K: torch.Tensor, n
         t = (near - p[:, 2]) / (q[:, 2] - p[:, 2])
         ix = p[:, 0] + t * (q[:, 0] - p[:, 0])
         iy = p[:, 1] + t * (q[:, 1] - p[:, 1])
-        u = fx * ix / near + cx
-        w = fy * iy / near + cy
+        u = fx * ix / near_t + cx
+        w = fy * iy / near_t + cy
         umin = torch.where(cross, torch.minimum(umin, u), umin)
         umax = torch.where(cross, torch.maximum(umax, u), umax)
         vmin = torch.where(cross, torch.minimum(vmin, w), vmin)
@@ -77,8 +80,8 @@ def setup_triangles(verts: torch.Tensor, faces: torch.Tensor, K: torch.Tensor, n
     by1 = torch.floor((vmax + delta).clamp(max=H + 1.0)).long().clamp(max=H - 1)
     ok &= (bx1 >= bx0) & (by1 >= by0)
 
-    rx = (bx0.to(verts.dtype) - cx) / fx
-    ry = (by0.to(verts.dtype) - cy) / fy
+    rx = (bx0.to(v.dtype) - cx) / fx
+    ry = (by0.to(v.dtype) - cy) / fy
     inv = 1.0 / det
     coef = torch.stack([
         c0x / fx * inv, c1x / fx * inv, c2x / fx * inv,
@@ -124,18 +127,36 @@ def rasterize_torch(verts_cam: torch.Tensor, faces: torch.Tensor, K: torch.Tenso
 
     Same contract as :func:`ex4d.render.numba_raster.rasterize_numba`; tensors
     stay on the device of ``verts_cam``. verts_cam: [V, 3] (cast to float64),
-    faces: [F, 3] integer, K: [3, 3].
+    faces: [F, 3] integer, K: [3, 3]. See :func:`rasterize_torch_batch` for several views at once.
+    """
+    K = torch.as_tensor(K, dtype=torch.float64, device=verts_cam.device)
+    fid, inv, bary = rasterize_torch_batch(verts_cam[None], faces, K[None], height, width, near)
+    return fid[0], inv[0], bary[0]
+
+
+def rasterize_torch_batch(verts_cam: torch.Tensor, faces: torch.Tensor, K: torch.Tensor, height: int, width: int,
+                          near: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rasterize B meshes of one topology, each with its own camera, in one pass.
+
+    verts_cam: [B, V, 3] camera-space vertices (cast to float64); faces: [F, 3]
+    integer (shared); K: [B, 3, 3]. Returns face_id [B, H, W] int32 (index into
+    ``faces``, −1 where none), inv_depth [B, H, W] float32, bary [B, H, W, 3] float32.
+    Launch overhead is paid once per batch, which is what makes the GPU path fast.
     """
     dev = verts_cam.device
-    verts = verts_cam.to(torch.float64)
+    B, V = verts_cam.shape[:2]
     faces = faces.to(device=dev, dtype=torch.int64)
+    F_ = faces.shape[0]
     K = torch.as_tensor(K, dtype=torch.float64, device=dev)
     H, W = int(height), int(width)
-    coef, box = setup_triangles(verts, faces, K, float(near), W, H)
-    inv_near = torch.tensor(1.0, dtype=torch.float32) / torch.tensor(near, dtype=torch.float32)
-    inv_near = inv_near.to(dev)
+    v = verts_cam.to(torch.float64)[:, faces].reshape(B * F_, 3, 3)
+    per_tri = [K[:, r, c].repeat_interleave(F_) for r, c in ((0, 0), (1, 1), (0, 2), (1, 2))]
+    coef, box = setup_triangles(v, *per_tri, float(near), W, H)
+    del v
+    inv_near = (torch.tensor(1.0, dtype=torch.float32) / torch.tensor(near, dtype=torch.float32)).to(dev)
+    eps = torch.tensor(EPS, dtype=torch.float32, device=dev)
 
-    keys = torch.full((H * W,), torch.iinfo(torch.int64).max, dtype=torch.int64, device=dev)
+    keys = torch.full((B * H * W,), torch.iinfo(torch.int64).max, dtype=torch.int64, device=dev)
     live = torch.nonzero(box[:, 1] >= box[:, 0]).squeeze(1)
     if live.numel():
         # One work item per (triangle, row); narrowed to the row's span (as the numba kernel does).
@@ -147,35 +168,40 @@ def rasterize_torch(verts_cam: torch.Tensor, faces: torch.Tensor, K: torch.Tenso
                             (box[row_tri, 1] - box[row_tri, 0]).to(torch.float64))
         n = (hi - lo + 1).clamp(min=0)
         csum = torch.cumsum(n, 0)
-        start = 0
+        total = int(csum[-1].item())
+        start, done = 0, 0
         R = n.numel()
         while start < R:
-            base = csum[start - 1] if start > 0 else torch.zeros((), dtype=torch.int64, device=dev)
-            end = max(int(torch.searchsorted(csum, base + _CHUNK, right=True).item()), start + 1)
+            end = R if total - done <= _CHUNK else \
+                max(int(torch.searchsorted(csum, done + _CHUNK, right=True).item()), start + 1)
             nn = n[start:end]
             r = torch.repeat_interleave(torch.arange(start, end, device=dev), nn)
             first = torch.cumsum(nn, 0) - nn
             du_i = torch.arange(r.numel(), device=dev) - torch.repeat_interleave(first, nn) + lo[r]
             dv_i = dv_row[r]
-            f = row_tri[r]
-            l0, l1, l2, s = _eval(coef[f], du_i.to(torch.float32), dv_i.to(torch.float32))
-            tol = s * torch.tensor(EPS, dtype=torch.float32, device=dev)
+            g = row_tri[r]
+            l0, l1, l2, s = _eval(coef[g], du_i.to(torch.float32), dv_i.to(torch.float32))
+            tol = s * eps
             hit = (s > 0) & (s <= inv_near) & (l0 >= -tol) & (l1 >= -tol) & (l2 >= -tol)
-            pix = (box[f, 2] + dv_i) * W + (box[f, 0] + du_i)
+            b = torch.div(g, F_, rounding_mode="floor")
+            pix = b * (H * W) + (box[g, 2] + dv_i) * W + (box[g, 0] + du_i)
             sbits = s.view(torch.int32).to(torch.int64)
-            key = ((0x7F800000 - sbits) << 32) | f
+            key = ((0x7F800000 - sbits) << 32) | (g - b * F_)
             keys.scatter_reduce_(0, pix[hit], key[hit], reduce="amin")
+            done = int(csum[end - 1].item()) if end < R else total
             start = end
 
     found = keys != torch.iinfo(torch.int64).max
     face_id = torch.where(found, keys & 0xFFFFFFFF, torch.full_like(keys, -1)).to(torch.int32)
     idx = torch.nonzero(found).squeeze(1)
-    fid = face_id[idx].long()
-    u = idx % W
-    v = torch.div(idx, W, rounding_mode="floor")
-    l0, l1, l2, s = _eval(coef[fid], (u - box[fid, 0]).to(torch.float32), (v - box[fid, 2]).to(torch.float32))
-    inv_depth = torch.zeros(H * W, dtype=torch.float32, device=dev)
+    b = torch.div(idx, H * W, rounding_mode="floor")
+    p = idx - b * (H * W)
+    g = b * F_ + face_id[idx].long()
+    u = p % W
+    vv = torch.div(p, W, rounding_mode="floor")
+    l0, l1, l2, s = _eval(coef[g], (u - box[g, 0]).to(torch.float32), (vv - box[g, 2]).to(torch.float32))
+    inv_depth = torch.zeros(B * H * W, dtype=torch.float32, device=dev)
     inv_depth[idx] = s
-    bary = torch.zeros(H * W, 3, dtype=torch.float32, device=dev)
+    bary = torch.zeros(B * H * W, 3, dtype=torch.float32, device=dev)
     bary[idx] = torch.stack([l0 / s, l1 / s, l2 / s], dim=1)
-    return face_id.view(H, W), inv_depth.view(H, W), bary.view(H, W, 3)
+    return face_id.view(B, H, W), inv_depth.view(B, H, W), bary.view(B, H, W, 3)
