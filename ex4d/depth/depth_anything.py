@@ -87,6 +87,21 @@ def depth_anything_params(source: dict, dtype: str, metric: bool, options: Depth
             "options": asdict(options), "version": _VERSION}
 
 
+def _processes_on_device(processor) -> bool:
+    """Whether ``processor`` is a torch-based ("fast", torchvision) image processor that can work on the GPU."""
+    import importlib
+
+    for module, name in (("transformers.image_processing_backends", "TorchvisionBackend"),
+                         ("transformers.image_processing_utils_fast", "BaseImageProcessorFast")):
+        try:
+            base = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):
+            continue
+        if isinstance(processor, base):
+            return True
+    return False
+
+
 class DepthAnythingV2:
     """A Depth Anything V2 model and image processor on one device; :meth:`estimate` runs a clip."""
 
@@ -129,7 +144,7 @@ class DepthAnythingV2:
 
         o = options or DepthAnythingOptions()
         frames = check_frames(frames)
-        kwargs = {}
+        kwargs = {"device": self.device} if _processes_on_device(self.processor) else {}
         if o.input_size is not None:
             kwargs["size"] = {"height": int(o.input_size), "width": int(o.input_size)}
         out = []
