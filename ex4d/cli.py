@@ -142,11 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=512)
     p.set_defaults(func=_cmd_example)
 
-    for module in ("ex4d.diffusion.cli", "ex4d.depth.cli"):
+    for module in ("ex4d.diffusion.cli", "ex4d.depth.cli", "ex4d.eval.cli", "ex4d.train.cli", "ex4d.app.cli"):
         try:
             mod = __import__(module, fromlist=["register"])
-        except ImportError:
-            continue
+        except ModuleNotFoundError as e:  # that part of the package is not installed: skip its commands
+            if e.name and module.startswith(e.name):
+                continue
+            raise
         mod.register(sub)
     return parser
 

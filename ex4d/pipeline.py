@@ -265,7 +265,10 @@ def _depth_stage(config: RunConfig, frames, example_depth, indices, total, frame
         params = {"file": hash_inputs(config.depth), "kind": config.depth_kind, "key": config.depth_key,
                   "scale": config.depth_scale}
     elif config.depth_model:
-        params = {"model": config.depth_model, "weights": config.depth_weights, "options": config.depth_options}
+        from .depth import depth_params
+
+        # fingerprints the weights and fills in every default, so the key changes exactly when the result would
+        params = depth_params(config.depth_model, config.depth_weights, **config.depth_options)
     else:
         raise Ex4dError("no depth: give a depth file with --depth (DepthCrafter/Video-Depth-Anything .npz, .npy, "
                         "or a folder of 16-bit PNGs) or a depth model with --depth-model")
@@ -280,10 +283,8 @@ def _depth_stage(config: RunConfig, frames, example_depth, indices, total, frame
         if depth.shape[1:] != (H, W):
             depth = resize_depth(depth, H, W)
     else:
-        try:
-            from .depth import estimate_depth
-        except ImportError as e:  # pragma: no cover - until the depth backends land
-            raise Ex4dError(f"depth models are not available in this install ({e}); pass a depth file with --depth")
+        from .depth import estimate_depth
+
         res = estimate_depth(frames, model=config.depth_model, weights=config.depth_weights, progress=progress,
                              **config.depth_options)
         depth = res.depth
