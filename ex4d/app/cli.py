@@ -1,0 +1,132 @@
+"""``ex4d app`` and ``ex4d view``: argparse registration (wired into ``ex4d.cli`` by ``register``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from ..errors import Ex4dError, check
+
+__all__ = ["register", "default_workdir"]
+
+
+def default_workdir() -> Path:
+    """``$XDG_CACHE_HOME/ex4d/app`` (``~/.cache/ex4d/app``): where the app keeps its job folders."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "ex4d" / "app"
+
+
+def _add_server_flags(p: argparse.ArgumentParser, port: int) -> None:
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only; the app has no login)")
+    p.add_argument("--port", type=int, default=port, help=f"port (default {port}; 0 = any free port)")
+    p.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
+
+
+def register(subparsers) -> None:
+    """Add the ``app`` and ``view`` commands to ex4d's sub-command parser."""
+    p = subparsers.add_parser(
+        "app", help="local web app: upload a video, design the camera path in 3D, run, watch, download",
+        description="A local web app over ex4d: upload a video (and depth) or use the example, design the camera "
+                    "path on the DW-Mesh in 3D, run the job with live progress, watch color/mask/output/preview "
+                    "and download everything as a zip. Jobs of several users queue. Needs the app extra and the "
+                    "built front-end: bash scripts/setup_app.sh")
+    _add_server_flags(p, 7860)
+    p.add_argument("--workdir", default=None, help=f"job folders (default {default_workdir()})")
+    g = p.add_argument_group("limits")
+    g.add_argument("--max-upload-mb", type=float, default=200.0, help="largest upload per file (200)")
+    g.add_argument("--max-duration", type=float, default=120.0, help="longest uploaded video in seconds (120)")
+    g.add_argument("--max-frames", type=int, default=49, help="most frames a job processes (49)")
+    g.add_argument("--max-res", type=int, default=512, help="longest side of processed frames (512)")
+    g.add_argument("--max-queue", type=int, default=8, help="most jobs waiting at once (8)")
+    g.add_argument("--keep-hours", type=float, default=24.0, help="delete finished jobs after this long (24)")
+    g = p.add_argument_group("models (local weights the app may use; nothing is downloaded)")
+    g.add_argument("--depth-weights", action="append", default=[], metavar="MODEL=DIR",
+                   help="offer a depth model, e.g. depth-anything-v2=/models/Depth-Anything-V2-Small-hf "
+                        "(repeatable)")
+    g.add_argument("--wan", help="offer --fill ex4d with this Wan2.1-I2V-14B-480P folder (diffusers layout)")
+    g.add_argument("--adapter", help="the EX-4D adapter for --wan")
+    p.set_defaults(func=_cmd_app)
+
+    p = subparsers.add_parser(
+        "view", help="open a run's 4D scene in the browser; fly the camera and save the path as cameras.json",
+        description="Serve the reconstructed 4D scene of an ex4d output folder: each frame's DW-Mesh plays over "
+                    "time, you drag the camera freely (unknown regions in magenta), record the path you fly and "
+                    "save it as a cameras.json that `ex4d run --trajectory` accepts.")
+    p.add_argument("out", help="an ex4d output folder (from ex4d run / ex4d recon)")
+    _add_server_flags(p, 7861)
+    p.add_argument("--max-size", type=int, default=512,
+                   help="longest side of the meshes sent to the browser (every n-th pixel; default 512)")
+    p.set_defaults(func=_cmd_view)
+
+
+def _depth_weights(items: list[str]) -> dict:
+    try:
+        from ..depth import DEPTH_MODELS
+    except ImportError as e:  # pragma: no cover - an install without the depth backends
+        raise Ex4dError(f"--depth-weights: depth models are not available in this install ({e})") from None
+    out = {}
+    for item in items:
+        name, sep, folder = item.partition("=")
+        check(bool(sep) and name and folder, f"--depth-weights takes MODEL=DIR, got {item!r}")
+        check(name in DEPTH_MODELS, f"--depth-weights: unknown depth model {name!r}; one of {', '.join(DEPTH_MODELS)}")
+        check(Path(folder).is_dir(), f"--depth-weights: {folder} is not a folder")
+        out[name] = str(Path(folder).resolve())
+    return out
+
+
+def _cmd_app(args) -> int:
+    from .jobs import JobStore
+    from .server import check_frontend, create_app, serve
+    from .spec import ServerModels
+    from .uploads import AppLimits
+
+    check_frontend()
+    check(args.adapter is None or args.wan is not None, "--adapter needs --wan")
+    for flag in ("wan", "adapter"):
+        v = getattr(args, flag)
+        check(v is None or Path(v).exists(), f"--{flag} {v} does not exist")
+    limits = AppLimits(max_upload_mb=args.max_upload_mb, max_duration_s=args.max_duration, max_frames=args.max_frames,
+                       max_res=args.max_res, max_queue=args.max_queue, keep_hours=args.keep_hours)
+    models = ServerModels(depth_weights=_depth_weights(args.depth_weights),
+                          wan=str(Path(args.wan).resolve()) if args.wan else None,
+                          adapter=str(Path(args.adapter).resolve()) if args.adapter else None)
+    store = JobStore(Path(args.workdir) if args.workdir else default_workdir(), limits, models)
+    store.start()
+    try:
+        serve(create_app(store, host=args.host), args.host, args.port, open_browser=not args.no_browser,
+              label="ex4d app")
+    finally:
+        store.stop()
+    return 0
+
+
+def _cmd_view(args) -> int:
+    from .export import export_run_scene
+    from .server import check_frontend, create_view_app, serve
+
+    check_frontend()
+    out = Path(args.out)
+    check(out.is_dir(), f"{out} is not a folder; give the --out folder of an ex4d run")
+    check(args.max_size >= 16, f"--max-size must be ≥ 16, got {args.max_size}")
+    print(f"ex4d view: preparing the 4D scene of {out} …", flush=True)
+    path = export_run_scene(out, max_size=args.max_size)
+    print(f"ex4d view: {path.stat().st_size / 1e6:.1f} MB scene export", flush=True)
+    serve(create_view_app(out, max_size=args.max_size, host=args.host), args.host, args.port,
+          open_browser=not args.no_browser, path="/", label="ex4d view")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover - for trying it without the main CLI wiring
+    import sys
+
+    parser = argparse.ArgumentParser(prog="ex4d")
+    sub = parser.add_subparsers(dest="command")
+    register(sub)
+    a = parser.parse_args()
+    try:
+        sys.exit(a.func(a))
+    except Ex4dError as e:
+        print(f"ex4d {a.command}: error: {e}", file=sys.stderr)
+        sys.exit(2)
