@@ -51,7 +51,7 @@ e.g.
       --include 'vae/*' 'image_encoder/*' 'scheduler/*' 'feature_extractor/*' 'model_index.json'
 Alternatively pass the DepthCrafter download as DIR and the SVD folder with --svd-weights.
 Licences: DepthCrafter weights are for academic, research and education use only (no commercial use);
-SVD is under the Stability AI Community License."""
+SVD is under Stability AI's licence on its model card (non-commercial community licence)."""
 
 DEPTH_ANYTHING_LAYOUT = """\
 Depth Anything V2 expects --depth-weights DIR to be a transformers checkpoint (the "-hf" repositories), holding
