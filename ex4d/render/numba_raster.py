@@ -15,7 +15,7 @@ plane are handled exactly (only their part in front of it can cover pixels).
 integer reference pixel (x0, y0) (the triangle's bounding-box corner) and its
 per-pixel steps; the box holds the pixel centres within δ = 0.01 + 2e-5 ×
 (box extent) of the projected triangle. Per pixel we evaluate in float32
-``l_i = (a_i·du + b_i·dv) + d_i`` with small exact integers du = u − x0,
+``l_i = a_i·du + (b_i·dv + d_i)`` (the bracket once per row) with small exact integers du = u − x0,
 dv = v − y0, so there is no cancellation. The depth test keeps the largest s
 (nearest); equal s goes to the smaller triangle id. Both kernels use exactly
 these operations, in this order, so they agree on every pixel.
@@ -174,6 +174,9 @@ def _raster(coef, box, start, ids, near, W, H):  # pragma: no cover - compiled
             d0 = coef[f, 6]; d1 = coef[f, 7]; d2 = coef[f, 8]
             for v in range(max(r0, box[f, 2]), min(r1, box[f, 3]) + 1):
                 dv = np.float32(v - box[f, 2])
+                e0 = b0 * dv + d0
+                e1 = b1 * dv + d1
+                e2 = b2 * dv + d2
                 # Row span from the three half-planes, in float64, widened by a pixel; the test below is exact.
                 lo = 0.0
                 hi = float(x1 - x0)
@@ -185,9 +188,9 @@ def _raster(coef, box, start, ids, near, W, H):  # pragma: no cover - compiled
                         continue
                 for iu in range(int(lo), int(hi) + 1):
                     du = np.float32(iu)
-                    l0 = (a0 * du + b0 * dv) + d0
-                    l1 = (a1 * du + b1 * dv) + d1
-                    l2 = (a2 * du + b2 * dv) + d2
+                    l0 = a0 * du + e0
+                    l1 = a1 * du + e1
+                    l2 = a2 * du + e2
                     s = (l0 + l1) + l2
                     if s <= np.float32(0.0) or s > inv_near:
                         continue
@@ -213,9 +216,9 @@ def _barycentrics(coef, box, best_id):  # pragma: no cover - compiled
                 continue
             du = np.float32(u - box[f, 0])
             dv = np.float32(v - box[f, 2])
-            l0 = (coef[f, 0] * du + coef[f, 3] * dv) + coef[f, 6]
-            l1 = (coef[f, 1] * du + coef[f, 4] * dv) + coef[f, 7]
-            l2 = (coef[f, 2] * du + coef[f, 5] * dv) + coef[f, 8]
+            l0 = coef[f, 0] * du + (coef[f, 3] * dv + coef[f, 6])
+            l1 = coef[f, 1] * du + (coef[f, 4] * dv + coef[f, 7])
+            l2 = coef[f, 2] * du + (coef[f, 5] * dv + coef[f, 8])
             s = (l0 + l1) + l2
             bary[v, u, 0] = l0 / s
             bary[v, u, 1] = l1 / s

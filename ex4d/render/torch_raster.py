@@ -115,9 +115,9 @@ def _row_spans(coef: torch.Tensor, dv: torch.Tensor, width: torch.Tensor):
 
 def _eval(coef: torch.Tensor, du: torch.Tensor, dv: torch.Tensor):
     """(l0, l1, l2, s) float32 for candidates with coefficients [N, 9] at offsets du, dv [N] float32."""
-    l0 = (coef[:, 0] * du + coef[:, 3] * dv) + coef[:, 6]
-    l1 = (coef[:, 1] * du + coef[:, 4] * dv) + coef[:, 7]
-    l2 = (coef[:, 2] * du + coef[:, 5] * dv) + coef[:, 8]
+    l0 = coef[:, 0] * du + (coef[:, 3] * dv + coef[:, 6])
+    l1 = coef[:, 1] * du + (coef[:, 4] * dv + coef[:, 7])
+    l2 = coef[:, 2] * du + (coef[:, 5] * dv + coef[:, 8])
     return l0, l1, l2, (l0 + l1) + l2
 
 
@@ -164,9 +164,17 @@ def rasterize_torch_batch(verts_cam: torch.Tensor, faces: torch.Tensor, K: torch
         row_tri = torch.repeat_interleave(live, rows)
         row_first = torch.cumsum(rows, 0) - rows
         dv_row = torch.arange(row_tri.numel(), device=dev) - torch.repeat_interleave(row_first, rows)
-        lo, hi = _row_spans(coef[row_tri].to(torch.float64), dv_row.to(torch.float64),
+        crow = coef[row_tri]
+        lo, hi = _row_spans(crow.to(torch.float64), dv_row.to(torch.float64),
                             (box[row_tri, 1] - box[row_tri, 0]).to(torch.float64))
         n = (hi - lo + 1).clamp(min=0)
+        dvf = dv_row.to(torch.float32)
+        a_row = crow[:, 0:3].contiguous()
+        e_row = torch.stack([crow[:, 3 + i] * dvf + crow[:, 6 + i] for i in range(3)], 1)
+        b_row = torch.div(row_tri, F_, rounding_mode="floor")
+        f_row = row_tri - b_row * F_
+        pix_row = b_row * (H * W) + (box[row_tri, 2] + dv_row) * W + box[row_tri, 0]
+        del crow
         csum = torch.cumsum(n, 0)
         total = int(csum[-1].item())
         start, done = 0, 0
@@ -178,15 +186,17 @@ def rasterize_torch_batch(verts_cam: torch.Tensor, faces: torch.Tensor, K: torch
             r = torch.repeat_interleave(torch.arange(start, end, device=dev), nn)
             first = torch.cumsum(nn, 0) - nn
             du_i = torch.arange(r.numel(), device=dev) - torch.repeat_interleave(first, nn) + lo[r]
-            dv_i = dv_row[r]
-            g = row_tri[r]
-            l0, l1, l2, s = _eval(coef[g], du_i.to(torch.float32), dv_i.to(torch.float32))
+            du = du_i.to(torch.float32)
+            # row constants e_i = b_i·dv + d_i (as the numba kernel), gathered per candidate with a_i
+            l0 = a_row[r, 0] * du + e_row[r, 0]
+            l1 = a_row[r, 1] * du + e_row[r, 1]
+            l2 = a_row[r, 2] * du + e_row[r, 2]
+            s = (l0 + l1) + l2
             tol = s * eps
             hit = (s > 0) & (s <= inv_near) & (l0 >= -tol) & (l1 >= -tol) & (l2 >= -tol)
-            b = torch.div(g, F_, rounding_mode="floor")
-            pix = b * (H * W) + (box[g, 2] + dv_i) * W + (box[g, 0] + du_i)
+            pix = pix_row[r] + du_i
             sbits = s.view(torch.int32).to(torch.int64)
-            key = ((0x7F800000 - sbits) << 32) | (g - b * F_)
+            key = ((0x7F800000 - sbits) << 32) | f_row[r]
             keys.scatter_reduce_(0, pix[hit], key[hit], reduce="amin")
             done = int(csum[end - 1].item()) if end < R else total
             start = end
