@@ -262,7 +262,7 @@ class DepthCrafter:
         x = (_clip_resize(x.float(), size) + 1.0) / 2.0
         mean = torch.tensor(self.image_mean, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(self.image_std, device=x.device).view(1, 3, 1, 1)
-        return self.image_encoder((x - mean) / std).image_embeds.to(self.torch_dtype)
+        return self.image_encoder(((x - mean) / std).to(self.torch_dtype)).image_embeds
 
     def _encode(self, x, generator, strength: float):
         """[n, 4, h, w] unscaled VAE latents (distribution mode) of ``x`` [n, 3, H, W] plus augmentation noise."""
@@ -329,7 +329,8 @@ class DepthCrafter:
                                 device=self.device, dtype=self.torch_dtype) * scheduler.init_noise_sigma
             state = {"noise": noise}
             steps = len(scheduler.timesteps)
-            bar = tqdm(total=len(window_spans(T, o.window_size, o.overlap)) * steps, desc="DepthCrafter", disable=not progress, leave=False)
+            bar = tqdm(total=len(window_spans(T, o.window_size, o.overlap)) * steps, desc="DepthCrafter",
+                       disable=not progress, leave=False)
 
             def denoise(start: int, end: int, tail):
                 latents = state["noise"][:end - start].clone()

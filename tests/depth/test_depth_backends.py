@@ -305,3 +305,13 @@ def test_cli_rejects_flags_of_another_model(tmp_path, weights):
     args = parser.parse_args(["depth", "in.mp4", "--depth-weights", "x", "--out", str(tmp_path / "d.png")])
     with pytest.raises(Ex4dError, match=r"\.npz"):
         args.func(args)
+
+
+@pytest.mark.parametrize("model, dtype", [("depthcrafter", "float16"), ("depth-anything-v2", "bfloat16")])
+def test_half_precision_paths(weights, frames, model, dtype):
+    """The GPU dtypes (fp16 with the VAE upcast for encoding, bf16) run end to end (here on CPU)."""
+    folder = weights["depthcrafter"] if model == "depthcrafter" else weights["relative"]
+    opts = dict(num_inference_steps=1, max_res=16) if model == "depthcrafter" else {}
+    res = estimate_depth(frames[:2], model, folder, device="cpu", progress=False, dtype=dtype, **opts)
+    _check_result(res, frames[:2])
+    assert res.params["dtype"] == dtype
