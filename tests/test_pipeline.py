@@ -107,3 +107,40 @@ def test_ex4d_fill_without_weights_is_a_clear_error(tmp_path, capsys):
     assert rc == 2
     err = capsys.readouterr().err
     assert "--wan" in err or "diffusion" in err
+
+
+def test_ctrl_c_keeps_finished_stages_and_leaves_no_partial_files(tmp_path, capsys, monkeypatch):
+    import ex4d.fill
+
+    out = tmp_path / "run"
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ex4d.fill, "classical_fill", interrupted)
+    assert main(["run", "--example", *SMALL, "--out", str(out)]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert (out / "color.mp4").exists() and not (out / "output.mp4").exists()
+    assert not [p for p in out.rglob("*") if ".tmp-" in p.name], "no temporary files left behind"
+    monkeypatch.undo()
+    assert main(["run", "--example", *SMALL, "--out", str(out)]) == 0
+    assert "reused render" in capsys.readouterr().out
+    assert (out / "output.mp4").exists()
+
+
+def test_changed_input_file_is_recomputed(example_files, tmp_path, capsys):
+    import shutil
+
+    src = tmp_path / "in"
+    shutil.copytree(example_files, src)
+    args = ["recon", str(src / "input.mp4"), "--depth", str(src / "depth.npz"), "--depth-kind", "depth",
+            "--num-frames", "9", "-q", "--out", str(tmp_path / "o")]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "reused depth, render" in capsys.readouterr().out
+    d = np.load(src / "depth.npz")["depth"] * 1.5
+    from ex4d.io.depth import save_depth_npz
+    save_depth_npz(src / "depth.npz", d)
+    assert main(args) == 0
+    assert "reused" not in capsys.readouterr().out
