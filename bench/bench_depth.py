@@ -229,7 +229,6 @@ def bench_depthcrafter(frames, device, dtype, tiny, warmup, iters) -> dict:
            "floor": f"{options['num_inference_steps']} UNet forwards, {min(T, 110)} frames at {w}x{h}",
            "options": options, "notes": sorted(notes)}
     model.close()
-    del model, sample
     return out
 
 
@@ -263,13 +262,13 @@ def bench_depth_anything(size, frames, device, dtype, tiny, warmup, iters) -> di
            "preprocess_s": preprocess_s, "processor": type(model.processor).__name__, "options": options,
            "notes": sorted(notes)}
     model.close()
-    del model, pixels
     return out
 
 
 def print_table(rows: list[dict]) -> None:
     dc = next((r["seconds"] for r in rows if r["backend"] == "depthcrafter"), None)
-    head = f"{'backend':26s} {'params':>8s} {'s/clip':>8s} {'fps':>7s} {'peak GiB':>9s} {'floor s':>8s} {'ratio':>6s} {'vs DC':>6s}"
+    head = (f"{'backend':26s} {'params':>8s} {'s/clip':>8s} {'fps':>7s} {'peak GiB':>9s} {'floor s':>8s} "
+            f"{'ratio':>6s} {'vs DC':>6s}")
     print(head)
     print("-" * len(head))
     for r in rows:

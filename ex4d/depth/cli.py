@@ -63,13 +63,16 @@ def add_depth_option_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--svd-weights", metavar="DIR",
                    help="DepthCrafter: Stable Video Diffusion img2vid(-xt) folder, if not DIR/svd of --depth-weights")
     g.add_argument("--depth-steps", metavar="N", type=int, help="DepthCrafter: denoising steps per window (default 5)")
-    g.add_argument("--depth-guidance", metavar="G", type=float, help="DepthCrafter: guidance scale (default 1.0: no guidance)")
-    g.add_argument("--depth-window", metavar="N", type=int, help="DepthCrafter: frames per window (default 110; lower it if the "
-                                                    "GPU runs out of memory)")
-    g.add_argument("--depth-overlap", metavar="N", type=int, help="DepthCrafter: frames shared by consecutive windows (default 25)")
+    g.add_argument("--depth-guidance", metavar="G", type=float,
+                   help="DepthCrafter: guidance scale (default 1.0: no guidance)")
+    g.add_argument("--depth-window", metavar="N", type=int,
+                   help="DepthCrafter: frames per window (default 110; lower it if the GPU runs out of memory)")
+    g.add_argument("--depth-overlap", metavar="N", type=int,
+                   help="DepthCrafter: frames shared by consecutive windows (default 25)")
     g.add_argument("--depth-max-res", metavar="PX", type=int, help="DepthCrafter: longer side it runs at (default 1024)")
     g.add_argument("--depth-seed", metavar="N", type=int, help="DepthCrafter: noise seed (default 42)")
-    g.add_argument("--depth-batch", metavar="N", type=int, help="Depth Anything V2: frames per forward pass (default 8)")
+    g.add_argument("--depth-batch", metavar="N", type=int,
+                   help="Depth Anything V2: frames per forward pass (default 8)")
     g.add_argument("--depth-input-size", metavar="PX", type=int,
                    help="Depth Anything V2: shorter side fed to the model (default: the checkpoint's, 518)")
     g.add_argument("--depth-align", choices=("auto", "affine", "scale", "none"),

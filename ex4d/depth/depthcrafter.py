@@ -56,7 +56,8 @@ from .common import DepthResult, check_frames, place_module, require, resolve_de
 from .weights import resolve_depthcrafter_weights, weights_fingerprint, weights_variant
 from .windows import run_windows, window_spans
 
-__all__ = ["DepthCrafterOptions", "DepthCrafter", "processing_size", "per_frame_conditioning", "depthcrafter_source", "depthcrafter_params"]
+__all__ = ["DepthCrafterOptions", "DepthCrafter", "processing_size", "per_frame_conditioning", "depthcrafter_source",
+           "depthcrafter_params"]
 
 _FEATURE = "the DepthCrafter depth backend"
 #: OpenAI CLIP normalisation, used when the SVD folder has no feature_extractor/ config.

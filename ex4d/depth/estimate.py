@@ -49,10 +49,11 @@ def _split_options(model: str, options: dict) -> tuple[str | None, object, dict]
     options = dict(options)
     dtype = options.pop("dtype", None)
     svd_weights = options.pop("svd_weights", None)
-    check(svd_weights is None or model == "depthcrafter", f"svd_weights (--svd-weights) applies to depthcrafter, not {model}")
+    check(svd_weights is None or model == "depthcrafter",
+          f"svd_weights (--svd-weights) applies to depthcrafter, not {model}")
     unknown = sorted(set(options) - set(MODEL_OPTIONS[model]))
-    check(not unknown, f"unknown option(s) {unknown} for depth model {model}; accepted: "
-                       f"{sorted(MODEL_OPTIONS[model]) + ['dtype'] + (['svd_weights'] if model == 'depthcrafter' else [])}")
+    accepted = sorted(MODEL_OPTIONS[model]) + ["dtype"] + (["svd_weights"] if model == "depthcrafter" else [])
+    check(not unknown, f"unknown option(s) {unknown} for depth model {model}; accepted: {accepted}")
     return dtype, svd_weights, options
 
 

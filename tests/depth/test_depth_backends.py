@@ -113,7 +113,8 @@ def test_depthcrafter_windows_shapes_and_params(weights, frames):
     # the cache key can be known without loading the model
     assert depth_params("depthcrafter", weights["depthcrafter"], device="cpu", window_size=4, overlap=2,
                         num_inference_steps=2, max_res=16) == p
-    assert depth_params("depthcrafter", weights["depthcrafter"], device="cpu", window_size=5, overlap=2)["options"] != p["options"]
+    other = depth_params("depthcrafter", weights["depthcrafter"], device="cpu", window_size=5, overlap=2)
+    assert other["options"] != p["options"]
     # normalised disparity ≤ 1: nothing nearer than the original's 10000 / 3900 (upsampling may not reach it)
     assert 10000 / 3900 * (1 - 1e-5) <= res.depth.min() < 2 * 10000 / 3900
 
