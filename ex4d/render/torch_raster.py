@@ -20,13 +20,66 @@ EPS = 1e-5
 _CHUNK = 1 << 24  # candidate pixels per chunk
 
 
-def setup_triangles(v: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor,
-                    near: float, W: int, H: int):
-    """Per-triangle coefficients [N, 9] float32 and boxes [N, 4] int64 (x0, x1, y0, y1; x1 < x0 = culled).
+def setup_triangles(verts: torch.Tensor, faces: torch.Tensor, K: torch.Tensor, near: float, W: int, H: int):
+    """Coefficients of the triangles that can cover a pixel centre.
 
-    v: [N, 3, 3] float64 camera-space corners (triangle, corner, xyz); fx, fy,
-    cx, cy: [N] or 0-dim float64 device tensors, the intrinsics of each triangle's camera.
+    verts: [B, V, 3] float64 camera-space; faces: [F, 3] int64 (shared); K: [B, 3, 3] float64.
+    Returns (live [L] int64 global triangle ids b·F + f, coef [L, 9] float32, box [L, 4] int64
+    (x0, x1, y0, y1)). The box is found first from per-vertex projections (the same
+    operations the numba kernel does per corner), so the 3×3 inverse is only computed
+    for the triangles that survive it — about half of them.
     """
+    dev = verts.device
+    B = verts.shape[0]
+    F_ = faces.shape[0]
+    # Divisors are device tensors, never Python scalars: CUDA kernels turn division by a scalar into
+    # multiplication by its reciprocal, which rounds differently from the numba kernel's true division.
+    near_t = torch.tensor(near, dtype=verts.dtype, device=dev)
+    fx, fy, cx, cy = (K[:, r, c][:, None] for r, c in ((0, 0), (1, 1), (0, 2), (1, 2)))
+    x, y, z = verts[..., 0], verts[..., 1], verts[..., 2]
+    front_v = z >= near
+    u_v = fx * x / z + cx
+    w_v = fy * y / z + cy
+    inf = torch.tensor(float("inf"), dtype=verts.dtype, device=dev)
+    umin = vmin = inf
+    umax = vmax = -inf
+    for k in range(3):
+        fr = front_v[:, faces[:, k]]
+        uk, wk = u_v[:, faces[:, k]], w_v[:, faces[:, k]]
+        umin = torch.where(fr, torch.minimum(umin, uk), umin)
+        umax = torch.where(fr, torch.maximum(umax, uk), umax)
+        vmin = torch.where(fr, torch.minimum(vmin, wk), vmin)
+        vmax = torch.where(fr, torch.maximum(vmax, wk), vmax)
+    zf = z[:, faces]  # [B, F, 3]
+    any_front = (zf >= near).any(-1)
+    crossing = any_front & ~(zf >= near).all(-1)
+    if crossing.any():
+        # triangles crossing the near plane: add the points where their edges meet it
+        bi, fi = torch.nonzero(crossing, as_tuple=True)
+        fxc, fyc, cxc, cyc = fx[bi, 0], fy[bi, 0], cx[bi, 0], cy[bi, 0]
+        for k in range(3):
+            p = verts[bi, faces[fi, k]]
+            q = verts[bi, faces[fi, (k + 1) % 3]]
+            cross = (p[:, 2] - near) * (q[:, 2] - near) < 0.0
+            t = (near - p[:, 2]) / (q[:, 2] - p[:, 2])
+            ix = p[:, 0] + t * (q[:, 0] - p[:, 0])
+            iy = p[:, 1] + t * (q[:, 1] - p[:, 1])
+            uu = fxc * ix / near_t + cxc
+            ww = fyc * iy / near_t + cyc
+            umin[bi, fi] = torch.where(cross, torch.minimum(umin[bi, fi], uu), umin[bi, fi])
+            umax[bi, fi] = torch.where(cross, torch.maximum(umax[bi, fi], uu), umax[bi, fi])
+            vmin[bi, fi] = torch.where(cross, torch.minimum(vmin[bi, fi], ww), vmin[bi, fi])
+            vmax[bi, fi] = torch.where(cross, torch.maximum(vmax[bi, fi], ww), vmax[bi, fi])
+    ok = any_front & (umax >= -1.0) & (vmax >= -1.0) & (umin <= W) & (vmin <= H)
+    delta = 0.01 + 2e-5 * torch.maximum(umax - umin, vmax - vmin)
+    bx0 = torch.ceil((umin - delta).clamp(min=-2.0)).long().clamp(min=0)
+    bx1 = torch.floor((umax + delta).clamp(max=W + 1.0)).long().clamp(max=W - 1)
+    by0 = torch.ceil((vmin - delta).clamp(min=-2.0)).long().clamp(min=0)
+    by1 = torch.floor((vmax + delta).clamp(max=H + 1.0)).long().clamp(max=H - 1)
+    ok &= (bx1 >= bx0) & (by1 >= by0)
+
+    bi, fi = torch.nonzero(ok, as_tuple=True)
+    v = verts[bi[:, None], faces[fi]]  # [L, 3, 3]
     x0_, y0_, z0_ = v[:, 0, 0], v[:, 0, 1], v[:, 0, 2]
     x1_, y1_, z1_ = v[:, 1, 0], v[:, 1, 1], v[:, 1, 2]
     x2_, y2_, z2_ = v[:, 2, 0], v[:, 2, 1], v[:, 2, 2]
@@ -42,56 +95,19 @@ def setup_triangles(v: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor, cx: tor
     det = x0_ * c0x + y0_ * c0y + z0_ * c0z
     scale = ((x0_.abs() + y0_.abs()) + z0_.abs()) * ((x1_.abs() + y1_.abs()) + z1_.abs()) \
         * ((x2_.abs() + y2_.abs()) + z2_.abs())
-    ok = (det.abs() > 1e-12 * scale) & ~((z0_ < near) & (z1_ < near) & (z2_ < near))
-
-    # Divisors are device tensors, never Python scalars: CUDA kernels turn division by a scalar into
-    # multiplication by its reciprocal, which rounds differently from the numba kernel's true division.
-    near_t = torch.tensor(near, dtype=v.dtype, device=v.device)
-    inf = torch.tensor(float("inf"), dtype=v.dtype, device=v.device)
-    umin = inf.expand_as(det).clone()
-    umax = -umin
-    vmin = umin.clone()
-    vmax = -umin
-    for k in range(3):
-        p = v[:, k]
-        q = v[:, (k + 1) % 3]
-        front = p[:, 2] >= near
-        u = fx * p[:, 0] / p[:, 2] + cx
-        w = fy * p[:, 1] / p[:, 2] + cy
-        umin = torch.where(front, torch.minimum(umin, u), umin)
-        umax = torch.where(front, torch.maximum(umax, u), umax)
-        vmin = torch.where(front, torch.minimum(vmin, w), vmin)
-        vmax = torch.where(front, torch.maximum(vmax, w), vmax)
-        cross = (p[:, 2] - near) * (q[:, 2] - near) < 0.0
-        t = (near - p[:, 2]) / (q[:, 2] - p[:, 2])
-        ix = p[:, 0] + t * (q[:, 0] - p[:, 0])
-        iy = p[:, 1] + t * (q[:, 1] - p[:, 1])
-        u = fx * ix / near_t + cx
-        w = fy * iy / near_t + cy
-        umin = torch.where(cross, torch.minimum(umin, u), umin)
-        umax = torch.where(cross, torch.maximum(umax, u), umax)
-        vmin = torch.where(cross, torch.minimum(vmin, w), vmin)
-        vmax = torch.where(cross, torch.maximum(vmax, w), vmax)
-    ok &= (umax >= -1.0) & (vmax >= -1.0) & (umin <= W) & (vmin <= H)
-    delta = 0.01 + 2e-5 * torch.maximum(umax - umin, vmax - vmin)
-    bx0 = torch.ceil((umin - delta).clamp(min=-2.0)).long().clamp(min=0)
-    bx1 = torch.floor((umax + delta).clamp(max=W + 1.0)).long().clamp(max=W - 1)
-    by0 = torch.ceil((vmin - delta).clamp(min=-2.0)).long().clamp(min=0)
-    by1 = torch.floor((vmax + delta).clamp(max=H + 1.0)).long().clamp(max=H - 1)
-    ok &= (bx1 >= bx0) & (by1 >= by0)
-
-    rx = (bx0.to(v.dtype) - cx) / fx
-    ry = (by0.to(v.dtype) - cy) / fy
+    keep = det.abs() > 1e-12 * scale
+    box = torch.stack([bx0[bi, fi], bx1[bi, fi], by0[bi, fi], by1[bi, fi]], dim=1)
+    fxl, fyl, cxl, cyl = fx[bi, 0], fy[bi, 0], cx[bi, 0], cy[bi, 0]
+    rx = (box[:, 0].to(v.dtype) - cxl) / fxl
+    ry = (box[:, 2].to(v.dtype) - cyl) / fyl
     inv = 1.0 / det
     coef = torch.stack([
-        c0x / fx * inv, c1x / fx * inv, c2x / fx * inv,
-        c0y / fy * inv, c1y / fy * inv, c2y / fy * inv,
+        c0x / fxl * inv, c1x / fxl * inv, c2x / fxl * inv,
+        c0y / fyl * inv, c1y / fyl * inv, c2y / fyl * inv,
         (c0x * rx + c0y * ry + c0z) * inv, (c1x * rx + c1y * ry + c1z) * inv, (c2x * rx + c2y * ry + c2z) * inv,
-    ], dim=1)
-    coef = torch.where(ok[:, None], coef, torch.zeros_like(coef)).to(torch.float32)
-    box = torch.stack([bx0, bx1, by0, by1], dim=1)
-    box = torch.where(ok[:, None], box, torch.tensor([0, -1, 0, -1], device=box.device))
-    return coef, box
+    ], dim=1).to(torch.float32)
+    live = (bi * F_ + fi)[keep]
+    return live, coef[keep], box[keep]
 
 
 def _row_spans(coef: torch.Tensor, dv: torch.Tensor, width: torch.Tensor):
@@ -149,15 +165,12 @@ def rasterize_torch_batch(verts_cam: torch.Tensor, faces: torch.Tensor, K: torch
     F_ = faces.shape[0]
     K = torch.as_tensor(K, dtype=torch.float64, device=dev)
     H, W = int(height), int(width)
-    v = verts_cam.to(torch.float64)[:, faces].reshape(B * F_, 3, 3)
-    per_tri = [K[:, r, c].repeat_interleave(F_) for r, c in ((0, 0), (1, 1), (0, 2), (1, 2))]
-    coef, box = setup_triangles(v, *per_tri, float(near), W, H)
-    del v
+    live_g, coef, box = setup_triangles(verts_cam.to(torch.float64), faces, K, float(near), W, H)
     inv_near = (torch.tensor(1.0, dtype=torch.float32) / torch.tensor(near, dtype=torch.float32)).to(dev)
     eps = torch.tensor(EPS, dtype=torch.float32, device=dev)
 
     keys = torch.full((B * H * W,), torch.iinfo(torch.int64).max, dtype=torch.int64, device=dev)
-    live = torch.nonzero(box[:, 1] >= box[:, 0]).squeeze(1)
+    live = torch.arange(live_g.numel(), device=dev)  # positions in the live list
     if live.numel():
         # One work item per (triangle, row); narrowed to the row's span (as the numba kernel does).
         rows = box[live, 3] - box[live, 2] + 1
@@ -171,8 +184,9 @@ def rasterize_torch_batch(verts_cam: torch.Tensor, faces: torch.Tensor, K: torch
         dvf = dv_row.to(torch.float32)
         a_row = crow[:, 0:3].contiguous()
         e_row = torch.stack([crow[:, 3 + i] * dvf + crow[:, 6 + i] for i in range(3)], 1)
-        b_row = torch.div(row_tri, F_, rounding_mode="floor")
-        f_row = row_tri - b_row * F_
+        g_row = live_g[row_tri]
+        b_row = torch.div(g_row, F_, rounding_mode="floor")
+        f_row = g_row - b_row * F_
         pix_row = b_row * (H * W) + (box[row_tri, 2] + dv_row) * W + box[row_tri, 0]
         del crow
         csum = torch.cumsum(n, 0)
@@ -206,7 +220,9 @@ def rasterize_torch_batch(verts_cam: torch.Tensor, faces: torch.Tensor, K: torch
     idx = torch.nonzero(found).squeeze(1)
     b = torch.div(idx, H * W, rounding_mode="floor")
     p = idx - b * (H * W)
-    g = b * F_ + face_id[idx].long()
+    pos = torch.full((B * F_,), -1, dtype=torch.int64, device=dev)
+    pos[live_g] = torch.arange(live_g.numel(), device=dev)
+    g = pos[b * F_ + face_id[idx].long()]
     u = p % W
     vv = torch.div(p, W, rounding_mode="floor")
     l0, l1, l2, s = _eval(coef[g], (u - box[g, 0]).to(torch.float32), (vv - box[g, 2]).to(torch.float32))
