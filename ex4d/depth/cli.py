@@ -137,11 +137,12 @@ def run_depth_command(args: argparse.Namespace) -> int:
     """Handler of ``ex4d depth``: read frames, estimate depth, write the npz atomically; returns 0."""
     from ..io.depth import save_depth_npz
     from ..io.video import read_video
-    from . import estimate_depth
+    from . import depth_params, estimate_depth
 
     out = Path(args.out)
     check(out.suffix.lower() == ".npz", f"--out {out} must end in .npz")
     request = depth_request(args)
+    depth_params(device=args.device, **request)  # checks the weights folder and options before decoding the video
     frames = read_video(args.input, num_frames=args.num_frames or None, start=args.start, stride=args.stride,
                         max_res=args.max_res)
     t0 = time.perf_counter()
