@@ -19,7 +19,7 @@ from .cameras import default_intrinsics
 from .errors import check
 from .render.numba_raster import rasterize_numba
 
-__all__ = ["ExampleScene", "make_example"]
+__all__ = ["ExampleScene", "make_example", "example_scene_mesh", "example_scene_colors"]
 
 
 @dataclass(frozen=True)
@@ -138,6 +138,26 @@ def _scene(t: float):
     return v, f.astype(np.int32), obj
 
 
+def example_scene_mesh(t: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The example's exact world geometry at normalised time t ∈ [0, 1] (t = i / (T − 1) for frame i of T).
+
+    Returns (vertices [V, 3] float64 world = source-camera OpenCV coordinates (metres),
+    faces [F, 3] int32, object id per face [F] int: 0 back wall, 1 floor, 2 box, 3 pillar, 4 ball).
+    """
+    return _scene(t)
+
+
+def example_scene_colors(obj: np.ndarray, X: np.ndarray, t: float) -> np.ndarray:
+    """RGB [N, 3] float64 in [0, 1] of the example's surfaces: object ids [N] at world points X [N, 3], time t.
+
+    The procedural texture times the scene's view-independent lighting, so any
+    camera sees the same colour at a surface point (the exact novel view).
+    """
+    rgb = _texture(obj, X, t)
+    # simple lighting: darker with distance, so depth edges are also colour edges
+    return rgb * (1.1 - 0.04 * X[:, 2:3]).clip(0.6, 1.0)
+
+
 def make_example(num_frames: int = 49, width: int = 512, height: int = 512, fps: float = 24.0) -> ExampleScene:
     """The example video: ``num_frames`` frames of ``width``×``height`` with exact depth (deterministic)."""
     check(num_frames >= 1, f"num_frames must be ≥ 1, got {num_frames}")
@@ -152,9 +172,7 @@ def make_example(num_frames: int = 49, width: int = 512, height: int = 512, fps:
         check(bool((face_id >= 0).all()), "internal: the example scene left pixels empty")
         fid = face_id.reshape(-1)
         X = np.einsum("nk,nkc->nc", bary.reshape(-1, 3).astype(np.float64), v[f[fid]])
-        rgb = _texture(obj[fid], X, t)
-        # simple lighting: darker with distance, so depth edges are also colour edges
-        rgb *= (1.1 - 0.04 * X[:, 2:3]).clip(0.6, 1.0)
+        rgb = example_scene_colors(obj[fid], X, t)
         frames[i] = np.clip(rgb * 255 + 0.5, 0, 255).astype(np.uint8).reshape(height, width, 3)
         depth[i] = (1.0 / inv_depth).astype(np.float32)
     return ExampleScene(frames=frames, depth=depth, K=K, fps=fps)

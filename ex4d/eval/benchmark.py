@@ -1,0 +1,331 @@
+"""Ground-truth novel-view benchmark: how right is the known-mask, and how good is the fill, per camera range.
+
+For each synthetic scene (:mod:`ex4d.eval.scenes`), depth variant (exact, blurred,
+noisy) and masking method (the original's criteria, ours, …), the scene's
+source video is re-shot along one camera path per range and compared with the
+exact novel views:
+
+* **camera ranges** ``"lo-hi"`` (degrees of yaw, e.g. ``0-30``, ``-90-90``):
+  frame i of T looks from yaw lo + (hi − lo)·i/(T − 1) around the pivot
+  (0, 0, scene.pivot_depth), with pitch = ``pitch`` · |yaw| / max(|lo|, |hi|)
+  (up to 10° by default), so the frames sample the whole range (a frame at
+  yaw 0 is the source view and copies the input frame).
+* **mask quality** — a pixel is *truly visible* when the true surface seen
+  there was visible in the source (:func:`ex4d.eval.scenes.visible_in_source`).
+  A known pixel shows the source image at the point where its ray meets the
+  DW-Mesh (the rendered depth, unprojected, then projected into the source);
+  it is *correct* when it is truly visible and that source location lies within
+  ``match_px`` source pixels of where the true surface point projects. Else it
+  is a *leak*: a wrong surface (e.g. a stretched face across a depth edge), a
+  surface hidden in the source, or content where the true view has none.
+  Measuring in source pixels makes the test independent of the depth's scale
+  and exact on the source view itself. leak = leaks / known pixels,
+  recall = correct / truly visible.
+* **known PSNR** — the render against the true novel view over the known pixels.
+* **fill PSNR / SSIM** (``fill="classical"``) — the completed video against the
+  true novel view over the pixels where the true scene has a surface (the void
+  beyond the scene's walls is not scored), whole frame and generated region.
+
+Counts and sums are pooled over frames, then over scenes for the summary.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ..errors import Ex4dError, check
+from . import metrics as M
+from .scenes import SOURCE_NEAR, get_scene, render_source, render_truth, visible_in_source, degrade_depth
+
+__all__ = ["BenchmarkConfig", "METHODS", "parse_range", "parse_method", "range_cameras", "depth_variants",
+           "run_benchmark", "summarize", "ratio", "range_name",
+           "shown_source_coords"]
+
+#: Named masking methods: (filter, alpha mode).
+METHODS = {"original": ("angle", "vertex"), "ours": ("grazing", "face")}
+_FILTERS = ("grazing", "angle", "boundary")
+_ALPHAS = ("face", "vertex")
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """Options of ``ex4d benchmark novel-view`` (saved in the report)."""
+
+    size: int = 256                                            #: frame side in pixels (square frames)
+    frames: int = 9                                            #: frames per clip (scene times 0 … 1)
+    ranges: tuple = ("0-30", "0-60", "0-90", "-90-90")         #: yaw ranges in degrees, "lo-hi"
+    scenes: tuple = ("example", "layout")                      #: see ex4d.eval.scenes.SCENES
+    methods: tuple = ("original", "ours")                      #: original | ours | FILTER[:ALPHA]
+    blur: tuple = (3.0,)                                       #: depth variants: Gaussian blur, px
+    noise: tuple = (0.005,)                                    #: depth variants: relative noise std
+    fill: str = "classical"                                    #: classical | none
+    fill_window: int = 4                                       #: classical fill: farthest frame offset
+    pitch: float = 10.0                                        #: pitch at the range's widest yaw, degrees
+    match_px: float = 1.0                                      #: source-pixel distance of a correct known pixel
+    visibility_tolerance: float = 0.01                         #: see scenes.visible_in_source
+    seed: int = 0                                              #: depth noise seed
+
+    def __post_init__(self):
+        check(self.size >= 16, f"benchmark size must be ≥ 16 px, got {self.size}")
+        check(self.frames >= 1, f"benchmark frames must be ≥ 1, got {self.frames}")
+        check(len(self.ranges) >= 1 and len(self.scenes) >= 1 and len(self.methods) >= 1,
+              "the benchmark needs at least one range, scene and method")
+        for r in self.ranges:
+            parse_range(r)
+        for m in self.methods:
+            parse_method(m)
+        for s in self.scenes:
+            get_scene(s)
+        check(all(b > 0 for b in self.blur), f"blur values must be > 0 px, got {list(self.blur)}")
+        check(all(0 < n < 0.5 for n in self.noise), f"noise values must be in (0, 0.5), got {list(self.noise)}")
+        check(self.fill in ("classical", "none"),
+              f"benchmark fill must be classical or none, got {self.fill!r} (the ex4d diffusion fill needs a GPU "
+              "and weights; evaluate its output with `ex4d eval` instead)")
+        check(self.fill_window >= 0, f"fill window must be ≥ 0, got {self.fill_window}")
+        check(0 <= self.pitch <= 90, f"pitch must be in [0, 90], got {self.pitch}")
+        check(self.match_px > 0, f"match_px must be > 0, got {self.match_px}")
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+_RANGE = re.compile(r"^\s*([-−]?\d+(?:\.\d+)?)\s*(?:-|:|\.\.|–)\s*([-−]?\d+(?:\.\d+)?)\s*$")
+_SYMMETRIC = re.compile(r"^\s*(?:±|\+-|\+/-|pm)\s*(\d+(?:\.\d+)?)\s*$")
+
+
+def parse_range(text: str) -> tuple[float, float]:
+    """(lo, hi) degrees of a yaw range, −90 ≤ lo < hi ≤ 90.
+
+    Accepted: ``"lo-hi"`` / ``"lo:hi"`` (``"0-30"``, ``"-90-90"``), ``"N"`` (= 0–N) and ``"±N"`` / ``"+-N"``
+    / ``"pmN"`` (= −N–N; on a command line a value starting with "-" reads as an option, so write −90–90 as +-90).
+    """
+    text = str(text)
+    m, sym = _RANGE.match(text), _SYMMETRIC.match(text)
+    if sym is not None:
+        lo, hi = -float(sym.group(1)), float(sym.group(1))
+    elif m is not None:
+        lo, hi = (float(g.replace("−", "-")) for g in m.groups())
+    else:
+        try:
+            lo, hi = 0.0, float(text)
+        except ValueError:
+            raise Ex4dError(f"camera range {text!r} is not 'lo-hi' in degrees (e.g. 0-30, -90-90, or +-90)") from None
+    check(-90 <= lo < hi <= 90, f"camera range {text!r}: need −90 ≤ lo < hi ≤ 90")
+    return lo, hi
+
+
+def range_name(text: str) -> str:
+    """Canonical name ``"lo-hi"`` of a range (``"+-90"`` → ``"-90-90"``)."""
+    lo, hi = parse_range(text)
+    return f"{lo:g}-{hi:g}"
+
+
+def parse_method(text: str):
+    """MeshConfig of a method name: ``original`` (angle, vertex), ``ours`` (grazing, face) or ``FILTER[:ALPHA]``."""
+    from ..dwmesh import MeshConfig
+
+    filt, alpha = METHODS.get(text, (None, None))
+    if filt is None:
+        parts = text.split(":")
+        check(parts[0] in _FILTERS and len(parts) <= 2 and (len(parts) == 1 or parts[1] in _ALPHAS),
+              f"unknown masking method {text!r}; use original, ours, or FILTER[:ALPHA] with FILTER in "
+              f"{', '.join(_FILTERS)} and ALPHA in {', '.join(_ALPHAS)}")
+        filt, alpha = parts[0], parts[1] if len(parts) == 2 else "face"
+    return MeshConfig(filter=filt, alpha_mode=alpha)
+
+
+def range_cameras(lo: float, hi: float, num_frames: int, pivot_depth: float, pitch: float = 10.0):
+    """(w2c [T, 4, 4] OpenCV, yaw [T] degrees, pitch [T] degrees) sweeping yaw lo → hi around (0, 0, pivot_depth)."""
+    from ..trajectory import orbit_w2c
+
+    s = np.linspace(0.0, 1.0, num_frames) if num_frames > 1 else np.array([1.0])
+    yaw = lo + (hi - lo) * s
+    pit = pitch * np.abs(yaw) / max(abs(lo), abs(hi))
+    w2c = orbit_w2c(yaw, pit, np.zeros_like(yaw), pivot_depth)
+    w2c[np.abs(yaw) < 1e-9] = np.eye(4)  # exactly the source camera (the recon copies the input frame)
+    return w2c, yaw, pit
+
+
+def depth_variants(config: BenchmarkConfig) -> list[tuple[str, float, float]]:
+    """[(name, blur px, relative noise)]: exact depth first, then each blur and noise level."""
+    out = [("exact", 0.0, 0.0)]
+    out += [(f"blur {b:g}px", float(b), 0.0) for b in config.blur]
+    out += [(f"noise {100 * n:g}%", 0.0, float(n)) for n in config.noise]
+    return out
+
+
+def _empty_acc() -> dict:
+    keys = ("known", "visible", "correct", "has", "known_sse", "known_n", "fill_sse", "fill_n", "gen_sse", "gen_n",
+            "fill_ssim_sum", "fill_ssim_n", "gen_ssim_sum", "gen_ssim_n", "pixels")
+    return {k: 0.0 for k in keys}
+
+
+def shown_source_coords(depth: np.ndarray, K_out: np.ndarray, w2c: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """Source-image coordinates [H, W, 2] (u, v) of the surface each novel-view pixel shows (NaN where none).
+
+    The pixel's ray (K_out, w2c) is cut at the rendered z-depth [H, W] (inf = none), brought to world
+    (= source camera) coordinates and projected with the source intrinsics K: since a DW-Mesh is made of
+    source pixel rays, this is where in the source image its colour comes from, whatever the depth error.
+    """
+    from ..cameras import project_points, unproject_depth
+
+    finite = np.isfinite(depth)
+    cam = unproject_depth(np.where(finite, depth, 1.0), K_out)
+    R, t = w2c[:3, :3], w2c[:3, 3]
+    world = (cam - t) @ R  # R^T (X_cam − t), row-vector form
+    uv, _ = project_points(world, K)
+    uv[~finite] = np.nan
+    return uv
+
+
+def _frame_stats(truth, visible, color, mask, depth, filled, K_out, w2c, K, match_px: float) -> dict:
+    """Counts and error sums of one frame (see :func:`run_benchmark`)."""
+    from ..cameras import project_points
+
+    acc = _empty_acc()
+    shown = shown_source_coords(depth, K_out, w2c, K)
+    true_uv, _ = project_points(truth.points, K)
+    with np.errstate(invalid="ignore"):
+        right = ((shown - true_uv) ** 2).sum(-1) <= match_px * match_px
+    correct = mask & visible & right
+    acc.update(known=int(mask.sum()), visible=int(visible.sum()), correct=int(correct.sum()),
+               has=int(truth.has.sum()), pixels=int(mask.size))
+    acc["known_sse"], acc["known_n"] = M.squared_error(color, truth.rgb, mask)
+    if filled is not None:
+        gen = truth.has & ~mask
+        acc["fill_sse"], acc["fill_n"] = M.squared_error(filled, truth.rgb, truth.has)
+        acc["gen_sse"], acc["gen_n"] = M.squared_error(filled, truth.rgb, gen)
+        smap = M.ssim_map(filled, truth.rgb)
+        r = (M.SSIM_WINDOW - 1) // 2
+        for key, region in (("fill", truth.has), ("gen", gen)):
+            inner = region[r: region.shape[0] - r, r: region.shape[1] - r]
+            acc[f"{key}_ssim_sum"], acc[f"{key}_ssim_n"] = float(smap[inner].sum()), int(inner.sum())
+    return acc
+
+
+def _div(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
+def ratio(acc: dict) -> dict:
+    """Scores of pooled counts: leak, recall, known/visible share, PSNRs (dB), SSIMs; NaN where undefined."""
+    out = {
+        "leak": _div(acc["known"] - acc["correct"], acc["known"]),
+        "recall": _div(acc["correct"], acc["visible"]),
+        "known_share": _div(acc["known"], acc["pixels"]),
+        "visible_share": _div(acc["visible"], acc["pixels"]),
+        "known_psnr": M.psnr_from_mse(_div(acc["known_sse"], acc["known_n"])),
+    }
+    if acc["fill_n"]:
+        out.update(fill_psnr=M.psnr_from_mse(_div(acc["fill_sse"], acc["fill_n"])),
+                   fill_psnr_generated=M.psnr_from_mse(_div(acc["gen_sse"], acc["gen_n"])),
+                   fill_ssim=_div(acc["fill_ssim_sum"], acc["fill_ssim_n"]),
+                   fill_ssim_generated=_div(acc["gen_ssim_sum"], acc["gen_ssim_n"]))
+    return out
+
+
+def _add(a: dict, b: dict) -> dict:
+    return {k: a[k] + b[k] for k in a}
+
+
+def run_benchmark(config: BenchmarkConfig | None = None, progress: bool = True, log=None) -> dict:
+    """Run the benchmark; returns the JSON-able report.
+
+    Report layout: ``{"config", "results": [one row per (scene, range, depth, method): its keys, pooled
+    counts "counts", scores (see :func:`ratio`) and "per_frame": {"yaw", "pitch", "leak", "recall",
+    "known_psnr", "fill_psnr"}], "summary": [rows pooled over scenes], "timings", "machine"}``.
+    """
+    from ..cameras import default_intrinsics
+    from ..fill import ClassicalFillConfig, classical_fill
+    from ..recon import ReconConfig, render_novel_views
+
+    config = config or BenchmarkConfig()
+    t_start = time.perf_counter()
+    S, T = config.size, config.frames
+    K = default_intrinsics(S, S)
+    variants = depth_variants(config)
+    ranges = [(range_name(r), *parse_range(r)) for r in config.ranges]
+    methods = [(m, parse_method(m)) for m in config.methods]
+    timings = {"truth_s": 0.0, "recon_s": 0.0, "fill_s": 0.0, "score_s": 0.0}
+    total = len(config.scenes) * len(ranges) * len(variants) * len(methods)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc="benchmark", unit="clip", leave=False)
+    rows = []
+    for scene_name in config.scenes:
+        scene = get_scene(scene_name)
+        t0 = time.perf_counter()
+        frames, depth = render_source(scene, T, K, S, S)
+        truths = {}
+        for rname, lo, hi in ranges:
+            w2c, yaw, pit = range_cameras(lo, hi, T, scene.pivot_depth, config.pitch)
+            views = [render_truth(scene, i / max(T - 1, 1), K, w2c[i], S, S, near=ReconConfig().near)
+                     for i in range(T)]
+            vis = [visible_in_source(v.points, depth[i], K, config.visibility_tolerance) for i, v in enumerate(views)]
+            truths[rname] = (w2c, yaw, pit, views, vis)
+        timings["truth_s"] += time.perf_counter() - t0
+        for vname, blur, noise in variants:
+            dvar = depth if (blur == 0 and noise == 0) else degrade_depth(depth, blur, noise, config.seed)
+            for mname, mesh_cfg in methods:
+                rc = ReconConfig(mesh=mesh_cfg, backend="numba")
+                for rname, lo, hi in ranges:
+                    w2c, yaw, pit, views, vis = truths[rname]
+                    t0 = time.perf_counter()
+                    res = render_novel_views(frames, dvar, K, w2c, config=rc, progress=False)
+                    t1 = time.perf_counter()
+                    filled = None
+                    if config.fill == "classical":
+                        filled = classical_fill(res.color, res.mask, res.depth, frames, dvar, K, w2c, res.K, rc,
+                                                ClassicalFillConfig(window=config.fill_window), progress=False)
+                    t2 = time.perf_counter()
+                    acc, per = _empty_acc(), {"yaw": yaw.tolist(), "pitch": pit.tolist(), "leak": [], "recall": [],
+                                              "known_psnr": [], "fill_psnr": []}
+                    for i in range(T):
+                        fa = _frame_stats(views[i], vis[i], res.color[i], res.mask[i], res.depth[i],
+                                          None if filled is None else filled[i], res.K[i], w2c[i], K,
+                                          config.match_px)
+                        acc = _add(acc, fa)
+                        r = ratio(fa)
+                        for k in ("leak", "recall", "known_psnr"):
+                            per[k].append(r[k])
+                        per["fill_psnr"].append(r.get("fill_psnr", float("nan")))
+                    timings["recon_s"] += t1 - t0
+                    timings["fill_s"] += t2 - t1
+                    timings["score_s"] += time.perf_counter() - t2
+                    rows.append({"scene": scene_name, "range": rname, "depth": vname, "method": mname,
+                                 "filter": mesh_cfg.filter, "alpha_mode": mesh_cfg.alpha_mode,
+                                 **ratio(acc), "counts": acc, "per_frame": per})
+                    if bar is not None:
+                        bar.update(1)
+                    if log is not None:
+                        r = rows[-1]
+                        log(f"{scene_name:8s} {rname:>7s} {vname:>11s} {mname:>9s}: leak {100 * r['leak']:6.2f}%  "
+                            f"recall {100 * r['recall']:5.1f}%  known PSNR {r['known_psnr']:5.2f} dB"
+                            + (f"  fill PSNR {r['fill_psnr']:5.2f} dB" if "fill_psnr" in r else ""))
+    if bar is not None:
+        bar.close()
+    timings["total_s"] = time.perf_counter() - t_start
+    import os
+    import platform
+
+    return {"benchmark": "novel-view", "config": config.to_dict(), "results": rows, "summary": summarize(rows),
+            "timings": {k: round(v, 2) for k, v in timings.items()},
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}}
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Rows pooled over scenes: one per (range, depth, method), in first-seen order, with :func:`ratio` scores."""
+    groups: dict[tuple, dict] = {}
+    scenes: dict[tuple, list] = {}
+    for r in rows:
+        key = (r["range"], r["depth"], r["method"])
+        groups[key] = _add(groups[key], r["counts"]) if key in groups else dict(r["counts"])
+        scenes.setdefault(key, []).append(r["scene"])
+    return [{"range": k[0], "depth": k[1], "method": k[2], "scenes": scenes[k], **ratio(acc), "counts": acc}
+            for k, acc in groups.items()]
