@@ -22,7 +22,7 @@ S = argparse.SUPPRESS
 def _trajectory_help() -> str:
     from .trajectory import PRESETS
 
-    lines = [f"  {name:11s} {text}" for name, text in PRESETS.items()]
+    lines = [f"  {name:11s} {text}".replace("%", "%%") for name, text in PRESETS.items()]
     return ("camera path: a preset, a keyframe .json, or a camera file (cameras.json / the original's .npz).\n"
             "presets:\n" + "\n".join(lines))
 
@@ -58,8 +58,13 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                         "(default: depthcrafter for key 'depth', disparity for 'depths', depth otherwise)")
     g.add_argument("--depth-key", default=S, help="array name inside an .npz")
     g.add_argument("--depth-scale", type=float, default=S, help="multiply the depth by this (e.g. 0.001 for mm PNGs)")
-    g.add_argument("--depth-model", default=S, help="estimate depth with a model (depthcrafter, depth-anything-v2)")
+    g.add_argument("--depth-model", default=S,
+                   help="estimate depth with a model: depthcrafter (the original's) or depth-anything-v2 "
+                        "(video-depth-anything: run it yourself and pass its npz with --depth)")
     g.add_argument("--depth-weights", default=S, help="local folder with the depth model's weights")
+    from .depth.cli import add_depth_option_args
+
+    add_depth_option_args(p)
 
     g = p.add_argument_group("intrinsics (default: f = 500 px at 512 px, i.e. ≈54° across the longer side)")
     g.add_argument("--fov", type=float, default=S, help="field of view across the longer side, degrees")
@@ -193,6 +198,12 @@ def _run_config(args: argparse.Namespace, with_fill: bool):
         if name in a:
             topts[name] = a[name]
     d["trajectory_options"] = topts
+    if d.get("depth_model"):
+        from .depth.cli import depth_options
+
+        dopts = dict(d.get("depth_options", {})) if "depth_model" not in a else {}
+        dopts.update(depth_options(args, d["depth_model"]))
+        d["depth_options"] = dopts
     if d.get("trajectory") and Path(d["trajectory"]).exists():
         d["trajectory"] = str(Path(d["trajectory"]).resolve())
 

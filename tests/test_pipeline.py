@@ -144,3 +144,16 @@ def test_changed_input_file_is_recomputed(example_files, tmp_path, capsys):
     save_depth_npz(src / "depth.npz", d)
     assert main(args) == 0
     assert "reused" not in capsys.readouterr().out
+
+
+def test_every_command_has_working_help(capsys):
+    from ex4d.cli import build_parser
+
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    assert {"recon", "run", "example", "generate", "depth"} <= set(commands)
+    for name in commands:
+        with pytest.raises(SystemExit) as e:
+            main([name, "--help"])
+        assert e.value.code == 0, name
+        assert "usage:" in capsys.readouterr().out

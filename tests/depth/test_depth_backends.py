@@ -316,3 +316,18 @@ def test_half_precision_paths(weights, frames, model, dtype):
     res = estimate_depth(frames[:2], model, folder, device="cpu", progress=False, dtype=dtype, **opts)
     _check_result(res, frames[:2])
     assert res.params["dtype"] == dtype
+
+
+def test_run_with_a_depth_model_caches_its_depth(weights, tmp_path, capsys):
+    """`ex4d run --depth-model`: depth estimated once, reused when only the camera path changes."""
+    from ex4d.cli import main
+
+    assert main(["example", "--out", str(tmp_path / "ex"), "--num-frames", "5", "--size", "64"]) == 0
+    base = ["recon", str(tmp_path / "ex" / "input.mp4"), "--num-frames", "5", "--depth-model", "depth-anything-v2",
+            "--depth-weights", str(weights["relative"]), "-q", "--out", str(tmp_path / "o")]
+    assert main(base) == 0
+    assert (tmp_path / "o" / ".ex4d" / "depth.npz").exists()
+    capsys.readouterr()
+    assert main(base + ["--trajectory", "ex4d-30", "--overwrite"]) == 0
+    out = capsys.readouterr().out
+    assert "reused depth" in out and "render" not in out.split("reused")[1]
