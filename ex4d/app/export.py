@@ -29,7 +29,7 @@ log(d / depth_min) / log(depth_max / depth_min)) (relative error ≤ 1e-4 for a
 depth range of 1000×); ``occ`` uint8 [h−1, w−1], bit 0 = the quad's
 upper-left face (c, a, b) is occluded, bit 1 = its lower-right face (c, b, d)
 (quad (i, j) has a=(i, j), b=(i, j+1), c=(i+1, j), d=(i+1, j+1)); ``color``
-a JPEG of the [h, w] RGB frame.
+a JPEG (quality 92, 4:4:4) of the [h, w] RGB frame.
 
 The export grid takes every s-th pixel (s = ceil(max(W, H) / max_size)), so
 grid pixel (i, j) is source pixel (s·i, s·j) and K scales by 1/s exactly.
@@ -97,7 +97,10 @@ def _dequantize_depth(q: np.ndarray, dmin: float, dmax: float) -> np.ndarray:
 def _jpeg(rgb: np.ndarray) -> bytes:
     import cv2
 
-    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY])
+    params = [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY]
+    if hasattr(cv2, "IMWRITE_JPEG_SAMPLING_FACTOR"):  # full-resolution chroma: small frames stay sharp
+        params += [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), params)
     if not ok:  # pragma: no cover - OpenCV always encodes uint8 RGB
         raise Ex4dError("could not encode a frame as JPEG")
     return buf.tobytes()

@@ -81,6 +81,7 @@ class Job:
     video: dict | None = None           #: {"path", "info"} of the uploaded video
     depth: dict | None = None           #: {"path", "info"} of the uploaded depth file
     request: dict | None = None         #: the last run request
+    started: float | None = None
     finished: float | None = None
     proc: subprocess.Popen | None = field(default=None, repr=False)
 
@@ -90,7 +91,7 @@ class Job:
         atomic_write_json(self.dir / "job.json", {
             "id": self.id, "session": self.session, "created": self.created, "state": self.state,
             "error": self.error, "video": self.video, "depth": self.depth, "request": self.request,
-            "finished": self.finished})
+            "started": self.started, "finished": self.finished})
 
     def input_paths(self) -> dict:
         return {"video": self.video["path"] if self.video else None,
@@ -249,7 +250,7 @@ class JobStore:
             atomic_write_json(job.dir / RUN_FILE, {"config": json.loads(json.dumps(config.to_dict(), default=str))})
             (job.dir / "status.json").unlink(missing_ok=True)
             (job.dir / "results.zip").unlink(missing_ok=True)
-            job.state, job.error, job.request, job.finished = "queued", None, request, None
+            job.state, job.error, job.request, job.started, job.finished = "queued", None, request, None, None
             job.save()
             self._queue.append(job.id)
             self._wake.notify_all()
@@ -270,7 +271,8 @@ class JobStore:
     def status(self, job: Job) -> dict:
         """What the browser polls: state, queue position, progress, error, available files."""
         with self._lock:
-            out = {"id": job.id, "state": job.state, "error": job.error,
+            out = {"id": job.id, "state": job.state, "error": job.error, "created": job.created,
+                   "started": job.started, "finished": job.finished,
                    "video": job.video["info"] if job.video else None,
                    "depth": job.depth["info"] if job.depth else None}
             if job.state == "queued":
@@ -296,7 +298,7 @@ class JobStore:
                 job = self._jobs.get(self._queue.popleft())
                 if job is None:
                     continue
-                job.state = "running"
+                job.state, job.started = "running", time.time()
                 self._running = job.id
                 log = open(job.dir / "log.txt", "ab")
                 env = {**os.environ, "PYTHONUNBUFFERED": "1"}

@@ -93,7 +93,10 @@ def run_job(job_dir: Path) -> int:
         reporter.update(force=True, state="error", message=f"internal error ({type(e).__name__}: {e}); "
                                                              "see the server log")
         return 1
-    reporter.update(force=True, state="done", stage="done", message=summary.line(),
+    total = sum(v for v in summary.timings.values() if isinstance(v, float))
+    message = (f"{summary.num_frames} frames {summary.width}×{summary.height}, {100 * summary.known_fraction:.1f}% of "
+               f"the novel-view pixels known, {total:.1f} s")  # no server paths in what the browser sees
+    reporter.update(force=True, state="done", stage="done", message=message,
                     summary={"num_frames": summary.num_frames, "width": summary.width, "height": summary.height,
                              "known_fraction": summary.known_fraction, "timings": summary.timings})
     return 0

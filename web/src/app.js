@@ -209,6 +209,12 @@ function togglePlay() {
 // ------------------------------------------------------------------ uploads
 async function upload(kind, file) {
   if (!file) return;
+  const limit = state.config.limits.max_upload_mb;
+  if (file.size > limit * 1024 * 1024) {
+    $(kind === 'video' ? 'video-file' : 'depth-file').value = '';
+    showError(`${file.name} is ${(file.size / 1048576).toFixed(0)} MB; this app takes files up to ${limit} MB`);
+    return;
+  }
   $('input-info').textContent = `Uploading ${file.name} (${(file.size / 1e6).toFixed(1)} MB)…`;
   try {
     const res = await api('PUT', `/api/jobs/${state.job}/upload/${kind}`, file, true);
