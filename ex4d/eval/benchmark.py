@@ -13,13 +13,15 @@ exact novel views:
 * **mask quality** — a pixel is *truly visible* when the true surface seen
   there was visible in the source (:func:`ex4d.eval.scenes.visible_in_source`).
   A known pixel shows the source image at the point where its ray meets the
-  DW-Mesh (the rendered depth, unprojected, then projected into the source);
-  it is *correct* when it is truly visible and that source location lies within
-  ``match_px`` source pixels of where the true surface point projects. Else it
-  is a *leak*: a wrong surface (e.g. a stretched face across a depth edge), a
-  surface hidden in the source, or content where the true view has none.
-  Measuring in source pixels makes the test independent of the depth's scale
-  and exact on the source view itself. leak = leaks / known pixels,
+  DW-Mesh (the rendered depth, unprojected, then projected into the source).
+  It is *correct* when it is truly visible and either that source location lies
+  within ``match_px`` source pixels of where the true surface point projects
+  (the right content, whatever the depth error; exact on the source view
+  itself) or the rendered depth is within ``depth_tolerance`` (relative) of the
+  true depth (the right surface, slightly displaced by depth noise). Else it is
+  a *leak*: a wrong surface (e.g. a stretched face across a depth edge, whose
+  depth and content are both off), a surface hidden in the source, or content
+  where the true view has none. leak = leaks / known pixels,
   recall = correct / truly visible.
 * **known PSNR** — the render against the true novel view over the known pixels.
 * **fill PSNR / SSIM** (``fill="classical"``) — the completed video against the
@@ -65,7 +67,8 @@ class BenchmarkConfig:
     fill: str = "classical"                                    #: classical | none
     fill_window: int = 4                                       #: classical fill: farthest frame offset
     pitch: float = 10.0                                        #: pitch at the range's widest yaw, degrees
-    match_px: float = 1.0                                      #: source-pixel distance of a correct known pixel
+    match_px: float = 1.0                                      #: correct: content within this many source px …
+    depth_tolerance: float = 0.02                              #: … or depth within this relative error
     visibility_tolerance: float = 0.01                         #: see scenes.visible_in_source
     seed: int = 0                                              #: depth noise seed
 
@@ -88,6 +91,7 @@ class BenchmarkConfig:
         check(self.fill_window >= 0, f"fill window must be ≥ 0, got {self.fill_window}")
         check(0 <= self.pitch <= 90, f"pitch must be in [0, 90], got {self.pitch}")
         check(self.match_px > 0, f"match_px must be > 0, got {self.match_px}")
+        check(0 <= self.depth_tolerance < 1, f"depth_tolerance must be in [0, 1), got {self.depth_tolerance}")
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -182,7 +186,8 @@ def shown_source_coords(depth: np.ndarray, K_out: np.ndarray, w2c: np.ndarray, K
     return uv
 
 
-def _frame_stats(truth, visible, color, mask, depth, filled, K_out, w2c, K, match_px: float) -> dict:
+def _frame_stats(truth, visible, color, mask, depth, filled, K_out, w2c, K, match_px: float,
+                 depth_tolerance: float) -> dict:
     """Counts and error sums of one frame (see :func:`run_benchmark`)."""
     from ..cameras import project_points
 
@@ -190,7 +195,8 @@ def _frame_stats(truth, visible, color, mask, depth, filled, K_out, w2c, K, matc
     shown = shown_source_coords(depth, K_out, w2c, K)
     true_uv, _ = project_points(truth.points, K)
     with np.errstate(invalid="ignore"):
-        right = ((shown - true_uv) ** 2).sum(-1) <= match_px * match_px
+        right = (((shown - true_uv) ** 2).sum(-1) <= match_px * match_px) | \
+            (np.abs(depth - truth.depth) <= depth_tolerance * truth.depth)
     correct = mask & visible & right
     acc.update(known=int(mask.sum()), visible=int(visible.sum()), correct=int(correct.sum()),
                has=int(truth.has.sum()), pixels=int(mask.size))
@@ -289,7 +295,7 @@ def run_benchmark(config: BenchmarkConfig | None = None, progress: bool = True, 
                     for i in range(T):
                         fa = _frame_stats(views[i], vis[i], res.color[i], res.mask[i], res.depth[i],
                                           None if filled is None else filled[i], res.K[i], w2c[i], K,
-                                          config.match_px)
+                                          config.match_px, config.depth_tolerance)
                         acc = _add(acc, fa)
                         r = ratio(fa)
                         for k in ("leak", "recall", "known_psnr"):

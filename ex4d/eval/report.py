@@ -205,8 +205,8 @@ def benchmark_markdown(report: dict) -> str:
         "Each range is one camera path: frame i looks from yaw lo + (hi − lo)·i/(T−1) around the scene's subject, "
         f"with pitch up to {c['pitch']:g}° at the widest yaw. **leak** = share of the pixels marked known that show "
         "a wrong surface (its colour comes from more than "
-        f"{c['match_px']:g} source px away from where the true surface is in the source image) or one hidden in "
-        "the source; **recall** = share of the truly "
+        f"{c['match_px']:g} source px away from the true surface's place in the source image *and* its depth is off "
+        f"by more than {100 * c['depth_tolerance']:g}%) or one hidden in the source; **recall** = share of the truly "
         "source-visible pixels marked known; **known PSNR** = the render against the true novel view over the known "
         "pixels; **fill PSNR/SSIM** = the completed video against the true novel view (pixels where the scene has "
         "a surface; *gen.* = generated region only). Depth: exact, Gaussian-blurred, or with multiplicative noise.",
