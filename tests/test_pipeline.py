@@ -157,3 +157,21 @@ def test_every_command_has_working_help(capsys):
             main([name, "--help"])
         assert e.value.code == 0, name
         assert "usage:" in capsys.readouterr().out
+
+
+def test_flower_reference_input_reproduces_the_original_cameras(flower_dir, tmp_path):
+    """The original's own example video through `ex4d recon --trajectory ex4d-180`: the cameras it writes
+    in the original's format equal the original's camera_180.npz (r = 2.7401, i.e. min depth 2.5901)."""
+    depth = np.full((49, 512, 512), 2.5901, dtype=np.float32)
+    depth[:, 100:300, 150:350] = 4.0  # some structure; the minimum stays 2.5901
+    np.save(tmp_path / "depth.npy", depth)
+    out = tmp_path / "out"
+    assert main(["recon", str(flower_dir / "input.mp4"), "--depth", str(tmp_path / "depth.npy"), "--trajectory",
+                 "ex4d-180", "--max-res", "128", "-q", "--out", str(out)]) == 0
+    ours = np.load(out / "cameras_ex4d.npz")
+    ref = np.load(flower_dir / "camera_180.npz")
+    np.testing.assert_allclose(ours["extrinsics"], ref["extrinsics"], atol=2e-5)
+    # processed at 128 px: the original's f = 500 px at 512 px scales with the frame (same field of view)
+    np.testing.assert_allclose(ours["intrinsics"][:2], ref["intrinsics"][:2] * 128 / 512)
+    mask = read_mask_video(out / "mask.mp4")
+    assert mask.shape == (49, 128, 128) and mask[0].all() and 0.3 < mask[1:].mean() < 1.0
