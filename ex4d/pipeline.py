@@ -163,7 +163,8 @@ def hash_inputs(path: str | os.PathLike) -> str:
 
 
 def _key(*parts) -> str:
-    return hashlib.blake2b(json.dumps(parts, sort_keys=True, default=str).encode(), digest_size=16).hexdigest()
+    return hashlib.blake2b(json.dumps([__version__, *parts], sort_keys=True, default=str).encode(),
+                           digest_size=16).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------- state

@@ -5,12 +5,17 @@ Honest preview quality, not a generative model. Three passes per output frame t:
 1. **Temporal reprojection.** Other frames s see parts of the scene that frame
    t's source view does not (a moving object uncovers the background behind
    it). Frame s's DW-Mesh is rendered with camera t; an unknown pixel of t
-   takes its colour where that render is known, nearest frames first
-   (offsets ±1, ±2, ±4, … up to ``window``). A candidate must not lie in front
-   of frame t's own occluding surface there (that would paste a foreground
-   object that has moved into the hole), unless t sees no scene surface there
-   at all (outside the source frustum).
-2. **Spatial inpainting** of what no frame saw: OpenCV's Telea inpainting.
+   takes its colour where that render is known, from frames at offsets ±1,
+   ±2, ±4, … up to ``window``; the farthest candidate wins (disocclusions
+   reveal background, which rarely moves). A candidate must lie behind frame
+   t's own occluding surface there (else it is a foreground object that has
+   moved into the hole); where t sees no scene surface at all (outside the
+   source frustum, same for every frame of a fixed source camera), only
+   inpainting fills.
+2. **Spatial inpainting** of what no frame saw: OpenCV's Telea inpainting,
+   from the background side: known pixels at the hole's border that are much
+   nearer than the farthest surface around them (the occluder whose edge
+   opened the hole) are not used as sources.
 3. **Temporal smoothing** of the inpainted pixels only (a forward–backward
    exponential filter over frames, where consecutive frames are both
    inpainted), so the invented content does not flicker.
@@ -57,15 +62,43 @@ def frame_offsets(window: int) -> list[int]:
     return out
 
 
-def _inpaint(color: np.ndarray, hole: np.ndarray, radius: int) -> np.ndarray:
-    """Telea inpainting of uint8 [H, W, 3] ``color`` where bool [H, W] ``hole``."""
+def _foreground_near_holes(hole: np.ndarray, depth: np.ndarray, window: int, ratio: float) -> np.ndarray:
+    """Known pixels [H, W] bool next to ``hole`` that are much nearer than the farthest known surface around them.
+
+    Disocclusions open *behind* foreground objects, so their content continues the background: these
+    pixels are kept out of the inpainting sources (they stay in the output unchanged).
+    """
+    import cv2
+
+    d = np.where(np.isfinite(depth) & ~hole, depth, 0).astype(np.float32)
+    kernel = np.ones((window, window), np.uint8)
+    far = cv2.dilate(d, kernel)
+    near_hole = cv2.dilate(hole.astype(np.uint8), kernel).astype(bool) & ~hole
+    return near_hole & (d > 0) & (d < ratio * far)
+
+
+def _inpaint(color: np.ndarray, hole: np.ndarray, radius: int, depth: np.ndarray | None = None,
+             window: int = 15, ratio: float = 0.85) -> np.ndarray:
+    """Telea inpainting of uint8 [H, W, 3] ``color`` where bool [H, W] ``hole``, from the background side.
+
+    With ``depth`` [H, W] (the render's scene depth, inf where none), known
+    foreground pixels bordering the hole are not used as sources.
+    """
     import cv2
 
     if not hole.any():
         return color
     if hole.all():
         return np.full_like(color, 127)
-    return cv2.inpaint(color, hole.astype(np.uint8) * 255, radius, cv2.INPAINT_TELEA)
+    sources_out = hole
+    if depth is not None:
+        fg = _foreground_near_holes(hole, depth, window, ratio)
+        if (~(hole | fg)).any():
+            sources_out = hole | fg
+    filled = cv2.inpaint(color, sources_out.astype(np.uint8) * 255, radius, cv2.INPAINT_TELEA)
+    out = color.copy()
+    out[hole] = filled[hole]
+    return out
 
 
 def _smooth(out: np.ndarray, inpainted: np.ndarray, weight: float) -> np.ndarray:
@@ -130,18 +163,19 @@ def classical_fill(color: np.ndarray, mask: np.ndarray, view_depth: np.ndarray |
     for t in range(T):
         if can_reproject and not known[t].all():
             hole = ~known[t]
+            best = np.full((H, W), -np.inf, dtype=np.float32)
             for off in frame_offsets(config.window):
                 s = t + off
                 if not (0 <= s < T):
                     continue
                 r = render_mesh(mesh(s), K_out[t], w2c[t], H, W, backend=backend, near=rc.near)
-                ok = hole & r.mask & (~np.isfinite(view_depth[t]) | (r.depth >= view_depth[t] * (1 - config.depth_tolerance)))
+                ok = hole & r.mask & (r.depth >= view_depth[t] * (1 - config.depth_tolerance))
+                # the farthest candidate wins: background is what disocclusions reveal, and it rarely moves
+                ok &= r.depth > best
                 if ok.any():
                     out[t][ok] = np.clip(r.color[ok] * 255 + 0.5, 0, 255).astype(np.uint8)
+                    best[ok] = r.depth[ok]
                     filled_from_video[t] |= ok
-                    hole &= ~ok
-                if not hole.any():
-                    break
             # keep memory bounded: drop meshes that later frames will not use
             for s in [s for s in meshes if s < t - config.window]:
                 del meshes[s]
@@ -149,7 +183,8 @@ def classical_fill(color: np.ndarray, mask: np.ndarray, view_depth: np.ndarray |
             bar.update(1)
     inpainted = ~(known | filled_from_video)
     for t in range(T):
-        out[t] = _inpaint(out[t], inpainted[t], config.inpaint_radius)
+        out[t] = _inpaint(out[t], inpainted[t], config.inpaint_radius,
+                          None if view_depth is None else view_depth[t])
     out = _smooth(out, inpainted, config.smooth)
     out[known] = color[known]
     if bar is not None:
