@@ -95,8 +95,8 @@ function updatePresetControls() {
   $('preset-help').textContent = preset === 'keyframes'
     ? 'Keyframes: set yaw/pitch/dolly/zoom at chosen frames; frames in between are interpolated.'
     : state.config.presets[preset] || '';
-  const motion = ['orbit', 'swing', 'dolly', 'zoom', 'dolly-zoom'].includes(preset);
-  $('motion-controls').hidden = !motion;
+  const motion = ['orbit', 'swing', 'dolly', 'zoom', 'dolly-zoom', 'keyframes'].includes(preset);
+  $('motion-controls').hidden = !motion; // with keyframes the sliders give the values of a new keyframe
   $('keyframe-controls').hidden = preset !== 'keyframes';
   $('zoom').disabled = preset === 'dolly-zoom';
 }
@@ -137,8 +137,8 @@ async function refreshPreview() {
       if (state.view) state.view.dispose();
       const canvas = $('view').cloneNode(false);
       $('view').replaceWith(canvas);
-      state.view = new SceneView(canvas, scene);
-      state.view.setOrbit(-35, 25, scene.header.pivot_depth * 1.7);
+      state.view = new SceneView(canvas, scene, { limits: false });
+      state.view.setDirector();
       state.previewKey = res.scene;
       state.info = res.info;
       $('frame').max = scene.header.num_frames - 1;
@@ -183,7 +183,7 @@ function showFrame() {
 function setViewMode() {
   const v = state.view;
   if (!v) return;
-  if (viewMode() === 'free') { v.setFree(true); v.setOrbit(-35, 25, v.header.pivot_depth * 1.7); } else v.setFree(false);
+  if (viewMode() === 'free') { v.setFree(true); v.setDirector(); } else v.setFree(false);
   showFrame();
 }
 

@@ -229,7 +229,7 @@ export class SceneView {
   setFree(free = true) {
     this.fixed = !free;
     this.controls.enabled = free;
-    if (free) { this.K = this.sourceK; this.applyIntrinsics(); this.controls.target.copy(this.pivot); this.controls.update(); }
+    if (free) { this.K = this.sourceK; this.applyIntrinsics(); this.controls.update(); }
     this.render();
   }
 
@@ -248,6 +248,17 @@ export class SceneView {
     this.camera.position.copy(orbitCentre(this.pivot, yaw, pitch, d));
     this.camera.lookAt(this.pivot);
     this.controls.target.copy(this.pivot);
+    this.controls.update();
+    this.render();
+  }
+
+  /** A director's view from behind and above the source camera, showing the scene and the camera path. */
+  setDirector() {
+    const p = this.header.pivot_depth;
+    const target = new THREE.Vector3(0, 0, 0.45 * p);
+    this.camera.position.copy(orbitCentre(target, -35, 28, 1.45 * p));
+    this.camera.lookAt(target);
+    this.controls.target.copy(target);
     this.controls.update();
     this.render();
   }
