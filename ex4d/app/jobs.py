@@ -105,8 +105,9 @@ class JobStore:
     def __init__(self, root: str | os.PathLike, limits: AppLimits | None = None, models: ServerModels | None = None,
                  python: str | None = None):
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.root, 0o700)
+        if not self.root.exists():
+            self.root.mkdir(parents=True, mode=0o700)  # job folders are private to this user
+        check(self.root.is_dir(), f"--workdir {self.root} is not a folder")
         self.limits = limits or AppLimits()
         self.models = models or ServerModels()
         self.python = python or sys.executable
@@ -359,7 +360,7 @@ class JobStore:
                     self._delete(job)
                     removed += 1
             for d in self.root.iterdir():
-                if d.is_dir() and valid_token(d.name) and d.name not in self._jobs:
+                if d.is_dir() and valid_token(d.name) and d.name not in self._jobs and (d / "job.json").is_file():
                     try:
                         age = now - d.stat().st_mtime
                     except OSError:

@@ -265,8 +265,11 @@ def test_cleanup_removes_old_jobs(app_server, tmp_path):
     _, store = app_server
     session = new_token()
     job = store.create(session)
-    stray = store.root / new_token()
+    stray = store.root / new_token()  # a job folder left by an earlier server
     stray.mkdir()
+    (stray / "job.json").write_text("{}")
+    foreign = store.root / new_token()  # not ours: never touched
+    foreign.mkdir()
     assert store.cleanup() == 0 and job.dir.is_dir()
     assert store.cleanup(now=time.time() + store.limits.keep_hours * 3600 + 60) == 2
-    assert not job.dir.exists() and not stray.exists()
+    assert not job.dir.exists() and not stray.exists() and foreign.is_dir()
