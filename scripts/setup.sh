@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up ex4d in a virtual environment (.venv by default) on a fresh machine.
 #   bash scripts/setup.sh          # the package, CLI and everything `ex4d run --example` needs
-#   bash scripts/setup.sh --dev    # + the diffusion extra and pytest (what the test suite needs)
+#   bash scripts/setup.sh --dev    # + the diffusion and app extras and pytest (what the test suite needs;
+#                                  #   scripts/setup_app.sh adds the front-end build and the browser)
 # Environment: EX4D_VENV (folder, default .venv); EX4D_TORCH (the torch requirement installed first when
 # the environment has no torch yet; default torch==2.13.0, a CPU build — GPU users: install their CUDA
 # build of torch into the environment first, or set EX4D_TORCH to it).
@@ -9,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${EX4D_VENV:-.venv}"
 extras=""
-[ "${1:-}" = "--dev" ] && extras="[dev,diffusion]"
+[ "${1:-}" = "--dev" ] && extras="[dev,diffusion,app]"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi

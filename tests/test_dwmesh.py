@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from conftest import box_on_plane
+from ex4d_testutil import box_on_plane
 from ex4d.cameras import default_intrinsics
 from ex4d.dwmesh import FILTERS, MeshConfig, build_dwmesh, export_ply
 from ex4d.errors import Ex4dError

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import box_on_plane
+from ex4d_testutil import box_on_plane
 from ex4d.cameras import default_intrinsics, invert_w2c, look_at_w2c, project_points
 from ex4d.dwmesh import MeshConfig, build_dwmesh
 from ex4d.render import render_mesh
