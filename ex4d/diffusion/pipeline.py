@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +71,7 @@ class Ex4dGenerator:
         self.spec = model_spec(components)
         self.encoder: CamVidEncoder | None = None
         self.injection: TokenInjection | None = None
+        self.last_timings: dict[str, float] = {}  # seconds per stage of the last generate()
         self._prompt_cache: dict[tuple[str, str | None], tuple[torch.Tensor, torch.Tensor | None]] = {}
         if adapter is not None:
             self._attach(adapter)
@@ -105,8 +107,8 @@ class Ex4dGenerator:
         add_lora(transformer, rank=spec.rank, alpha=spec.alpha)
         apply_adapter_weights(weights, transformer=transformer)
         if self.config.merge_lora:
-            merge_device = self.device if self.config.memory == "full" else None
-            merge_lora(transformer, device=merge_device)
+            merge_lora(transformer, device=self.device)  # on the GPU when there is one, layer by layer
+        transformer.requires_grad_(False)
         self.injection = TokenInjection(transformer)
 
     def _set_attention(self, backend: str) -> None:
@@ -169,20 +171,46 @@ class Ex4dGenerator:
         check_inputs(color, mask)
         color, mask, keep = fit_frames(color, mask, cfg.frames)
         t, h, w = color.shape[:3]
+        clock = _Clock(self.device)
         mask = erode_masks(mask, cfg.erosion_kernels, cfg.erosion_rng_seed)
         cond, mask_pm1 = condition_tensors(color, mask, self.dtype)
         text_pos, text_neg = self.prompt_states(cfg.prompt, cfg.negative_prompt if cfg.cfg != 1.0 else None)
+        clock.lap("prompt_s")
         clip_states, y = self.i2v_condition(cond)
+        clock.lap("image_s")
         conditioning = None
         if self.encoder is not None:
             tokens = self.camera_tokens(cond, mask_pm1)
             conditioning = lambda: self.injection.conditioning(tokens)  # noqa: E731
+        clock.lap("tokens_s")
         latents = initial_noise(cfg.seed, latent_shape(t, h, w, int(self.components.vae.config.z_dim))).to(self.device)
         scheduler = make_scheduler(cfg.steps, cfg.shift, device=self.device)
         latents = denoise(self.components.transformer, scheduler, latents, y, text_pos, text_neg, clip_states,
                           cfg.cfg, cfg.cfg_batch, self.dtype, conditioning, progress)
+        clock.lap("denoise_s")
         video = vae_decode(self.components.vae, latents, self.device)  # [1, 3, T, H, W]
+        clock.lap("decode_s")
+        self.last_timings = clock.laps
         return to_uint8_video(video)[:keep]
+
+
+class _Clock:
+    """Wall-clock laps (seconds), synchronising CUDA at each lap so GPU work is attributed to its stage."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.laps: dict[str, float] = {}
+        self._t = self._now()
+
+    def _now(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = self._now()
+        self.laps[name] = now - self._t
+        self._t = now
 
 
 def generate_video(color: np.ndarray, mask: np.ndarray, wan: str | Path, adapter: str | Path | None,

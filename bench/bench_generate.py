@@ -1,0 +1,374 @@
+"""Benchmark of ``ex4d generate``: one DiT forward, per-step time, a whole video, peak GPU memory per memory mode.
+
+Random-initialised weights of the real sizes (Wan2.1-I2V-14B-480P DiT, UMT5-XXL, CLIP ViT-H/14, Wan VAE),
+built directly on the GPU in bf16; input 49×512×512 (13,312 DiT tokens). The baseline is plain diffusers,
+measured in the same run: ``WanTransformer3DModel`` forward at batch 1 with the default attention (two per
+step for CFG), and ``WanImageToVideoPipeline`` for a whole video.
+
+    python bench/bench_generate.py --json bench.json                 # GPU: DiT section + full-mode video
+    python bench/bench_generate.py --sections modes --modes balanced,low --e2e-steps 8 --json modes.json
+    python bench/bench_generate.py --tiny --json /tmp/b.json           # CPU smoke run with tiny models
+
+Sections: ``dit`` (forward variants), ``e2e`` (baseline pipeline + ours in full mode), ``modes`` (ours in the
+modes named by --modes; with --e2e-steps < --steps the video time is extrapolated as
+other stages + steps × measured per-step time, and marked so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+GIB = 1024**3
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_gib(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / GIB if device.type == "cuda" else None
+
+
+def timeit(fn, device: torch.device, warmup: int = 1, iters: int = 3) -> float:
+    """Mean seconds of ``fn()`` over ``iters`` runs after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    sync(device)
+    return (time.perf_counter() - t0) / iters
+
+
+def free() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def dit_inputs(comps, frames: int, height: int, width: int, device, dtype, batch: int):
+    """Random DiT inputs for a ``frames``×``height``×``width`` video: x [B,36,T',h,w], t [B], text, image."""
+    cfg = comps.transformer.config
+    g = torch.Generator(device).manual_seed(0)
+    t_lat, h, w = (frames - 1) // 4 + 1, height // 8, width // 8
+    n_img = (comps.image_encoder.config.image_size // comps.image_encoder.config.patch_size) ** 2 + 1
+    x = torch.randn(1, cfg.in_channels, t_lat, h, w, generator=g, device=device).to(dtype)
+    text = torch.randn(1, 512, cfg.text_dim, generator=g, device=device).to(dtype)
+    image = torch.randn(1, n_img, cfg.image_dim, generator=g, device=device).to(dtype)
+    t = torch.full((1,), 500.0, device=device)
+    exp = lambda a: a.expand(batch, *a.shape[1:])  # noqa: E731
+    return exp(x), t.expand(batch), exp(text), exp(image)
+
+
+def dit_forward(model, inputs):
+    with torch.no_grad():
+        return model(*inputs, return_dict=False)[0]
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def bench_dit(comps, adapter, args, device, dtype) -> tuple[list[dict], object]:
+    """Forward timings of the plain DiT and of ours; returns (rows, generator with merged LoRA in full mode)."""
+    from ex4d.diffusion.adapter import merge_lora
+    from ex4d.diffusion.config import GenerateConfig
+    from ex4d.diffusion.pipeline import Ex4dGenerator
+
+    tr = comps.transformer
+    rows = []
+    one = dit_inputs(comps, args.frames, args.height, args.width, device, dtype, 1)
+    two = dit_inputs(comps, args.frames, args.height, args.width, device, dtype, 2)
+    tokens_shape = (1, tr.config.num_attention_heads * tr.config.attention_head_dim, one[0].shape[2],
+                    one[0].shape[3] // 2, one[0].shape[4] // 2)
+
+    def add(name, seconds, batch, note=""):
+        rows.append({"variant": name, "forward_s": seconds, "batch": batch, "per_sample_s": seconds / batch,
+                     "per_step_s": seconds * (2 / batch), "peak_gib": peak_gib(device), "note": note})
+        print(f"  {name:55s} {seconds:8.3f} s / forward (batch {batch})", flush=True)
+
+    reset_peak(device)
+    add("diffusers plain, batch 1 (baseline)", timeit(lambda: dit_forward(tr, one), device, iters=args.iters), 1)
+    reset_peak(device)
+    add("diffusers plain, batch 2", timeit(lambda: dit_forward(tr, two), device, iters=args.iters), 2)
+
+    cfg = GenerateConfig(dtype=args.dtype, device=str(device), merge_lora=False, attention_backend="native",
+                         steps=args.steps)
+    gen = Ex4dGenerator(comps, adapter, cfg)  # peft LoRA (unmerged) + hook, resident
+    tokens = torch.randn(tokens_shape, device=device, dtype=dtype) * 0.01
+    with gen.injection.conditioning(tokens):
+        reset_peak(device)
+        add("ours: adapter + peft LoRA unmerged, CFG batch 2", timeit(lambda: dit_forward(tr, two), device,
+                                                                      iters=args.iters), 2)
+        merge_lora(tr, device=device)
+        best = ("native", float("inf"))
+        for backend in args.backends:
+            try:
+                tr.set_attention_backend(backend)
+                reset_peak(device)
+                s = timeit(lambda: dit_forward(tr, two), device, iters=args.iters)
+            except Exception as e:  # backend not available on this machine
+                print(f"  backend {backend}: unavailable ({type(e).__name__}: {str(e)[:120]})")
+                continue
+            add(f"ours: merged LoRA, CFG batch 2, attention {backend}", s, 2)
+            best = min(best, (backend, s), key=lambda b: b[1])
+        tr.set_attention_backend(best[0])
+        gen.best_backend = best[0]
+        if args.compile and device.type == "cuda":
+            t0 = time.perf_counter()
+            tr.compile_repeated_blocks(fullgraph=True)
+            dit_forward(tr, two)
+            sync(device)
+            compile_s = time.perf_counter() - t0
+            reset_peak(device)
+            add(f"ours: merged, batch 2, {best[0]}, compile_repeated_blocks",
+                timeit(lambda: dit_forward(tr, two), device, iters=args.iters), 2, note=f"compile {compile_s:.0f} s")
+    return rows, gen
+
+
+def video_inputs(frames: int, height: int, width: int):
+    rng = np.random.default_rng(0)
+    color = rng.integers(0, 256, (frames, height, width, 3), dtype=np.uint8)
+    mask = np.ones((frames, height, width), bool)
+    mask[1:, :, width // 2:] = False  # right half unknown after frame 0
+    color[~mask] = 0
+    return color, mask
+
+
+def bench_baseline_video(comps, args, device, dtype) -> dict:
+    """Plain diffusers WanImageToVideoPipeline (unbatched CFG, default attention, no adapter), whole video."""
+    import diffusers
+    from PIL import Image
+    from transformers import CLIPImageProcessor
+
+    from ex4d.diffusion.encode import encode_prompts
+
+    processor = CLIPImageProcessor(do_resize=True, size={"shortest_edge": comps.image_encoder.config.image_size},
+                                   crop_size={"height": comps.image_encoder.config.image_size,
+                                              "width": comps.image_encoder.config.image_size},
+                                   do_center_crop=True, resample=3,
+                                   image_mean=[0.48145466, 0.4578275, 0.40821073],
+                                   image_std=[0.26862954, 0.26130258, 0.27577711])
+    pipe = diffusers.WanImageToVideoPipeline(
+        tokenizer=comps.tokenizer, text_encoder=comps.text_encoder, vae=comps.vae,
+        scheduler=diffusers.FlowMatchEulerDiscreteScheduler(shift=5.0), image_processor=processor,
+        image_encoder=comps.image_encoder, transformer=comps.transformer)
+    pipe.set_progress_bar_config(disable=True)
+    color, _ = video_inputs(args.frames, args.height, args.width)
+    reset_peak(device)
+    sync(device)
+    t0 = time.perf_counter()
+    # prompt states via our encoder call (diffusers' prompt_clean needs ftfy, not needed for the timing)
+    states = encode_prompts(comps.tokenizer, comps.text_encoder, ["a prompt", "a negative prompt"], device)
+    steps = args.steps
+    pipe(image=Image.fromarray(color[0]), prompt_embeds=states[:1].to(dtype),
+         negative_prompt_embeds=states[1:].to(dtype), height=args.height, width=args.width,
+         num_frames=args.frames, num_inference_steps=steps, guidance_scale=5.0,
+         generator=torch.Generator(device).manual_seed(0), output_type="np")
+    sync(device)
+    total = time.perf_counter() - t0
+    print(f"  diffusers WanImageToVideoPipeline: {total:.2f} s for {steps} steps", flush=True)
+    return {"variant": "diffusers WanImageToVideoPipeline (baseline)", "memory": "full", "steps": steps,
+            "total_s": total, "per_step_s": None, "peak_gib": peak_gib(device), "extrapolated": False}
+
+
+def bench_our_video(gen, args, device, mode: str, label: str) -> dict:
+    color, mask = video_inputs(args.frames, args.height, args.width)
+    cfg = gen.config.replace(steps=args.e2e_steps or args.steps)
+    gen.generate(color, mask, cfg, progress=False) if args.warm_video else None
+    reset_peak(device)
+    t0 = time.perf_counter()
+    gen.generate(color, mask, cfg, progress=False)
+    sync(device)
+    total = time.perf_counter() - t0
+    lap = dict(gen.last_timings)
+    per_step = lap["denoise_s"] / cfg.steps
+    extrapolated = cfg.steps != args.steps
+    if extrapolated:
+        total = total - lap["denoise_s"] + per_step * args.steps
+    print(f"  {label}: {total:.2f} s for {args.steps} steps{' (extrapolated)' if extrapolated else ''}, "
+          f"{per_step:.3f} s/step, peak {peak_gib(device)}", flush=True)
+    return {"variant": label, "memory": mode, "steps": args.steps, "total_s": total, "per_step_s": per_step,
+            "peak_gib": peak_gib(device), "extrapolated": extrapolated, "stages_s": lap}
+
+
+# --------------------------------------------------------------------------- main
+
+
+def build(args, device, dtype, where: str):
+    """Random components, constructed on ``device`` and moved to ``where``."""
+    from ex4d.diffusion.random_models import build_components
+
+    comps = build_components("tiny" if args.tiny else "full", device=device, dtype=dtype)
+    if torch.device(where) != device:
+        for m in (comps.transformer, comps.text_encoder, comps.image_encoder, comps.vae):
+            m.to(where)
+        free()
+    return comps
+
+
+def adapter_for(comps, args):
+    import dataclasses
+
+    from ex4d.diffusion.pipeline import model_spec
+    from ex4d.diffusion.random_models import random_adapter
+
+    spec = model_spec(comps)
+    if args.tiny:
+        spec = dataclasses.replace(spec, hidden=16, rank=4, alpha=4.0)
+    return random_adapter(spec, seed=0, scale=0.01)
+
+
+def print_tables(result: dict) -> None:
+    dit = result.get("dit", [])
+    if dit:
+        base = dit[0]["per_step_s"]
+        print("\nDiT forward ({} tokens)".format(result["tokens"]))
+        print(f"| {'variant':55s} | s/forward | batch | s/step (2 samples) | vs baseline | peak GiB |")
+        print(f"|{'-' * 57}|-----------|-------|--------------------|-------------|----------|")
+        for r in dit:
+            pk = f"{r['peak_gib']:.1f}" if r["peak_gib"] is not None else "-"
+            print(f"| {r['variant']:55s} | {r['forward_s']:9.3f} | {r['batch']:5d} | {r['per_step_s']:18.3f} | "
+                  f"{base / r['per_step_s']:10.2f}× | {pk:>8s} |")
+    videos = result.get("video", [])
+    if videos:
+        base = next((v["total_s"] for v in videos if "baseline" in v["variant"]), None)
+        print(f"\nWhole video ({result['frames']}×{result['height']}×{result['width']}, {result['steps']} steps, "
+              "CFG 5, text + image encoders, 3 VAE encodes, VAE decode)")
+        print(f"| {'variant':48s} | memory   | total s | s/step | vs baseline | peak GiB |")
+        print(f"|{'-' * 50}|----------|---------|--------|-------------|----------|")
+        for v in videos:
+            ratio = f"{base / v['total_s']:10.2f}×" if base else "-"
+            ps = f"{v['per_step_s']:6.3f}" if v["per_step_s"] else "     -"
+            pk = f"{v['peak_gib']:.1f}" if v["peak_gib"] is not None else "-"
+            star = "*" if v["extrapolated"] else " "
+            print(f"| {v['variant']:48s} | {v['memory']:8s} | {v['total_s']:6.1f}{star} | {ps} | {ratio:>11s} | "
+                  f"{pk:>8s} |")
+        if any(v["extrapolated"] for v in videos):
+            print("* extrapolated: measured stages + steps × measured s/step")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tiny", action="store_true", help="tiny random models on the CPU (a smoke test)")
+    p.add_argument("--json", help="write the results here")
+    p.add_argument("--sections", default="dit,e2e", help="comma list of dit, e2e, modes (%(default)s)")
+    p.add_argument("--modes", default="balanced,low", help="memory modes for the 'modes' section (%(default)s)")
+    p.add_argument("--frames", type=int, default=49)
+    p.add_argument("--height", type=int, default=512)
+    p.add_argument("--width", type=int, default=512)
+    p.add_argument("--steps", type=int, default=25, help="steps of a video (%(default)s)")
+    p.add_argument("--e2e-steps", type=int, default=0, help="steps actually run in 'modes' (0 = --steps)")
+    p.add_argument("--iters", type=int, default=3, help="timed forwards per variant (%(default)s)")
+    p.add_argument("--backends", default="native,_native_cudnn,_native_flash,_native_efficient",
+                   help="attention backends to try (%(default)s)")
+    p.add_argument("--compile", action="store_true", help="also time torch.compile'd blocks (CUDA)")
+    p.add_argument("--warm-video", action="store_true", help="run each video once before timing it")
+    p.add_argument("--dtype", default="bfloat16")
+    args = p.parse_args(argv)
+    if args.tiny:
+        args.frames, args.height, args.width = 5, 32, 48
+        args.steps, args.iters, args.dtype = min(args.steps, 2), 1, "float32"
+        args.sections = "dit,e2e,modes"
+        args.modes = "balanced,low"
+    args.backends = [b for b in args.backends.split(",") if b] if torch.cuda.is_available() and not args.tiny \
+        else ["native"]
+    sections = set(args.sections.split(","))
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
+    dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
+    torch.backends.cuda.matmul.allow_tf32 = True
+
+    result = {"machine": platform.node(), "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
+              "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M"), "frames": args.frames,
+              "height": args.height, "width": args.width, "steps": args.steps, "dtype": args.dtype,
+              "tokens": ((args.frames - 1) // 4 + 1) * (args.height // 16) * (args.width // 16),
+              "dit": [], "video": []}
+    import diffusers
+    import transformers
+
+    result["diffusers"], result["transformers"] = diffusers.__version__, transformers.__version__
+    from diffusers.utils import logging as dlog
+
+    dlog.set_verbosity_error()
+    print(f"device {result['device']}, torch {torch.__version__}, diffusers {diffusers.__version__}", flush=True)
+
+    def save() -> None:
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(result, indent=2))
+
+    if sections & {"dit", "e2e"}:
+        t0 = time.perf_counter()
+        comps = build(args, device, dtype, where=device)
+        print(f"built full-mode components in {time.perf_counter() - t0:.1f} s", flush=True)
+        adapter = adapter_for(comps, args)
+        if "e2e" in sections:
+            result["video"].append(bench_baseline_video(comps, args, device, dtype))
+            save()
+        rows, gen = bench_dit(comps, adapter, args, device, dtype)
+        if "dit" in sections:
+            result["dit"] = rows
+            save()
+        if "e2e" in sections:
+            gen.config = gen.config.replace(attention_backend=getattr(gen, "best_backend", "native"))
+            label = "ours (adapter, merged LoRA, CFG batch 2{})".format(", compiled" if args.compile else "")
+            result["video"].append(bench_our_video(gen, args, device, "full", label))
+            save()
+        del gen, comps
+        free()
+
+    if "modes" in sections:
+        from ex4d.diffusion.config import GenerateConfig
+        from ex4d.diffusion.pipeline import Ex4dGenerator
+
+        for mode in [m for m in args.modes.split(",") if m]:
+            t0 = time.perf_counter()
+            gen = comps = None
+            try:
+                comps = build(args, device, dtype, where="cpu")
+                adapter = adapter_for(comps, args)
+                cfg = GenerateConfig(dtype=args.dtype, device=str(device), memory=mode, steps=args.steps)
+                gen = Ex4dGenerator(comps, adapter, cfg)
+                print(f"built + placed {mode} in {time.perf_counter() - t0:.1f} s", flush=True)
+                result["video"].append(bench_our_video(gen, args, device, mode, f"ours, memory {mode}"))
+            except Exception as e:  # keep the other modes' numbers; record what failed
+                if args.tiny:
+                    raise
+                import traceback
+
+                traceback.print_exc()
+                result.setdefault("errors", {})[mode] = f"{type(e).__name__}: {e}"
+            del gen, comps
+            free()
+            save()
+
+    print_tables(result)
+    save()
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,20 @@
+"""bench/bench_generate.py runs on the CPU with tiny models and writes its JSON."""
+
+from __future__ import annotations
+
+import json
+import runpy
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "bench_generate.py"
+
+
+def test_bench_tiny(tmp_path, capsys):
+    main = runpy.run_path(str(BENCH))["main"]
+    result = main(["--tiny", "--json", str(tmp_path / "b.json")])
+    saved = json.loads((tmp_path / "b.json").read_text())
+    assert saved["dit"][0]["variant"].endswith("(baseline)") and len(saved["dit"]) >= 4
+    modes = [v["memory"] for v in saved["video"]]
+    assert modes == ["full", "full", "balanced", "low"]
+    assert all(v["total_s"] > 0 for v in result["video"])
+    assert "vs baseline" in capsys.readouterr().out
