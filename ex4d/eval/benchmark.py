@@ -65,7 +65,7 @@ class BenchmarkConfig:
     blur: tuple = (3.0,)                                       #: depth variants: Gaussian blur, px
     noise: tuple = (0.005,)                                    #: depth variants: relative noise std
     fill: str = "classical"                                    #: classical | none
-    fill_window: int = 4                                       #: classical fill: farthest frame offset
+    fill_window: int = 2                                       #: classical fill: farthest frame offset
     pitch: float = 10.0                                        #: pitch at the range's widest yaw, degrees
     match_px: float = 1.0                                      #: correct: content within this many source px …
     depth_tolerance: float = 0.02                              #: … or depth within this relative error
@@ -238,6 +238,21 @@ def _add(a: dict, b: dict) -> dict:
     return {k: a[k] + b[k] for k in a}
 
 
+def _score_clip(views, vis, res, filled, K: np.ndarray, config: BenchmarkConfig) -> tuple[dict, dict]:
+    """(counts pooled over the clip's frames, per-frame scores {"leak", "recall", "known_psnr", "fill_psnr": [T]})."""
+    acc = _empty_acc()
+    per = {"leak": [], "recall": [], "known_psnr": [], "fill_psnr": []}
+    for i, view in enumerate(views):
+        fa = _frame_stats(view, vis[i], res.color[i], res.mask[i], res.depth[i],
+                          None if filled is None else filled[i], res.K[i], res.w2c[i], K,
+                          config.match_px, config.depth_tolerance)
+        acc = _add(acc, fa)
+        r = ratio(fa)
+        for k in per:
+            per[k].append(r.get(k, float("nan")))
+    return acc, per
+
+
 def run_benchmark(config: BenchmarkConfig | None = None, progress: bool = True, log=None) -> dict:
     """Run the benchmark; returns the JSON-able report.
 
@@ -290,17 +305,8 @@ def run_benchmark(config: BenchmarkConfig | None = None, progress: bool = True, 
                         filled = classical_fill(res.color, res.mask, res.depth, frames, dvar, K, w2c, res.K, rc,
                                                 ClassicalFillConfig(window=config.fill_window), progress=False)
                     t2 = time.perf_counter()
-                    acc, per = _empty_acc(), {"yaw": yaw.tolist(), "pitch": pit.tolist(), "leak": [], "recall": [],
-                                              "known_psnr": [], "fill_psnr": []}
-                    for i in range(T):
-                        fa = _frame_stats(views[i], vis[i], res.color[i], res.mask[i], res.depth[i],
-                                          None if filled is None else filled[i], res.K[i], w2c[i], K,
-                                          config.match_px, config.depth_tolerance)
-                        acc = _add(acc, fa)
-                        r = ratio(fa)
-                        for k in ("leak", "recall", "known_psnr"):
-                            per[k].append(r[k])
-                        per["fill_psnr"].append(r.get("fill_psnr", float("nan")))
+                    acc, per = _score_clip(views, vis, res, filled, K, config)
+                    per = {"yaw": yaw.tolist(), "pitch": pit.tolist(), **per}
                     timings["recon_s"] += t1 - t0
                     timings["fill_s"] += t2 - t1
                     timings["score_s"] += time.perf_counter() - t2

@@ -140,8 +140,9 @@ def _learned(pred, ref, regions, config: EvalConfig, out: dict, curves: dict, sk
         model = F.load_lpips(config.lpips_weights, config.lpips_backbone)
         masks = {k: m for k, m in regions.items() if m is not None}
         per = F.lpips_frames(model, pred, ref, masks)
-        out["lpips"] = {k: float(np.nanmean(v)) if not np.isnan(v).all() else float("nan")
-                        for k, v in ((k, np.array(v)) for k, v in per.items())}
+        # mean over the frames where the region is not empty
+        out["lpips"] = {k: float(np.mean([x for x in v if not np.isnan(x)])) if not np.isnan(v).all()
+                        else float("nan") for k, v in per.items()}
         out["lpips_net"] = model.net
         for k, v in per.items():
             curves[f"lpips_{k}"] = v

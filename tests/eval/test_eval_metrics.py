@@ -180,6 +180,6 @@ def test_geometric_consistency():
     assert g["psnr"] == math.inf and g["mae"] == 0 and g["changed"] == 0
     pred[0, 10:15] = 255 - render[0, 10:15]                # change a quarter of frame 0's known rows
     g = M.geometric_consistency(pred, render, mask)
-    changed = (np.abs(pred[0, 10:15].astype(int) - render[0, 10:15]).max(-1) > 0.05 * 255).sum()
+    changed = (np.abs(pred[0, 10:15].astype(int) - render[0, 10:15]).max(-1) > M.CHANGED_THRESHOLD * 255).sum()
     assert g["changed"] == pytest.approx(changed / mask.sum())
     assert np.isfinite(g["psnr_frames"][0]) and g["psnr_frames"][1] == math.inf
