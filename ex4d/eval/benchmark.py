@@ -41,7 +41,7 @@ import numpy as np
 
 from ..errors import Ex4dError, check
 from . import metrics as M
-from .scenes import SOURCE_NEAR, get_scene, render_source, render_truth, visible_in_source, degrade_depth
+from .scenes import degrade_depth, get_scene, render_source, render_truth, visible_in_source
 
 __all__ = ["BenchmarkConfig", "METHODS", "parse_range", "parse_method", "range_cameras", "depth_variants",
            "run_benchmark", "summarize", "ratio", "range_name",
@@ -105,7 +105,8 @@ def parse_range(text: str) -> tuple[float, float]:
     """(lo, hi) degrees of a yaw range, −90 ≤ lo < hi ≤ 90.
 
     Accepted: ``"lo-hi"`` / ``"lo:hi"`` (``"0-30"``, ``"-90-90"``), ``"N"`` (= 0–N) and ``"±N"`` / ``"+-N"``
-    / ``"pmN"`` (= −N–N; on a command line a value starting with "-" reads as an option, so write −90–90 as +-90).
+    / ``"pmN"`` (= −N–N; on a command line a value starting with "-" reads as an option, so write −90–90
+    as +-90).
     """
     text = str(text)
     m, sym = _RANGE.match(text), _SYMMETRIC.match(text)

@@ -77,20 +77,23 @@ def register(subparsers) -> None:
                    help="yaw ranges in degrees: LO-HI, N (= 0-N) or +-N (= -N-N; a value starting with '-' "
                         "reads as an option) (default: 0-30 0-60 0-90 +-90)")
     n.add_argument("--scenes", nargs="+", default=list(d.scenes), help="synthetic scenes: example, layout, "
-                                                                      "layout-N (default: %(default)s)")
+                                                                      f"layout-N (default: {' '.join(d.scenes)})")
     n.add_argument("--filters", "--methods", dest="methods", nargs="+", default=list(d.methods), metavar="METHOD",
                    help="masking methods: original (angle filter, per-vertex alpha), ours (grazing, per-face), or "
-                        "FILTER[:ALPHA] with FILTER grazing|angle|boundary, ALPHA face|vertex (default: %(default)s)")
+                        "FILTER[:ALPHA] with FILTER grazing|angle|boundary, ALPHA face|vertex "
+                        f"(default: {' '.join(d.methods)})")
     n.add_argument("--blur", nargs="*", type=float, default=list(d.blur), metavar="PX",
-                   help="depth variants blurred by a Gaussian of PX pixels (default: %(default)s; none: --blur)")
+                   help=f"depth variants blurred by a Gaussian of PX pixels (default: {' '.join(map(str, d.blur))}; "
+                        "none: --blur)")
     n.add_argument("--noise", nargs="*", type=float, default=list(d.noise), metavar="REL",
-                   help="depth variants with multiplicative noise of relative std REL (default: %(default)s; "
-                        "none: --noise)")
+                   help=f"depth variants with multiplicative noise of relative std REL (default: "
+                        f"{' '.join(map(str, d.noise))}; none: --noise)")
     n.add_argument("--fill", choices=("classical", "none"), default=d.fill,
                    help="fill to score against the truth (default: %(default)s)")
     n.add_argument("--fill-window", type=int, default=d.fill_window,
                    help="classical fill: farthest frame offset (default %(default)s)")
-    n.add_argument("--pitch", type=float, default=d.pitch, help="pitch at the widest yaw, degrees (default %(default)s)")
+    n.add_argument("--pitch", type=float, default=d.pitch,
+                   help="pitch at the widest yaw, degrees (default %(default)s)")
     n.add_argument("--seed", type=int, default=d.seed, help="depth noise seed (default %(default)s)")
     n.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     n.set_defaults(func=run_novel_view_command)

@@ -174,7 +174,7 @@ def _pivot(rows: list[dict], methods: list[str]) -> dict:
 
 
 def _table(rows: list[dict], methods: list[str], cols: list[tuple[str, str, str, float]], by_scene: bool) -> list[str]:
-    """Markdown table: one row per (scene,) depth, range; per column spec (title, key, fmt, scale) one cell per method."""
+    """Markdown table: a row per ([scene,] depth, range); per column spec (title, key, fmt, scale) a cell per method."""
     head = (["scene"] if by_scene else []) + ["depth", "range"]
     head += [f"{title} {m}" for title, _, _, _ in cols for m in methods]
     out = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * (2 + by_scene)) + "|" +

@@ -38,7 +38,7 @@ def files(tmp_path):
     pred = ref.copy()
     pred[~mask] = 255 - pred[~mask]                      # the "fill" is wrong where it had to generate
     render = np.where(mask[..., None], ref, 0).astype(np.uint8)
-    paths = {"ref": tmp_path / "ref", "pred": tmp_path / "pred", "mask": tmp_path / "mask", "render": tmp_path / "render"}
+    paths = {k: tmp_path / k for k in ("ref", "pred", "mask", "render")}
     for key, arr in (("ref", ref), ("pred", pred), ("mask", mask), ("render", render)):
         write_png_frames(paths[key], arr)
     return paths
@@ -102,7 +102,8 @@ def test_eval_error_paths(files, tmp_path):
     write_png_frames(short, _clip(T=3))
     with pytest.raises(Ex4dError, match="4 frames of 48×32.*3 frames of 48×32.*--num-frames"):
         _run("eval", "--pred", files["pred"], "--ref", short, "--out", out)
-    assert _run("eval", "--pred", files["pred"], "--ref", short, "--num-frames", 3, "--out", out, "-q", "--no-plot") == 0
+    assert _run("eval", "--pred", files["pred"], "--ref", short, "--num-frames", 3, "--out", out, "-q",
+                "--no-plot") == 0
     assert _load(out)["frames"] == 3
     with pytest.raises(Ex4dError, match="--render needs --mask"):
         _run("eval", "--pred", files["pred"], "--render", files["render"], "--out", out)

@@ -88,7 +88,8 @@ class _Inception(torch.nn.Module):
 class _I3D(torch.nn.Module):
     def forward(self, x: torch.Tensor, rescale: bool = False, resize: bool = False,
                 return_features: bool = False) -> torch.Tensor:
-        return torch.stack([x.mean((1, 2, 3, 4)), x.std((1, 2, 3, 4)), (x[:, :, 1:] - x[:, :, :-1]).abs().mean((1, 2, 3, 4))], 1)
+        motion = (x[:, :, 1:] - x[:, :, :-1]).abs().mean((1, 2, 3, 4))
+        return torch.stack([x.mean((1, 2, 3, 4)), x.std((1, 2, 3, 4)), motion], 1)
 
 
 def test_fid_and_fvd_with_torchscript_detectors(tmp_path):
