@@ -105,7 +105,7 @@ def _add_fill(p: argparse.ArgumentParser) -> None:
     g.add_argument("--fill", choices=["classical", "ex4d", "none"], default=S,
                    help="classical: no weights, preview quality (default); ex4d: the EX-4D diffusion adapter "
                         "(needs --wan and --adapter); none: stop after the render")
-    g.add_argument("--fill-window", type=int, default=S, help="classical: farthest frame offset to borrow from (16)")
+    g.add_argument("--fill-window", type=int, default=S, help="classical: farthest frame offset to borrow from (4; each offset costs one render per frame)")
     g.add_argument("--wan", default=S, help="ex4d: local Wan2.1-I2V-14B-480P folder (diffusers layout)")
     g.add_argument("--adapter", default=S, help="ex4d: EX-4D adapter (ex4d.ckpt or our .safetensors)")
     g.add_argument("--memory", choices=["full", "balanced", "low"], default=S,

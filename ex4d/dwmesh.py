@@ -33,8 +33,10 @@ occluded. Three criteria decide the grid faces:
   estimators blur edges into ramps several pixels wide, faces within
   ``grow_px`` pixels of such an edge that are still steeper than
   ``grazing_weak_deg`` are flagged too (hysteresis, as in Canny's edge
-  detector). On exact depth it behaves like ``angle``; on soft depth it removes
-  the "rubber" faces that pass the angle test.
+  detector). The test runs on the depth after a 3×3 median (``prefilter``),
+  so pixel noise of depth estimates is not taken for edges; the mesh itself
+  keeps the depth as given. On exact depth it behaves like ``angle``; on soft
+  depth it removes the "rubber" faces that pass the angle test.
 
 ``alpha_mode="vertex"`` reproduces the original's masking: instead of
 per-face flags, every vertex of an occluded face gets alpha 0 (and colour 0),
@@ -70,6 +72,7 @@ class MeshConfig:
     grazing_deg: float = 84.0        #: grazing filter: strong edge threshold (degrees from the viewing ray)
     grazing_weak_deg: float = 75.0   #: grazing filter: faces this steep next to an edge are flagged too
     grow_px: int = 3                 #: grazing filter: how far (pixels) the flag grows along steep faces
+    prefilter: int = 3               #: grazing filter: 3×3 median of the depth before the test (0: off)
     alpha_mode: str = "face"         #: face (per-face flags) | vertex (the original's per-vertex alpha)
     far_scale: float = 2.0           #: border ring and back cap at far_scale × the clip's largest depth
 
@@ -82,6 +85,7 @@ class MeshConfig:
         check(0 < self.grazing_weak_deg <= self.grazing_deg < 90,
               f"need 0 < grazing_weak_deg ≤ grazing_deg < 90, got {self.grazing_weak_deg}, {self.grazing_deg}")
         check(self.grow_px >= 0, f"grow_px must be ≥ 0, got {self.grow_px}")
+        check(self.prefilter in (0, 3), f"prefilter must be 0 (off) or 3 (3×3 median), got {self.prefilter}")
         check(self.far_scale > 1.0, f"far_scale must be > 1 (the cap must lie behind the scene), got {self.far_scale}")
 
 
@@ -248,6 +252,25 @@ def _classify(depth, K, kind, t_strong, t_weak):  # pragma: no cover - compiled
 
 
 @njit(parallel=True, cache=True)
+def median3(depth):  # pragma: no cover - compiled
+    """3×3 median [H, W] float64 of [H, W] float64, borders replicated (exact: no arithmetic)."""
+    H, W = depth.shape
+    out = np.empty((H, W))
+    for i in prange(H):
+        buf = np.empty(9)
+        for j in range(W):
+            k = 0
+            for di in range(-1, 2):
+                ii = min(max(i + di, 0), H - 1)
+                for dj in range(-1, 2):
+                    buf[k] = depth[ii, min(max(j + dj, 0), W - 1)]
+                    k += 1
+            buf.sort()
+            out[i, j] = buf[4]
+    return out
+
+
+@njit(parallel=True, cache=True)
 def _grid_vertices(depth, K):  # pragma: no cover - compiled
     """Camera-space points [H·W, 3] float32 of z-depth [H, W] (unprojected in float64)."""
     H, W = depth.shape
@@ -291,7 +314,10 @@ def grid_occlusion(depth: np.ndarray, K: np.ndarray, config: MeshConfig) -> np.n
         return _classify(depth, K, 1, config.min_angle_deg, config.min_angle_deg).reshape(-1).astype(bool)
     if config.filter == "boundary":
         return _classify(depth, K, 2, config.boundary_ratio, config.boundary_ratio).reshape(-1).astype(bool)
-    flags = _classify(depth, K, 0, config.grazing_deg, config.grazing_weak_deg)
+    # Depth estimates carry pixel noise that makes neighbouring pixels look like tiny depth edges; a 3×3
+    # median removes it and keeps real edges (steps and ramps) where they are.
+    test_depth = median3(depth) if config.prefilter else depth
+    flags = _classify(test_depth, K, 0, config.grazing_deg, config.grazing_weak_deg)
     strong_f = (flags & 1).astype(bool)
     weak_f = (flags & 2).astype(bool)
     grown = _grow(strong_f.any(axis=0), weak_f.any(axis=0), config.grow_px)

@@ -38,7 +38,7 @@ __all__ = ["ClassicalFillConfig", "classical_fill", "frame_offsets"]
 class ClassicalFillConfig:
     """Options of the classical fill (saved in config.json)."""
 
-    window: int = 16              #: farthest frame offset used for temporal reprojection (0 disables it)
+    window: int = 4               #: farthest frame offset used for temporal reprojection (0 disables it)
     depth_tolerance: float = 0.02  #: a candidate may be this much (relative) in front of t's surface
     inpaint_radius: int = 5       #: OpenCV inpainting radius in pixels
     smooth: float = 0.6           #: temporal smoothing weight of the neighbour frame for inpainted pixels (0–1)

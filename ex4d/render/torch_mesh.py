@@ -60,6 +60,9 @@ def _dilate(x: torch.Tensor) -> torch.Tensor:
 
 def grid_occlusion_torch(depth: torch.Tensor, K, config: MeshConfig) -> torch.Tensor:
     """Occluded flags [B, 2·(H−1)·(W−1)] bool of the grid faces of float64 z-depth [B, H, W] (as the numba kernel)."""
+    if config.filter == "grazing" and config.prefilter:
+        padded = F.pad(depth[:, None], (1, 1, 1, 1), mode="replicate")
+        depth = F.unfold(padded, 3).median(dim=1).values.view_as(depth)  # 3×3 median, exact
     x, y, z = _points(depth, K)
 
     def corners(t):
