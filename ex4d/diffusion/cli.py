@@ -28,7 +28,8 @@ examples:
 
 memory modes:
   full      everything on the GPU (fastest; ~45 GB peak at 49x512x512)
-  balanced  DiT streamed block by block from pinned CPU memory, text encoder offloaded, VAE tiled
+  balanced  DiT blocks that do not fit in --gpu-budget (22 GiB) streamed from pinned CPU memory,
+            text encoder offloaded
   low       as balanced, but the DiT stored in fp8 and streamed layer by layer (changes results slightly)
 
 The mask video is 255 where the render is known and 0 where it must be generated (as `ex4d recon` writes it).
@@ -85,11 +86,14 @@ def register(subparsers) -> None:
     g.add_argument("--no-merge-lora", action="store_true", help="keep LoRA unmerged (slower; for comparison)")
     g.add_argument("--no-cfg-batch", action="store_true", help="run the two CFG branches as separate forwards")
     g.add_argument("--attention", default=_D.attention_backend, metavar="BACKEND",
-                   help="diffusers attention backend: auto (cuDNN SDPA on CUDA), native, _native_flash, ... "
+                   help="diffusers attention backend: auto (= native, PyTorch's SDPA choice), _native_cudnn, _native_flash, ... "
                         "(%(default)s)")
     g.add_argument("--compile", action="store_true", help="torch.compile the DiT blocks (CUDA, --memory full)")
     g.add_argument("--vae-tiling", choices=["auto", "on", "off"], default="auto",
-                   help="tiled VAE (auto: on for balanced/low)")
+                   help="tiled VAE (auto: on for low)")
+    g.add_argument("--gpu-budget", type=float, default=None, metavar="GIB",
+                   help="--memory balanced: GPU memory (GiB) to fill with resident DiT blocks; the rest are streamed "
+                        "(default 22)")
     p.set_defaults(func=run_generate)
 
     p = subparsers.add_parser(
@@ -111,7 +115,7 @@ def config_from_args(args: argparse.Namespace) -> GenerateConfig:
         seed=args.seed, erosion=tuple(args.erosion), erosion_seed=args.erosion_seed, frames=args.frames,
         dtype=args.dtype, vae_dtype=args.vae_dtype, memory=args.memory, device=args.device, force_cpu=args.force_cpu,
         merge_lora=not args.no_merge_lora, cfg_batch=not args.no_cfg_batch, attention_backend=args.attention,
-        compile=args.compile, vae_tiling=tiling).check()
+        compile=args.compile, vae_tiling=tiling, gpu_budget_gib=args.gpu_budget).check()
 
 
 def _read_inputs(color_path: str, mask_path: str, num_frames: int):

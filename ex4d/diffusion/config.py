@@ -49,7 +49,7 @@ ATTENTION_BACKENDS = ("auto", "native", "_native_cudnn", "_native_flash", "_nati
 # Fields fixed when the models are loaded (an Ex4dGenerator refuses a per-call
 # config that changes them); all other fields may change from call to call.
 MODEL_FIELDS = ("dtype", "vae_dtype", "memory", "device", "force_cpu", "merge_lora", "attention_backend",
-                "compile", "vae_tiling")
+                "compile", "vae_tiling", "gpu_budget_gib")
 
 
 @dataclass(frozen=True)
@@ -78,9 +78,11 @@ class GenerateConfig:
     ``force_cpu``          False             allow full-size weights on a CPU (very slow)
     ``merge_lora``         True              fold LoRA into the base weights after loading (faster)
     ``cfg_batch``          True              both CFG branches in one batch-2 forward
-    ``attention_backend``  "auto"            diffusers attention backend; "auto" = cuDNN SDPA on CUDA
+    ``attention_backend``  "auto"            diffusers attention backend; "auto" = PyTorch's SDPA choice
     ``compile``            False             ``torch.compile`` of the repeated DiT blocks (CUDA, full)
-    ``vae_tiling``         None              None = by memory mode (balanced/low tile), True/False
+    ``vae_tiling``         None              None = by memory mode (low tiles), True/False
+    ``gpu_budget_gib``     None              balanced: GPU memory to fill with resident DiT blocks
+                                             (None = 22 GiB); the other blocks are streamed
     =====================  ================  ==========================================================
     """
 
@@ -103,6 +105,7 @@ class GenerateConfig:
     attention_backend: str = "auto"
     compile: bool = False
     vae_tiling: bool | None = None
+    gpu_budget_gib: float | None = None
     extra: dict = field(default_factory=dict, compare=False)  # free-form notes saved with the config
 
     def check(self) -> "GenerateConfig":
@@ -129,6 +132,8 @@ class GenerateConfig:
               f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
         check(self.attention_backend in ATTENTION_BACKENDS,
               f"attention_backend must be one of {ATTENTION_BACKENDS}, got {self.attention_backend!r}")
+        check(self.gpu_budget_gib is None or (_is_num(self.gpu_budget_gib) and self.gpu_budget_gib > 0),
+              f"gpu_budget_gib must be None or a number > 0, got {self.gpu_budget_gib!r}")
         check(not (self.compile and self.memory != "full"),
               f"compile=True needs memory='full' (offloading hooks and torch.compile do not mix), "
               f"got memory={self.memory!r}")

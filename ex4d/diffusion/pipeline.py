@@ -75,7 +75,7 @@ class Ex4dGenerator:
         self._prompt_cache: dict[tuple[str, str | None], tuple[torch.Tensor, torch.Tensor | None]] = {}
         if adapter is not None:
             self._attach(adapter)
-        self.plan: MemoryPlan = memory_plan(config.memory, self.device, config.vae_tiling)
+        self.plan: MemoryPlan = memory_plan(config.memory, self.device, config.vae_tiling, config.gpu_budget_gib)
         extra = [self.encoder] if self.encoder is not None else []
         apply_memory_plan(self.plan, components, extra, compute_dtype=self.dtype)
         self._set_attention(config.attention_backend)
@@ -112,9 +112,9 @@ class Ex4dGenerator:
         self.injection = TokenInjection(transformer)
 
     def _set_attention(self, backend: str) -> None:
-        if backend == "auto":
-            backend = "_native_cudnn" if self.device.type == "cuda" and torch.backends.cudnn.is_available() else None
-        if backend is not None and backend != "native":
+        # "auto" = PyTorch's own SDPA choice: on an H100 (torch 2.11) it beat diffusers' forced cuDNN,
+        # flash and efficient backends for this model (bench/bench_generate.py)
+        if backend not in ("auto", "native"):
             self.components.transformer.set_attention_backend(backend)
 
     # ------------------------------------------------------------------ pieces
