@@ -235,6 +235,8 @@ def run_train(args) -> int:
 
     config = train_config_from_args(args)
     result = train(config, resume=args.resume, progress=not args.quiet)
+    if not result.main_process:
+        return 0
     last = result.history[-1] if result.history else {}
     msg = f"{config.out}: step {result.step}"
     if "loss" in last:

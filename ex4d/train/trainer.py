@@ -55,6 +55,7 @@ class TrainResult:
     resumed_from: str | None = None
     adapter: Path | None = None
     original_ckpt: Path | None = None
+    main_process: bool = True
 
 
 def _lr_lambda(config: TrainConfig):
@@ -346,6 +347,7 @@ def train(config: TrainConfig, resume: str | None = None, progress: bool = True)
     if bar is not None:
         bar.close()
     result.step = step
+    result.main_process = acc.is_main_process
     if step == c.max_steps:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
