@@ -147,11 +147,13 @@ def measure(args, device, dtype, checkpointing: bool) -> dict:
         row["forward_s"] = (time.perf_counter() - t0) / args.steps
     except torch.OutOfMemoryError:
         row["error"] = "out of GPU memory"
-    del model, vae, clip, opt
+    return row
+
+
+def free(device) -> None:
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return row
 
 
 def main(argv=None) -> int:
@@ -180,8 +182,10 @@ def main(argv=None) -> int:
         return 2
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     rows = [measure(args, device, dtype, True)]
+    free(device)
     if not args.skip_no_checkpointing:
         rows.append(measure(args, device, dtype, False))
+        free(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     print(f"\nex4d train step, {'tiny' if small else 'Wan2.1-I2V-14B'} random weights, {args.frames}x{args.height}x"
           f"{args.width}, LoRA rank {args.rank}, batch 1, on {name}")
