@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up ex4d in a virtual environment (.venv by default) on a fresh machine.
 #   bash scripts/setup.sh          # the package, CLI and everything `ex4d run --example` needs
-#   bash scripts/setup.sh --dev    # + the diffusion and app extras and pytest (what the test suite needs;
+#   bash scripts/setup.sh --dev    # + the diffusion, app, train and eval extras and pytest (the test suite's needs;
 #                                  #   scripts/setup_app.sh adds the front-end build and the browser)
 # Environment: EX4D_VENV (folder, default .venv); EX4D_TORCH (the torch requirement installed first when
 # the environment has no torch yet; default torch==2.13.0, a CPU build — GPU users: install their CUDA
@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${EX4D_VENV:-.venv}"
 extras=""
-[ "${1:-}" = "--dev" ] && extras="[dev,diffusion,app]"
+[ "${1:-}" = "--dev" ] && extras="[dev,diffusion,app,train,eval]"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
