@@ -7,11 +7,12 @@ CLIP ViT-H 1.3 GB, VAE 0.25 GB.
 mode           DiT                                              text encoder / others
 =============  ===============================================  ======================================
 ``full``       resident on the GPU                              all resident
-``balanced``   the first K blocks resident, the other blocks    text encoder: leaf-level group
-               streamed from pinned CPU memory one block at a   offloading; CLIP, VAE, camera encoder
-               time, prefetched on a CUDA stream (diffusers     resident; no VAE tiling
-               block-level group offloading); K fills the
-               GPU budget (default 22 GiB ≈ 23.6 GB)
+``balanced``   K blocks resident (K fills the GPU budget,       text encoder: leaf-level group
+               default 22 GiB ≈ 23.6 GB), the others spread     offloading; CLIP, VAE, camera encoder
+               between them and streamed from pinned CPU        resident; no VAE tiling
+               memory, each prefetched on a CUDA stream while
+               the blocks before it compute (diffusers
+               block-level group offloading)
 ``low``        fp8 (e4m3) weight storage, computed in bf16      text + image encoders: leaf-level
                (layerwise casting), leaf-level group            group offloading; VAE, camera encoder
                offloading on a CUDA stream                      resident; VAE tiling
@@ -36,6 +37,7 @@ from ._deps import require
 from .config import MEMORY_MODES
 
 __all__ = ["Placement", "MemoryPlan", "memory_plan", "apply_memory_plan", "resident_block_count",
+           "streamed_block_indices",
            "BALANCED_BUDGET_GIB", "BALANCED_RESERVE_GIB"]
 
 GIB = 1024**3
@@ -106,30 +108,49 @@ def _offload_kwargs(plan: MemoryPlan) -> dict:
     return dict(onload_device=plan.device, offload_device=torch.device("cpu"), use_stream=plan.use_stream)
 
 
-def _stream_tail_blocks(transformer: nn.Module, plan: MemoryPlan, resident: int) -> None:
-    """Keep ``transformer.blocks[:resident]`` on the GPU; stream the other blocks with block-level group offloading.
+def streamed_block_indices(n: int, resident: int) -> list[int]:
+    """Indices of the ``n − resident`` blocks to stream, spread evenly between the resident ones.
+
+    A streamed block is prefetched while the blocks before it compute (back to
+    the previous streamed block): spreading them gives each copy the compute
+    time of resident blocks to hide behind. Block 0 stays resident when any does.
+    """
+    s = n - resident
+    if s <= 0:
+        return []
+    if resident == 0:
+        return list(range(n))
+    if resident <= s:  # resident blocks are the minority: spread them, stream the rest
+        keep = {int(i * n / resident) for i in range(resident)}
+        return [i for i in range(n) if i not in keep]
+    return sorted(int((i + 1) * n / (s + 1)) for i in range(s))
+
+
+def _stream_blocks(transformer: nn.Module, plan: MemoryPlan, resident: int) -> None:
+    """Keep ``resident`` DiT blocks on the GPU; stream the others with block-level group offloading.
 
     diffusers offloads every block of a ModuleList; to keep some resident, the
     hooks are installed while ``transformer.blocks`` holds only the streamed
     blocks, then the full list (same block objects, same order) is put back.
-    The model's own forward (a top-level hook) then prefetches the first
-    streamed block while the resident blocks compute.
+    On CUDA each streamed block is prefetched on a side stream while the
+    blocks before it compute (the first one while the model's embeddings run).
     """
     hooks = require("diffusers.hooks")
     blocks = list(transformer.blocks)
-    keep, streamed = blocks[:resident], blocks[resident:]
+    streamed_idx = streamed_block_indices(len(blocks), resident)
     transformer.to("cpu")
-    for block in keep:
-        block.to(plan.device)
-    if not streamed:
+    for i, block in enumerate(blocks):
+        if i not in streamed_idx:
+            block.to(plan.device)
+    if not streamed_idx:
         transformer.to(plan.device)
         return
-    transformer.blocks = nn.ModuleList(streamed)
+    transformer.blocks = nn.ModuleList([blocks[i] for i in streamed_idx])
     try:
         hooks.apply_group_offloading(transformer, offload_type="block_level", num_blocks_per_group=1,
                                      **_offload_kwargs(plan))
     finally:
-        transformer.blocks = nn.ModuleList(keep + streamed)
+        transformer.blocks = nn.ModuleList(blocks)
 
 
 def _place(module: nn.Module, placement: Placement, plan: MemoryPlan, compute_dtype: torch.dtype) -> None:
@@ -148,7 +169,7 @@ def _place(module: nn.Module, placement: Placement, plan: MemoryPlan, compute_dt
         resident = placement.resident_blocks
         if resident is None:
             resident = resident_block_count(module.blocks, plan.budget_gib or BALANCED_BUDGET_GIB)
-        _stream_tail_blocks(module, plan, min(resident, len(module.blocks)))
+        _stream_blocks(module, plan, min(resident, len(module.blocks)))
     else:
         module.to("cpu")
         hooks.apply_group_offloading(module, offload_type="leaf_level", **_offload_kwargs(plan))

@@ -97,7 +97,16 @@ def test_memory_modes_run_on_cpu(mode, budget, adapter, video):
 
 
 def test_balanced_keeps_leading_blocks_resident(components, video):
-    from ex4d.diffusion.memory import apply_memory_plan, resident_block_count
+    from ex4d.diffusion.memory import apply_memory_plan, resident_block_count, streamed_block_indices
+
+    for n in (2, 5, 39, 40):
+        for k in range(n + 1):
+            idx = streamed_block_indices(n, k)
+            assert len(idx) == n - k and len(set(idx)) == n - k and all(0 <= i < n for i in idx)
+            assert k == 0 or 0 not in idx  # block 0 stays resident
+    assert streamed_block_indices(40, 30) == [3, 7, 10, 14, 18, 21, 25, 29, 32, 36]  # spread out, not the tail
+    assert max(len(r) for r in "".join("s" if i in streamed_block_indices(40, 18) else "r"
+                                       for i in range(40)).split("r")) <= 2
 
     x = forward_inputs()
     with torch.no_grad():
@@ -105,7 +114,7 @@ def test_balanced_keeps_leading_blocks_resident(components, video):
     plan = memory_plan("balanced", "cpu", resident_blocks=1)
     apply_memory_plan(plan, components)
     tr = components.transformer
-    assert not hasattr(tr.blocks[0], "_diffusers_hook") and hasattr(tr.blocks[1], "_diffusers_hook")
+    assert not hasattr(tr.blocks[0], "_diffusers_hook") and hasattr(tr.blocks[1], "_diffusers_hook")  # [1] streamed
     assert len(tr.blocks) == 2
     with torch.no_grad():
         assert torch.equal(tr(*x, return_dict=False)[0], ref)
