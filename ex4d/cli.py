@@ -278,6 +278,11 @@ def main(argv: list[str] | None = None) -> int:
     except Ex4dError as e:
         print(f"ex4d {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except ImportError as e:
+        if "pip install" not in str(e):  # not one of our "install the X extra" messages: a bug, show it
+            raise
+        print(f"ex4d {args.command}: error: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"\nex4d {args.command}: interrupted; finished stages are kept, re-run the same command to resume",
               file=sys.stderr)

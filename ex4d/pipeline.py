@@ -337,6 +337,8 @@ def run_pipeline(config: RunConfig, out: str | os.PathLike, overwrite: bool = Fa
     from .trajectory import make_trajectory
 
     out = Path(out)
+    if fill:
+        _check_fill_ready(config)
     _prepare_out(out, config, overwrite)
     state = _State(out)
     np.random.seed(config.seed)
@@ -426,6 +428,23 @@ def run_pipeline(config: RunConfig, out: str | os.PathLike, overwrite: bool = Fa
         "reproduce": "ex4d run --config config.json --out OUT" if fill else "ex4d recon --config config.json --out OUT",
     })
     return summary
+
+
+def _check_fill_ready(config: RunConfig) -> None:
+    """Fail before any work when the chosen fill cannot run (missing extra, missing weight files)."""
+    if config.fill != "ex4d":
+        return
+    import importlib.util
+
+    missing = [m for m in ("diffusers", "transformers", "peft") if importlib.util.find_spec(m) is None]
+    check(not missing, f"--fill ex4d needs the diffusion extra ({', '.join(missing)} not installed): "
+                       "pip install 'ex4d[diffusion]'")
+    wan = Path(config.fill_options["wan"])
+    check(wan.exists(), f"--wan {wan} does not exist; give the local Wan2.1-I2V-14B-480P folder "
+                        "(diffusers layout, e.g. Wan-AI/Wan2.1-I2V-14B-480P-Diffusers)")
+    adapter = config.fill_options.get("adapter")
+    check(adapter is None or Path(adapter).is_file(),
+          f"--adapter {adapter} is not a file; give the released EX-4D ex4d.ckpt or our .safetensors")
 
 
 def _fill(config: RunConfig, color, mask, view_depth, frames, depth, K, traj, progress):

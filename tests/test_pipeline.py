@@ -107,6 +107,11 @@ def test_ex4d_fill_without_weights_is_a_clear_error(tmp_path, capsys):
     assert rc == 2
     err = capsys.readouterr().err
     assert "--wan" in err or "diffusion" in err
+    # a --wan folder that does not exist is refused before any work is done
+    rc = main(["run", "--example", *SMALL, "--fill", "ex4d", "--wan", str(tmp_path / "nope"), "--adapter",
+               str(tmp_path / "ex4d.ckpt"), "--out", str(tmp_path / "o2")])
+    assert rc == 2 and "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "o2").exists()
 
 
 def test_ctrl_c_keeps_finished_stages_and_leaves_no_partial_files(tmp_path, capsys, monkeypatch):
