@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The GPU benchmark tables of the README in one go (one H100/H200, random full-size weights).
+#   OUT=results/ bash bench/gpu_suite.sh [recon,generate,modes,train,depth]
+# Each section runs under its own time limit (seconds, EX4D_BENCH_LIMITS="recon=120 generate=330 ...")
+# and writes NAME.txt (the printed table) and NAME.json under $OUT, so a section that runs out of
+# time or fails leaves the others' results.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out="${OUT:-bench_results}"
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+py="${PYTHON:-python3}"
+sections="${1:-recon,generate,modes,train,depth}"
+declare -A limit=([recon]=120 [generate]=330 [modes]=160 [train]=200 [depth]=240)
+for kv in ${EX4D_BENCH_LIMITS:-}; do limit[${kv%%=*}]=${kv#*=}; done
+run() {  # name, command...
+  local name=$1; shift
+  case ",$sections," in *",$name,"*) ;; *) return 0 ;; esac
+  echo "== $name (limit ${limit[$name]} s): $*"
+  timeout --signal=INT --kill-after=15 "${limit[$name]}" "$@" 2>&1 | tee "$out/$name.txt"
+  echo "== $name: exit ${PIPESTATUS[0]}"
+}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | tee "$out/gpu.txt"
+run recon "$py" bench/bench_recon.py --torch-cpu-frames 1 --json "$out/recon.json"
+run generate "$py" bench/bench_generate.py --sections dit,e2e --compile --iters 2 --json "$out/generate.json"
+run modes "$py" bench/bench_generate.py --sections modes --modes balanced,low --e2e-steps 2 --json "$out/modes.json"
+run train "$py" bench/bench_train.py --skip-no-checkpointing --steps 2 --json "$out/train.json"
+run depth "$py" bench/bench_depth.py --iters 1 --json "$out/depth.json"
+exit 0
