@@ -112,3 +112,13 @@ def test_export_ply(tmp_path):
     tm = trimesh.load(tmp_path / "m.ply", process=False)
     assert tm.vertices.shape[0] == m.vertices.shape[0] and tm.is_watertight
     np.testing.assert_array_equal(tm.visual.vertex_colors[:80, :3].reshape(8, 10, 3), rgb)
+
+
+@pytest.mark.parametrize("shape", [(3, 3), (5, 7), (64, 80)])
+def test_median3_equals_scipy(shape):
+    from scipy.ndimage import median_filter
+
+    from ex4d.dwmesh import median3
+
+    a = np.random.default_rng(1).integers(0, 5, shape).astype(np.float64)  # many ties
+    np.testing.assert_array_equal(median3(a), median_filter(a, 3, mode="nearest"))

@@ -503,7 +503,11 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, crf: in
                 stream = container.add_stream("libx264rgb", rate=rate, options={"qp": "0"})
                 stream.pix_fmt = "rgb24"
             else:
-                stream = container.add_stream("libx264", rate=rate, options={"crf": str(int(crf))})
+                # no-mbtree: x264's macroblock-tree rate control gave different pixels from one write of
+                # the same frames to the next here (measured, threaded or not); without it, output is
+                # repeatable, so a run reproduced from its config.json gives identical videos.
+                stream = container.add_stream("libx264", rate=rate, options={"crf": str(int(crf)),
+                                                                             "x264-params": "no-mbtree=1"})
                 stream.pix_fmt = "yuv420p"
             stream.width, stream.height = width, height
             if not lossless:
