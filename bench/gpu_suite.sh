@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU benchmark tables of the README in one go (one H100/H200, random full-size weights).
-#   OUT=results/ bash bench/gpu_suite.sh [recon,generate,modes,train,depth]
+#   OUT=results/ bash bench/gpu_suite.sh [recon,generate,modes,train,depth,parallel]
 # Each section runs under its own time limit (seconds, EX4D_BENCH_LIMITS="recon=120 generate=330 ...")
 # and writes NAME.txt (the printed table) and NAME.json under $OUT, so a section that runs out of
 # time or fails leaves the others' results.
@@ -8,10 +8,11 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-bench_results}"
 mkdir -p "$out"
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1  # NVLink multicast off
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 py="${PYTHON:-python3}"
-sections="${1:-recon,generate,modes,train,depth}"
-declare -A limit=([recon]=120 [generate]=330 [modes]=160 [train]=200 [depth]=240)
+sections="${1:-recon,generate,modes,train,depth,parallel}"
+declare -A limit=([recon]=120 [generate]=330 [modes]=160 [train]=200 [depth]=240 [parallel]=600)
 for kv in ${EX4D_BENCH_LIMITS:-}; do limit[${kv%%=*}]=${kv#*=}; done
 run() {  # name, command...
   local name=$1; shift
@@ -26,4 +27,13 @@ run generate "$py" bench/bench_generate.py --sections dit,e2e --compile --iters 
 run modes "$py" bench/bench_generate.py --sections modes --modes balanced,low --e2e-steps 2 --json "$out/modes.json"
 run train "$py" bench/bench_train.py --skip-no-checkpointing --steps 2 --json "$out/train.json"
 run depth "$py" bench/bench_depth.py --iters 1 --json "$out/depth.json"
+ngpu=$(nvidia-smi -L 2>/dev/null | wc -l)
+# context-parallel DiT step on 2, 4, 8 GPUs (each torchrun run also times 1 GPU as its baseline)
+if [ "$ngpu" -ge 2 ]; then
+  run parallel bash -c 'for n in 2 4 8; do [ "$n" -le "$1" ] || break
+    "$2" -m torch.distributed.run --standalone --nproc-per-node "$n" bench/bench_parallel.py --json "$3/parallel_$n.json"
+  done' _ "$ngpu" "$py" "$out"
+else
+  echo "== parallel: skipped ($ngpu GPU)"
+fi
 exit 0
