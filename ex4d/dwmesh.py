@@ -386,7 +386,8 @@ def build_dwmesh(rgb: np.ndarray, depth: np.ndarray, K: np.ndarray, far: float |
 
     col = rgb.astype(np.float32) / 255.0 if rgb.dtype == np.uint8 else rgb.astype(np.float32)
     ring_col = col[np.clip(ri - 1, 0, H - 1), np.clip(rj - 1, 0, W - 1)]
-    colors = np.concatenate([col.reshape(-1, 3), ring_col, col.reshape(-1, 3).mean(0, keepdims=True)])
+    # the back cap's centre takes the mean colour of its rim (the cap is occluded: never shown as known)
+    colors = np.concatenate([col.reshape(-1, 3), ring_col, ring_col.mean(0, keepdims=True)])
 
     n_grid = 2 * (H - 1) * (W - 1)
     occluded = np.ones(faces.shape[0], dtype=bool)

@@ -133,6 +133,8 @@ def render_novel_views(frames: np.ndarray, depth: np.ndarray, K: np.ndarray, w2c
     color = np.zeros((T, H, W, 3), dtype=np.uint8)
     mask = np.zeros((T, H, W), dtype=bool)
     out_depth = np.full((T, H, W), np.inf, dtype=np.float32)
+    from .render.numba_raster import quantize_rgb
+
     t_mesh = t_render = 0.0
     iterator = range(T)
     if progress:
@@ -154,7 +156,7 @@ def render_novel_views(frames: np.ndarray, depth: np.ndarray, K: np.ndarray, w2c
             continue
         r = render_mesh(mesh, K_out[t], w2c[t], H, W, backend=backend, near=config.near, device=device)
         t_render += time.perf_counter() - t1
-        color[t] = np.clip(r.color * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        quantize_rgb(r.color, color[t])
         mask[t] = r.mask
         # Depth of scene surfaces only: the border walls and back cap are not part of the scene.
         out_depth[t] = np.where(r.face_id < mesh.num_grid_faces, r.depth, np.inf)

@@ -163,3 +163,29 @@ def test_torch_path_in_batches_matches_numba():
                       progress=False, device="cpu", batch=3)
     np.testing.assert_array_equal(a.mask, b.mask)
     np.testing.assert_array_equal(a.color, b.color)
+
+
+def test_parallel_binning_equals_serial_lists():
+    from ex4d.render.numba_raster import BAND, _bin
+
+    rng = np.random.default_rng(0)
+    F, H = 5000, 100
+    y0 = rng.integers(0, H, F)
+    box = np.stack([np.zeros(F), rng.integers(-1, 2, F), y0, np.minimum(H - 1, y0 + rng.integers(0, 30, F))], 1)
+    box = box.astype(np.int32)
+    start, ids = _bin(box, H)
+    nb = (H + BAND - 1) // BAND
+    lists = [[f for f in range(F) if box[f, 1] >= box[f, 0] and box[f, 2] // BAND <= b <= box[f, 3] // BAND]
+             for b in range(nb)]
+    assert start.tolist() == np.cumsum([0] + [len(x) for x in lists]).tolist()
+    assert ids.tolist() == [f for x in lists for f in x]
+
+
+def test_quantize_rgb_equals_numpy_rounding():
+    from ex4d.render.numba_raster import quantize_rgb
+
+    c = np.random.default_rng(1).random((16, 20, 3), dtype=np.float32) * 1.2 - 0.1
+    c[0, :, 0] = (np.arange(20, dtype=np.float32) + 0.5) / 255  # exact halves
+    out = np.empty(c.shape, np.uint8)
+    quantize_rgb(c, out)
+    np.testing.assert_array_equal(out, np.clip(c * 255.0 + 0.5, 0, 255).astype(np.uint8))

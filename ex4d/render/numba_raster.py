@@ -115,33 +115,49 @@ def _setup_one(verts, i0, i1, i2, f, K, near, W, H, coef, box):  # pragma: no co
 @njit(parallel=True, cache=True)
 def _setup(verts, faces, K, near, W, H):  # pragma: no cover - compiled
     F = faces.shape[0]
-    coef = np.zeros((F, 9), dtype=np.float32)
+    coef = np.empty((F, 9), dtype=np.float32)  # read only for faces whose box is not culled
     box = np.empty((F, 4), dtype=np.int32)
     for f in prange(F):
         _setup_one(verts, faces[f, 0], faces[f, 1], faces[f, 2], f, K, near, W, H, coef, box)
     return coef, box
 
 
-@njit(cache=True)
+_BIN_CHUNKS = 64  # face chunks binned in parallel; their lists are concatenated in face order
+
+
+@njit(parallel=True, cache=True)
 def _bin(box, H):  # pragma: no cover - compiled
-    """CSR lists of triangle ids per band of BAND rows: (start [B+1], ids [N])."""
+    """CSR lists of triangle ids per band of BAND rows: (start [B+1], ids [N]), ids ascending in each band.
+
+    A parallel counting sort: each chunk of faces counts, then writes, its own entries of every band.
+    """
     nb = (H + BAND - 1) // BAND
-    count = np.zeros(nb + 1, dtype=np.int64)
     F = box.shape[0]
-    for f in range(F):
-        if box[f, 1] >= box[f, 0]:
-            for b in range(box[f, 2] // BAND, box[f, 3] // BAND + 1):
-                count[b + 1] += 1
+    nc = _BIN_CHUNKS
+    size = (F + nc - 1) // nc
+    counts = np.zeros((nc, nb), dtype=np.int64)
+    for c in prange(nc):
+        for f in range(c * size, min(F, (c + 1) * size)):
+            if box[f, 1] >= box[f, 0]:
+                for b in range(box[f, 2] // BAND, box[f, 3] // BAND + 1):
+                    counts[c, b] += 1
+    start = np.zeros(nb + 1, dtype=np.int64)
+    fill = np.empty((nc, nb), dtype=np.int64)
+    pos = 0
     for b in range(nb):
-        count[b + 1] += count[b]
-    ids = np.empty(count[nb], dtype=np.int32)
-    fill = count[:-1].copy()
-    for f in range(F):
-        if box[f, 1] >= box[f, 0]:
-            for b in range(box[f, 2] // BAND, box[f, 3] // BAND + 1):
-                ids[fill[b]] = f
-                fill[b] += 1
-    return count, ids
+        start[b] = pos
+        for c in range(nc):
+            fill[c, b] = pos
+            pos += counts[c, b]
+    start[nb] = pos
+    ids = np.empty(pos, dtype=np.int32)
+    for c in prange(nc):
+        for f in range(c * size, min(F, (c + 1) * size)):
+            if box[f, 1] >= box[f, 0]:
+                for b in range(box[f, 2] // BAND, box[f, 3] // BAND + 1):
+                    ids[fill[c, b]] = f
+                    fill[c, b] += 1
+    return start, ids
 
 
 @njit(cache=True, inline="always")
@@ -270,6 +286,20 @@ def shade_numba(face_id, bary, faces, colors, occluded, alpha, alpha_threshold):
                 x = (b0 * colors[i0, c] + b1 * colors[i1, c]) + b2 * colors[i2, c]
                 color[v, u, c] = min(max(x, np.float32(0.0)), np.float32(1.0))
     return color, mask
+
+
+@njit(parallel=True, cache=True)
+def quantize_rgb(color, out):  # pragma: no cover - compiled
+    """Write ``out`` [H,W,3] uint8 = clip(color·255 + 0.5, 0, 255) truncated, of float32 ``color`` [H,W,3].
+
+    The same float32 operations as ``np.clip(color * 255.0 + 0.5, 0, 255).astype(np.uint8)``, in parallel.
+    """
+    H, W = color.shape[:2]
+    for v in prange(H):
+        for u in range(W):
+            for c in range(3):
+                x = color[v, u, c] * np.float32(255.0) + np.float32(0.5)
+                out[v, u, c] = np.uint8(min(max(x, np.float32(0.0)), np.float32(255.0)))
 
 
 def rasterize_numba(verts_cam: np.ndarray, faces: np.ndarray, K: np.ndarray, height: int, width: int,
