@@ -25,6 +25,8 @@ Known pixels of the render are never changed.
 
 from __future__ import annotations
 
+import os
+
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -109,8 +111,9 @@ def _smooth(out: np.ndarray, inpainted: np.ndarray, weight: float) -> np.ndarray
     for order in (range(1, x.shape[0]), range(x.shape[0] - 2, -1, -1)):
         for t in order:
             prev = t - 1 if order.step == 1 else t + 1
-            both = inpainted[t] & inpainted[prev]
-            x[t][both] = (1 - weight) * x[t][both] + weight * x[prev][both]
+            both = (inpainted[t] & inpainted[prev])[:, :, None]
+            if both.any():  # whole-frame arithmetic: faster than boolean gathers, the same values
+                x[t] = np.where(both, (1 - weight) * x[t] + weight * x[prev], x[t])
     return np.clip(x + 0.5, 0, 255).astype(np.uint8)
 
 
@@ -182,9 +185,16 @@ def classical_fill(color: np.ndarray, mask: np.ndarray, view_depth: np.ndarray |
         if bar is not None:
             bar.update(1)
     inpainted = ~(known | filled_from_video)
-    for t in range(T):
+
+    def inpaint_frame(t: int) -> None:
         out[t] = _inpaint(out[t], inpainted[t], config.inpaint_radius,
                           None if view_depth is None else view_depth[t])
+
+    # frames are independent and OpenCV releases the GIL: one thread per core (same result as a loop)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, min(T, os.cpu_count() or 1))) as pool:
+        list(pool.map(inpaint_frame, range(T)))
     out = _smooth(out, inpainted, config.smooth)
     out[known] = color[known]
     if bar is not None:
