@@ -222,6 +222,58 @@ def bench_our_video(gen, args, device, mode: str, label: str) -> dict:
             "peak_gib": peak_gib(device), "extrapolated": extrapolated, "stages_s": lap}
 
 
+def video_psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR (dB) between two uint8 videos of the same shape."""
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def bench_step_cache(comps, adapter, args, device, dtype) -> list[dict]:
+    """Whole videos with diffusers' first-block cache at each threshold, against the same generator without it.
+
+    Deviation = PSNR and max |Δ| of the decoded video against the uncached video on the same seed; "full
+    steps" counts the steps that ran past the first block (from a hook inside the last block).
+    """
+    from diffusers.hooks import FirstBlockCacheConfig
+
+    from ex4d.diffusion.config import GenerateConfig
+    from ex4d.diffusion.pipeline import Ex4dGenerator
+
+    cfg = GenerateConfig(dtype=args.dtype, device=str(device), steps=args.steps)
+    gen = Ex4dGenerator(comps, adapter, cfg)
+    tr = gen.components.transformer
+    color, mask = video_inputs(args.frames, args.height, args.width)
+    calls: list[int] = []
+    handle = tr.blocks[-1].ffn.register_forward_pre_hook(lambda m, a: calls.append(1))
+    reset_peak(device)
+    t0 = time.perf_counter()
+    ref = gen.generate(color, mask, progress=False)
+    sync(device)
+    base_s = time.perf_counter() - t0
+    rows = [{"variant": "ours, no step cache (reference)", "memory": "full", "steps": args.steps, "total_s": base_s,
+             "per_step_s": gen.last_timings["denoise_s"] / args.steps, "peak_gib": peak_gib(device),
+             "extrapolated": False, "full_steps": len(calls), "psnr_db": float("inf"), "max_abs": 0}]
+    print(f"  ours without step cache: {base_s:.2f} s", flush=True)
+    for th in args.step_cache:
+        tr.enable_cache(FirstBlockCacheConfig(threshold=th))
+        calls.clear()
+        reset_peak(device)
+        t0 = time.perf_counter()
+        out = gen.generate(color, mask, progress=False)
+        sync(device)
+        total = time.perf_counter() - t0
+        tr.disable_cache()
+        diff = int(np.abs(out.astype(int) - ref.astype(int)).max())
+        rows.append({"variant": f"ours, first-block cache {th:g}", "memory": "full", "steps": args.steps,
+                     "total_s": total, "per_step_s": gen.last_timings["denoise_s"] / args.steps,
+                     "peak_gib": peak_gib(device), "extrapolated": False, "full_steps": len(calls),
+                     "psnr_db": video_psnr(out, ref), "max_abs": diff})
+        print(f"  first-block cache {th:g}: {total:.2f} s, {len(calls)}/{args.steps} full steps, "
+              f"PSNR {video_psnr(out, ref):.1f} dB vs uncached, max |Δ| {diff}", flush=True)
+    handle.remove()
+    return rows
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -272,8 +324,9 @@ def print_tables(result: dict) -> None:
             ps = f"{v['per_step_s']:6.3f}" if v["per_step_s"] else "     -"
             pk = f"{v['peak_gib']:.1f}" if v["peak_gib"] is not None else "-"
             star = "*" if v["extrapolated"] else " "
+            extra = f" full steps {v['full_steps']}, PSNR {v['psnr_db']:.1f} dB" if "psnr_db" in v else ""
             print(f"| {v['variant']:48s} | {v['memory']:8s} | {v['total_s']:6.1f}{star} | {ps} | {ratio:>11s} | "
-                  f"{pk:>8s} |")
+                  f"{pk:>8s} |{extra}")
         if any(v["extrapolated"] for v in videos):
             print("* extrapolated: measured stages + steps × measured s/step")
 
@@ -282,7 +335,9 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tiny", action="store_true", help="tiny random models on the CPU (a smoke test)")
     p.add_argument("--json", help="write the results here")
-    p.add_argument("--sections", default="dit,e2e", help="comma list of dit, e2e, modes (%(default)s)")
+    p.add_argument("--sections", default="dit,e2e", help="comma list of dit, e2e, modes, cache (%(default)s)")
+    p.add_argument("--step-cache", default="0.05,0.1",
+                   help="first-block cache thresholds for the 'cache' section (%(default)s)")
     p.add_argument("--modes", default="balanced,low", help="memory modes for the 'modes' section (%(default)s)")
     p.add_argument("--frames", type=int, default=49)
     p.add_argument("--height", type=int, default=512)
@@ -299,11 +354,12 @@ def main(argv: list[str] | None = None) -> dict:
     if args.tiny:
         args.frames, args.height, args.width = 5, 32, 48
         args.steps, args.iters, args.dtype = min(args.steps, 2), 1, "float32"
-        args.sections = "dit,e2e,modes"
+        args.sections = "dit,e2e,modes,cache"
         args.modes = "balanced,low"
     args.backends = [b for b in args.backends.split(",") if b] if torch.cuda.is_available() and not args.tiny \
         else ["native"]
     sections = set(args.sections.split(","))
+    args.step_cache = [float(x) for x in args.step_cache.split(",") if x]
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
     dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -346,6 +402,13 @@ def main(argv: list[str] | None = None) -> dict:
             save()
         del gen, comps
         free()
+
+    if "cache" in sections:
+        comps = build(args, device, dtype, where=device)
+        result["video"] += bench_step_cache(comps, adapter_for(comps, args), args, device, dtype)
+        del comps
+        free()
+        save()
 
     if "modes" in sections:
         from ex4d.diffusion.config import GenerateConfig

@@ -111,6 +111,12 @@ def _add_fill(p: argparse.ArgumentParser) -> None:
     g.add_argument("--memory", choices=["full", "balanced", "low"], default=S,
                    help="ex4d: GPU memory mode (full ≈ the whole model on the GPU; balanced/low offload)")
     g.add_argument("--steps", type=int, default=S, help="ex4d: denoising steps (25)")
+    g.add_argument("--compile", action="store_true", default=S,
+                   help="ex4d: torch.compile the DiT blocks (CUDA, --memory full; faster after a warm-up)")
+    g.add_argument("--step-cache", choices=["none", "first-block"], default=S,
+                   help="ex4d: first-block cache, skipping DiT blocks on steps that barely change (faster, "
+                        "changes results; none)")
+    g.add_argument("--step-cache-threshold", type=float, default=S, help="ex4d: first-block cache threshold (0.05)")
     g.add_argument("--prompt", default=S, help="ex4d: text prompt (default: the original's)")
     g.add_argument("--seed", type=int, default=S, help="random seed (default 0)")
 
@@ -228,7 +234,7 @@ def _run_config(args: argparse.Namespace, with_fill: bool):
         for k in ("wan", "adapter"):
             if k in a:
                 fopts[k] = str(Path(a[k]).resolve())
-        for k in ("memory", "steps", "prompt"):
+        for k in ("memory", "steps", "prompt", "compile", "step_cache", "step_cache_threshold"):
             if k in a:
                 fopts[k] = a[k]
     d["fill_options"] = fopts

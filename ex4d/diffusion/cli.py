@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from ..errors import Ex4dError, check
-from .config import DTYPES, FRAME_POLICIES, MEMORY_MODES, GenerateConfig
+from .config import DTYPES, FRAME_POLICIES, MEMORY_MODES, STEP_CACHES, GenerateConfig
 
 __all__ = ["register", "run_generate", "run_convert_adapter", "config_from_args"]
 
@@ -89,6 +89,12 @@ def register(subparsers) -> None:
                    help="diffusers attention backend: auto (= native, PyTorch's SDPA choice), _native_cudnn, _native_flash, ... "
                         "(%(default)s)")
     g.add_argument("--compile", action="store_true", help="torch.compile the DiT blocks (CUDA, --memory full)")
+    g.add_argument("--step-cache", choices=STEP_CACHES, default=_D.step_cache,
+                   help="skip DiT blocks on steps whose first-block output barely changed (diffusers' first-block "
+                        "cache; faster, changes results; default %(default)s)")
+    g.add_argument("--step-cache-threshold", type=float, default=_D.step_cache_threshold, metavar="T",
+                   help="first-block cache: relative change below which a step reuses the cached blocks "
+                        "(default %(default)s; higher = faster, further from the uncached result)")
     g.add_argument("--vae-tiling", choices=["auto", "on", "off"], default="auto",
                    help="tiled VAE (auto: on for low)")
     g.add_argument("--gpu-budget", type=float, default=None, metavar="GIB",
@@ -115,7 +121,8 @@ def config_from_args(args: argparse.Namespace) -> GenerateConfig:
         seed=args.seed, erosion=tuple(args.erosion), erosion_seed=args.erosion_seed, frames=args.frames,
         dtype=args.dtype, vae_dtype=args.vae_dtype, memory=args.memory, device=args.device, force_cpu=args.force_cpu,
         merge_lora=not args.no_merge_lora, cfg_batch=not args.no_cfg_batch, attention_backend=args.attention,
-        compile=args.compile, vae_tiling=tiling, gpu_budget_gib=args.gpu_budget).check()
+        compile=args.compile, vae_tiling=tiling, gpu_budget_gib=args.gpu_budget, step_cache=args.step_cache,
+        step_cache_threshold=args.step_cache_threshold).check()
 
 
 def _read_inputs(color_path: str, mask_path: str, num_frames: int):

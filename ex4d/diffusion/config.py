@@ -27,6 +27,7 @@ __all__ = [
     "DTYPES",
     "GenerateConfig",
     "MODEL_FIELDS",
+    "STEP_CACHES",
 ]
 
 DEFAULT_PROMPT = (
@@ -43,13 +44,14 @@ DEFAULT_NEGATIVE_PROMPT = (
 MEMORY_MODES = ("full", "balanced", "low")
 FRAME_POLICIES = ("exact", "trim", "pad")
 DTYPES = ("bfloat16", "float16", "float32")
+STEP_CACHES = ("none", "first-block")
 ATTENTION_BACKENDS = ("auto", "native", "_native_cudnn", "_native_flash", "_native_efficient", "_native_math",
                       "flash", "_flash_3", "sage", "xformers", "flex")
 
 # Fields fixed when the models are loaded (an Ex4dGenerator refuses a per-call
 # config that changes them); all other fields may change from call to call.
 MODEL_FIELDS = ("dtype", "vae_dtype", "memory", "device", "force_cpu", "merge_lora", "attention_backend",
-                "compile", "vae_tiling", "gpu_budget_gib")
+                "compile", "vae_tiling", "gpu_budget_gib", "step_cache", "step_cache_threshold")
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,12 @@ class GenerateConfig:
     ``vae_tiling``         None              None = by memory mode (low tiles), True/False
     ``gpu_budget_gib``     None              balanced: GPU memory to fill with resident DiT blocks
                                              (None = 22 GiB); the other blocks are streamed
+    ``step_cache``         "none"            "first-block": diffusers' first-block cache — a step
+                                             whose first-block residual changed by less than
+                                             ``step_cache_threshold`` (relative mean abs) reuses the
+                                             previous step's residual of the other blocks (faster,
+                                             changes results; off by default)
+    ``step_cache_threshold``  0.05           see ``step_cache``; higher = more steps skipped
     =====================  ================  ==========================================================
     """
 
@@ -106,6 +114,8 @@ class GenerateConfig:
     compile: bool = False
     vae_tiling: bool | None = None
     gpu_budget_gib: float | None = None
+    step_cache: str = "none"
+    step_cache_threshold: float = 0.05
     extra: dict = field(default_factory=dict, compare=False)  # free-form notes saved with the config
 
     def check(self) -> "GenerateConfig":
@@ -134,6 +144,12 @@ class GenerateConfig:
               f"attention_backend must be one of {ATTENTION_BACKENDS}, got {self.attention_backend!r}")
         check(self.gpu_budget_gib is None or (_is_num(self.gpu_budget_gib) and self.gpu_budget_gib > 0),
               f"gpu_budget_gib must be None or a number > 0, got {self.gpu_budget_gib!r}")
+        check(self.step_cache in STEP_CACHES, f"step_cache must be one of {STEP_CACHES}, got {self.step_cache!r}")
+        check(_is_num(self.step_cache_threshold) and self.step_cache_threshold >= 0,
+              f"step_cache_threshold must be a number >= 0, got {self.step_cache_threshold!r}")
+        check(not (self.compile and self.step_cache != "none"),
+              "compile=True with a step cache is not supported yet (the cache's hooks and the compiled blocks "
+              "have not been measured together); use one of them")
         check(not (self.compile and self.memory != "full"),
               f"compile=True needs memory='full' (offloading hooks and torch.compile do not mix), "
               f"got memory={self.memory!r}")

@@ -37,7 +37,7 @@ from .loading import WanComponents, load_wan, resolve_device, torch_dtype
 from .memory import MemoryPlan, apply_memory_plan, memory_plan
 from .sampling import denoise, make_scheduler
 
-__all__ = ["Ex4dGenerator", "generate_video", "model_spec"]
+__all__ = ["Ex4dGenerator", "generate_video", "model_spec", "set_step_cache"]
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,7 @@ class Ex4dGenerator:
         extra = [self.encoder] if self.encoder is not None else []
         apply_memory_plan(self.plan, components, extra, compute_dtype=self.dtype)
         self._set_attention(config.attention_backend)
+        set_step_cache(components.transformer, config.step_cache, config.step_cache_threshold)
         if config.compile:
             check(self.device.type == "cuda", "compile=True needs a CUDA device")
             components.transformer.compile_repeated_blocks(fullgraph=True)
@@ -192,6 +193,22 @@ class Ex4dGenerator:
         clock.lap("decode_s")
         self.last_timings = clock.laps
         return to_uint8_video(video)[:keep]
+
+
+def set_step_cache(transformer, mode: str, threshold: float = 0.05) -> None:
+    """Enable (``"first-block"``) or leave off (``"none"``) diffusers' first-block cache on ``transformer``.
+
+    With it, each step runs the first DiT block and compares its residual with the previous step's
+    (relative mean absolute change); below ``threshold`` the other blocks are skipped and their previous
+    residual is reused. :func:`~ex4d.diffusion.sampling.denoise` runs every forward inside the
+    transformer's cache context and resets the cache at the start of each video.
+    """
+    if mode == "none":
+        return
+    check(mode == "first-block", f"unknown step cache {mode!r}; choose none or first-block")
+    from diffusers.hooks import FirstBlockCacheConfig
+
+    transformer.enable_cache(FirstBlockCacheConfig(threshold=float(threshold)))
 
 
 class _Clock:

@@ -67,18 +67,30 @@ def denoise(transformer, scheduler, latents: torch.Tensor, y: torch.Tensor, text
         text = torch.cat([text_pos, text_neg]).to(dtype)
         image = image_states.to(dtype).expand(2, -1, -1)
     y = y.to(latents.device)
+    cached = getattr(transformer, "_cache_config", None) is not None  # a step cache (diffusers CacheMixin)
+    if cached:
+        transformer._reset_stateful_cache()  # nothing carries over from the previous video
+
+    def branch(name: str):  # the cache keeps one state per branch ("cond", "uncond", or the CFG batch)
+        return transformer.cache_context(name) if cached else contextlib.nullcontext()
+
     ctx = conditioning() if conditioning is not None else contextlib.nullcontext()
     with ctx:
         for t in tqdm(scheduler.timesteps, desc="denoising", disable=not progress, leave=False):
             x = torch.cat([latents, y], dim=1).to(dtype)  # [1, 36, T', h, w]
             if batched:
-                v = transformer(hidden_states=x.expand(2, -1, -1, -1, -1), timestep=t.expand(2).to(latents.device),
-                                encoder_hidden_states=text, encoder_hidden_states_image=image,
-                                return_dict=False)[0].float()
+                with branch("cfg_batch"):
+                    v = transformer(hidden_states=x.expand(2, -1, -1, -1, -1),
+                                    timestep=t.expand(2).to(latents.device), encoder_hidden_states=text,
+                                    encoder_hidden_states_image=image, return_dict=False)[0].float()
                 v_pos, v_neg = v.chunk(2)
             else:
-                v_pos = _forward(transformer, x, t, text_pos, image_states, dtype)
-                v_neg = _forward(transformer, x, t, text_neg, image_states, dtype) if guided else None
+                with branch("cond"):
+                    v_pos = _forward(transformer, x, t, text_pos, image_states, dtype)
+                v_neg = None
+                if guided:
+                    with branch("uncond"):
+                        v_neg = _forward(transformer, x, t, text_neg, image_states, dtype)
             v = v_neg + cfg * (v_pos - v_neg) if guided else v_pos
             latents = scheduler.step(v, t, latents, return_dict=False)[0]
     return latents

@@ -134,3 +134,44 @@ def test_user_errors(components, adapter, video):
         gen.generate(color, mask, tiny_config(memory="low"), progress=False)
     with pytest.raises(Ex4dError, match="4k\\+1"):  # before any weights are read
         generate_video(color[:4], mask[:4], "/nonexistent", None, tiny_config())
+
+
+def _block_calls(gen) -> list:
+    calls = []
+    # inside the block: the cache still calls the block module, but skips its layers
+    gen.components.transformer.blocks[-1].ffn.register_forward_pre_hook(lambda m, a: calls.append(1))
+    return calls
+
+
+@pytest.mark.parametrize("cfg_batch", [True, False])
+def test_first_block_cache_skips_steps_and_threshold_zero_is_exact(adapter, video, cfg_batch):
+    from ex4d.diffusion.random_models import build_components
+
+    color, mask = video
+    base = dict(steps=4, cfg_batch=cfg_batch)
+    plain = Ex4dGenerator(build_components("tiny", seed=0), adapter, tiny_config(**base))
+    ref = plain.generate(color, mask, progress=False)
+
+    exact = Ex4dGenerator(build_components("tiny", seed=0), adapter,
+                          tiny_config(**base, step_cache="first-block", step_cache_threshold=0.0))
+    calls = _block_calls(exact)
+    np.testing.assert_array_equal(exact.generate(color, mask, progress=False), ref)
+    assert len(calls) == 4 * (1 if cfg_batch else 2)  # every step ran the last block
+
+    skipping = Ex4dGenerator(build_components("tiny", seed=0), adapter,
+                             tiny_config(**base, step_cache="first-block", step_cache_threshold=1e9))
+    calls = _block_calls(skipping)
+    a = skipping.generate(color, mask, progress=False)
+    assert len(calls) == 1 * (1 if cfg_batch else 2)  # only the first step ran past block 0
+    assert not np.array_equal(a, ref)
+    b = skipping.generate(color, mask, progress=False)  # the cache is reset between videos
+    assert np.array_equal(a, b) and len(calls) == 2 * (1 if cfg_batch else 2)
+
+
+def test_step_cache_settings_are_checked():
+    with pytest.raises(Ex4dError, match="step_cache must be one of"):
+        tiny_config(step_cache="magic").check()
+    with pytest.raises(Ex4dError, match="step_cache_threshold"):
+        tiny_config(step_cache="first-block", step_cache_threshold=-1).check()
+    with pytest.raises(Ex4dError, match="compile=True with a step cache"):
+        tiny_config(step_cache="first-block", compile=True).check()

@@ -41,12 +41,14 @@ def test_generate_writes_video_and_config(tmp_path, wan_dirs, adapter, videos, c
     out = tmp_path / "gen" / "output.mp4"
     code = run("generate", "--color", str(color), "--mask", str(mask), "--wan", str(diffusers_dir), "--adapter",
                str(tmp_path / "ex4d.ckpt"), "--out", str(out), "--device", "cpu", "--dtype", "float32",
-               "--steps", "2", "--prompt", "a cat", "-q")
+               "--steps", "2", "--prompt", "a cat", "--step-cache", "first-block", "--step-cache-threshold", "0.1",
+               "-q")
     assert code == 0, capsys.readouterr().err
     frames = video_io.read_video(out, num_frames=None, max_res=4096, multiple=1)
     assert frames.frames.shape == (5, 32, 48, 3)
     meta = json.loads((tmp_path / "gen" / "output.generate.json").read_text())
     assert meta["config"]["steps"] == 2 and meta["config"]["erosion"] == [2, 8] and meta["frames"] == 5
+    assert meta["config"]["step_cache"] == "first-block" and meta["config"]["step_cache_threshold"] == 0.1
 
 
 def test_user_errors_exit_2(tmp_path, wan_dirs, videos, capsys):
