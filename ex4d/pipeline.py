@@ -445,6 +445,10 @@ def _check_fill_ready(config: RunConfig) -> None:
     adapter = config.fill_options.get("adapter")
     check(adapter is None or Path(adapter).is_file(),
           f"--adapter {adapter} is not a file; give the released EX-4D ex4d.ckpt or our .safetensors")
+    from .diffusion.config import GenerateConfig
+
+    opts = {k: v for k, v in config.fill_options.items() if k not in ("wan", "adapter", "encoders")}
+    GenerateConfig(**{"seed": config.seed, **opts}).check()  # e.g. --compile with --step-cache, before the recon
 
 
 def _fill(config: RunConfig, color, mask, view_depth, frames, depth, K, traj, progress):

@@ -180,3 +180,14 @@ def test_flower_reference_input_reproduces_the_original_cameras(flower_dir, tmp_
     np.testing.assert_allclose(ours["intrinsics"][:2], ref["intrinsics"][:2] * 128 / 512)
     mask = read_mask_video(out / "mask.mp4")
     assert mask.shape == (49, 128, 128) and mask[0].all() and 0.3 < mask[1:].mean() < 1.0
+
+
+def test_run_refuses_bad_generation_settings_before_any_work(tmp_path, capsys):
+    wan = tmp_path / "wan"
+    wan.mkdir()
+    (tmp_path / "a.ckpt").write_bytes(b"")
+    out = tmp_path / "o"
+    rc = main(["run", "--example", *SMALL, "--fill", "ex4d", "--wan", str(wan), "--adapter", str(tmp_path / "a.ckpt"),
+               "--step-cache", "first-block", "--compile", "--out", str(out)])
+    assert rc == 2 and "--step-cache" in capsys.readouterr().err
+    assert not out.exists()

@@ -148,8 +148,8 @@ class GenerateConfig:
         check(_is_num(self.step_cache_threshold) and self.step_cache_threshold >= 0,
               f"step_cache_threshold must be a number >= 0, got {self.step_cache_threshold!r}")
         check(not (self.compile and self.step_cache != "none"),
-              "compile=True with a step cache is not supported yet (the cache's hooks and the compiled blocks "
-              "have not been measured together); use one of them")
+              "compile (--compile) with a step cache (--step-cache) is not supported yet: the cache's hooks and the compiled "
+              "blocks have not been measured together; use one of them")
         check(not (self.compile and self.memory != "full"),
               f"compile=True needs memory='full' (offloading hooks and torch.compile do not mix), "
               f"got memory={self.memory!r}")

@@ -173,5 +173,5 @@ def test_step_cache_settings_are_checked():
         tiny_config(step_cache="magic").check()
     with pytest.raises(Ex4dError, match="step_cache_threshold"):
         tiny_config(step_cache="first-block", step_cache_threshold=-1).check()
-    with pytest.raises(Ex4dError, match="compile=True with a step cache"):
+    with pytest.raises(Ex4dError, match=r"compile \(--compile\) with a step cache"):
         tiny_config(step_cache="first-block", compile=True).check()
