@@ -143,7 +143,7 @@ def classical_fill(color: np.ndarray, mask: np.ndarray, view_depth: np.ndarray |
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=T, desc="fill", unit="frame", leave=False)
+        bar = tqdm(total=2 * T, desc="fill: reproject", unit="frame", leave=False)  # then: inpaint
 
     can_reproject = all(x is not None for x in (view_depth, frames, depth, K, w2c, K_out)) and config.window > 0
     meshes: dict[int, object] = {}
@@ -193,8 +193,12 @@ def classical_fill(color: np.ndarray, mask: np.ndarray, view_depth: np.ndarray |
     # frames are independent and OpenCV releases the GIL: one thread per core (same result as a loop)
     from concurrent.futures import ThreadPoolExecutor
 
+    if bar is not None:
+        bar.set_description("fill: inpaint")
     with ThreadPoolExecutor(max_workers=max(1, min(T, os.cpu_count() or 1))) as pool:
-        list(pool.map(inpaint_frame, range(T)))
+        for _ in pool.map(inpaint_frame, range(T)):
+            if bar is not None:
+                bar.update(1)
     out = _smooth(out, inpainted, config.smooth)
     out[known] = color[known]
     if bar is not None:
