@@ -278,6 +278,10 @@ def enable_generator_context_parallel(generator, ulysses: int | None = None, rin
     """
     check(generator.config.memory == "full",
           f"context parallelism needs memory='full', got {generator.config.memory!r}")
+    # each rank would judge its own shard's first-block change and could skip blocks that others run,
+    # leaving their collectives unmatched
+    check(generator.config.step_cache == "none",
+          "a step cache (--step-cache) cannot be combined with context parallelism; use one of them")
     backend = attention_backend
     if backend is None and generator.config.attention_backend not in ("auto", "native"):
         backend = generator.config.attention_backend

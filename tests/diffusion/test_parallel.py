@@ -228,3 +228,14 @@ def test_bench_tiny_under_torchrun(tmp_path):
     rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
     assert [row["gpus"] for row in rows] == [1, 2]
     assert rows[1]["max_abs_diff"] < 1e-4 and rows[1]["step_s"] > 0 and 0 < rows[1]["efficiency"]
+
+
+def test_context_parallel_refuses_a_step_cache(components, adapter):
+    from _ex4d_tiny import tiny_config
+
+    from ex4d.diffusion.parallel import enable_generator_context_parallel
+    from ex4d.diffusion.pipeline import Ex4dGenerator
+
+    gen = Ex4dGenerator(components, adapter, tiny_config(step_cache="first-block"))
+    with pytest.raises(Ex4dError, match="step cache"):
+        enable_generator_context_parallel(gen)
