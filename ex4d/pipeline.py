@@ -445,10 +445,18 @@ def _check_fill_ready(config: RunConfig) -> None:
     adapter = config.fill_options.get("adapter")
     check(adapter is None or Path(adapter).is_file(),
           f"--adapter {adapter} is not a file; give the released EX-4D ex4d.ckpt or our .safetensors")
+    _generate_config(config).check()  # e.g. --compile with --step-cache, before the recon
+
+
+_WEIGHT_OPTIONS = ("wan", "adapter", "encoders")
+
+
+def _generate_config(config: RunConfig):
+    """The GenerateConfig of ``--fill ex4d``: the run's seed and every fill option but the weight paths."""
     from .diffusion.config import GenerateConfig
 
-    opts = {k: v for k, v in config.fill_options.items() if k not in ("wan", "adapter", "encoders")}
-    GenerateConfig(**{"seed": config.seed, **opts}).check()  # e.g. --compile with --step-cache, before the recon
+    opts = {k: v for k, v in config.fill_options.items() if k not in _WEIGHT_OPTIONS}
+    return GenerateConfig(**{"seed": config.seed, **opts})
 
 
 def _fill(config: RunConfig, color, mask, view_depth, frames, depth, K, traj, progress):
@@ -458,10 +466,9 @@ def _fill(config: RunConfig, color, mask, view_depth, frames, depth, K, traj, pr
         return classical_fill(color, mask, view_depth, frames, depth, K, traj.w2c, traj.K, config.recon,
                               ClassicalFillConfig(**config.fill_options), progress=progress)
     try:
-        from .diffusion import GenerateConfig, generate_video
+        from .diffusion import generate_video
     except ImportError as e:
         raise Ex4dError(f"--fill ex4d needs the diffusion extra: pip install 'ex4d[diffusion]' ({e})")
-    opts = dict(config.fill_options)
-    wan, adapter, encoders = opts.pop("wan"), opts.pop("adapter", None), opts.pop("encoders", None)
-    gen = GenerateConfig(**{"seed": config.seed, **opts})
-    return generate_video(color, mask, wan, adapter, gen, progress=progress, encoders=encoders)
+    opts = config.fill_options
+    return generate_video(color, mask, opts["wan"], opts.get("adapter"), _generate_config(config), progress=progress,
+                          encoders=opts.get("encoders"))

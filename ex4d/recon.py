@@ -19,6 +19,7 @@ from .cameras import check_intrinsics, check_w2c
 from .dwmesh import DWMesh, MeshConfig, build_dwmesh, default_far
 from .errors import Ex4dError, check
 from .render import BACKENDS, default_backend, render_mesh
+from .render.numba_raster import quantize_rgb
 
 __all__ = ["ReconConfig", "ReconResult", "render_novel_views", "check_frames_depth"]
 
@@ -133,8 +134,6 @@ def render_novel_views(frames: np.ndarray, depth: np.ndarray, K: np.ndarray, w2c
     color = np.zeros((T, H, W, 3), dtype=np.uint8)
     mask = np.zeros((T, H, W), dtype=bool)
     out_depth = np.full((T, H, W), np.inf, dtype=np.float32)
-    from .render.numba_raster import quantize_rgb
-
     t_mesh = t_render = 0.0
     iterator = range(T)
     if progress:

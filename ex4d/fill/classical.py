@@ -26,7 +26,7 @@ Known pixels of the render are never changed.
 from __future__ import annotations
 
 import os
-
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -191,8 +191,6 @@ def classical_fill(color: np.ndarray, mask: np.ndarray, view_depth: np.ndarray |
                           None if view_depth is None else view_depth[t])
 
     # frames are independent and OpenCV releases the GIL: one thread per core (same result as a loop)
-    from concurrent.futures import ThreadPoolExecutor
-
     if bar is not None:
         bar.set_description("fill: inpaint")
     with ThreadPoolExecutor(max_workers=max(1, min(T, os.cpu_count() or 1))) as pool:

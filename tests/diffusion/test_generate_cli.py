@@ -70,3 +70,17 @@ def test_convert_adapter_round_trip(tmp_path, adapter):
     assert run("convert-adapter", str(tmp_path / "a.safetensors"), str(tmp_path / "b.ckpt")) == 0
     a, b = load_adapter(tmp_path / "ex4d.ckpt"), load_adapter(tmp_path / "b.ckpt")
     assert all(np.array_equal(a.lora[k].numpy(), b.lora[k].numpy()) for k in a.lora)
+
+
+def test_run_with_the_diffusion_fill_end_to_end(tmp_path, wan_dirs, adapter, capsys):
+    diffusers_dir, _ = wan_dirs
+    export_original_ckpt(adapter, tmp_path / "ex4d.ckpt")
+    out = tmp_path / "run"
+    code = run("run", "--example", "--num-frames", "5", "--example-size", "64", "--fill", "ex4d", "--wan",
+               str(diffusers_dir), "--adapter", str(tmp_path / "ex4d.ckpt"), "--steps", "2", "--step-cache",
+               "first-block", "-q", "--out", str(out))
+    assert code == 0, capsys.readouterr().err
+    frames = video_io.read_video(out / "output.mp4", num_frames=None, max_res=4096, multiple=1).frames
+    assert frames.shape == (5, 64, 64, 3)
+    opts = json.loads((out / "config.json").read_text())["run"]["fill_options"]
+    assert opts["steps"] == 2 and opts["step_cache"] == "first-block"
