@@ -6,7 +6,7 @@ measured in the same run: ``WanTransformer3DModel`` forward at batch 1 with the 
 step for CFG), and ``WanImageToVideoPipeline`` for a whole video.
 
     python bench/bench_generate.py --json bench.json                 # GPU: DiT section + full-mode video
-    python bench/bench_generate.py --sections modes --modes balanced,low --e2e-steps 8 --json modes.json
+    python bench/bench_generate.py --sections modes --modes full+compile,balanced+compile,low --e2e-steps 4
     python bench/bench_generate.py --tiny --json /tmp/b.json           # CPU smoke run with tiny models
 
 Sections: ``dit`` (forward variants), ``e2e`` (baseline pipeline + ours in full mode), ``modes`` (ours in the
@@ -50,6 +50,11 @@ def reset_peak(device: torch.device) -> None:
 
 def peak_gib(device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / GIB if device.type == "cuda" else None
+
+
+def peak_reserved_gib(device: torch.device) -> float | None:
+    """Peak memory held by PyTorch's caching allocator (what nvidia-smi shows, less the CUDA context)."""
+    return torch.cuda.max_memory_reserved(device) / GIB if device.type == "cuda" else None
 
 
 def timeit(fn, device: torch.device, warmup: int = 1, iters: int = 3) -> float:
@@ -138,20 +143,22 @@ def bench_dit(comps, adapter, args, device, dtype) -> tuple[list[dict], object]:
         tr.set_attention_backend(best[0])
         gen.best_backend = best[0]
         if args.compile and device.type == "cuda":
+            from ex4d.diffusion.memory import compile_blocks
+
             t0 = time.perf_counter()
+            forwards = [b.forward for b in tr.blocks]
             try:
-                tr.compile_repeated_blocks(fullgraph=True)
+                compile_blocks(tr)  # what --compile does
                 dit_forward(tr, two)
                 sync(device)
             except Exception as e:  # keep the eager numbers (and the video after) when compilation fails
-                print(f"  compile_repeated_blocks failed: {type(e).__name__}: {str(e)[:200]}", flush=True)
-                for block in tr.modules():
-                    if getattr(block, "_compiled_call_impl", None) is not None:
-                        block._compiled_call_impl = None
+                print(f"  compile failed: {type(e).__name__}: {str(e)[:200]}", flush=True)
+                for b, f in zip(tr.blocks, forwards):
+                    b.forward = f
                 return rows, gen
             compile_s = time.perf_counter() - t0
             reset_peak(device)
-            add(f"ours: merged, batch 2, {best[0]}, compile_repeated_blocks",
+            add(f"ours: merged, batch 2, {best[0]}, compiled blocks",
                 timeit(lambda: dit_forward(tr, two), device, iters=args.iters), 2, note=f"compile {compile_s:.0f} s")
     return rows, gen
 
@@ -217,9 +224,11 @@ def bench_our_video(gen, args, device, mode: str, label: str) -> dict:
     if extrapolated:
         total = total - lap["denoise_s"] + per_step * args.steps
     print(f"  {label}: {total:.2f} s for {args.steps} steps{' (extrapolated)' if extrapolated else ''}, "
-          f"{per_step:.3f} s/step, peak {peak_gib(device)}", flush=True)
+          f"{per_step:.3f} s/step, peak {peak_gib(device)} GiB allocated, {peak_reserved_gib(device)} reserved",
+          flush=True)
     return {"variant": label, "memory": mode, "steps": args.steps, "total_s": total, "per_step_s": per_step,
-            "peak_gib": peak_gib(device), "extrapolated": extrapolated, "stages_s": lap}
+            "peak_gib": peak_gib(device), "peak_reserved_gib": peak_reserved_gib(device),
+            "extrapolated": extrapolated, "stages_s": lap}
 
 
 def video_psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -239,10 +248,16 @@ def bench_step_cache(comps, adapter, args, device, dtype) -> list[dict]:
     from ex4d.diffusion.config import GenerateConfig
     from ex4d.diffusion.pipeline import Ex4dGenerator
 
-    cfg = GenerateConfig(dtype=args.dtype, device=str(device), steps=args.steps)
+    compiled = args.compile and device.type == "cuda"
+    cfg = GenerateConfig(dtype=args.dtype, device=str(device), steps=args.steps, compile=compiled)
     gen = Ex4dGenerator(comps, adapter, cfg)
     tr = gen.components.transformer
     color, mask = video_inputs(args.frames, args.height, args.width)
+    if compiled:  # compile outside the timings
+        t0 = time.perf_counter()
+        gen.generate(color, mask, cfg.replace(steps=1), progress=False)
+        print(f"  compiled in {time.perf_counter() - t0:.0f} s (1-step warm-up video)", flush=True)
+    tag = ", compiled" if compiled else ""
     calls: list[int] = []
     handle = tr.blocks[-1].ffn.register_forward_pre_hook(lambda m, a: calls.append(1))
     reset_peak(device)
@@ -250,7 +265,7 @@ def bench_step_cache(comps, adapter, args, device, dtype) -> list[dict]:
     ref = gen.generate(color, mask, progress=False)
     sync(device)
     base_s = time.perf_counter() - t0
-    rows = [{"variant": "ours, no step cache (reference)", "memory": "full", "steps": args.steps, "total_s": base_s,
+    rows = [{"variant": f"ours{tag}, no step cache (reference)", "memory": "full", "steps": args.steps, "total_s": base_s,
              "per_step_s": gen.last_timings["denoise_s"] / args.steps, "peak_gib": peak_gib(device),
              "extrapolated": False, "full_steps": len(calls), "psnr_db": float("inf"), "max_abs": 0}]
     print(f"  ours without step cache: {base_s:.2f} s", flush=True)
@@ -264,7 +279,7 @@ def bench_step_cache(comps, adapter, args, device, dtype) -> list[dict]:
         total = time.perf_counter() - t0
         tr.disable_cache()
         diff = int(np.abs(out.astype(int) - ref.astype(int)).max())
-        rows.append({"variant": f"ours, first-block cache {th:g}", "memory": "full", "steps": args.steps,
+        rows.append({"variant": f"ours{tag}, first-block cache {th:g}", "memory": "full", "steps": args.steps,
                      "total_s": total, "per_step_s": gen.last_timings["denoise_s"] / args.steps,
                      "peak_gib": peak_gib(device), "extrapolated": False, "full_steps": len(calls),
                      "psnr_db": video_psnr(out, ref), "max_abs": diff})
@@ -317,16 +332,18 @@ def print_tables(result: dict) -> None:
         base = next((v["total_s"] for v in videos if "baseline" in v["variant"]), None)
         print(f"\nWhole video ({result['frames']}×{result['height']}×{result['width']}, {result['steps']} steps, "
               "CFG 5, text + image encoders, 3 VAE encodes, VAE decode)")
-        print(f"| {'variant':48s} | memory   | total s | s/step | vs baseline | peak GiB |")
-        print(f"|{'-' * 50}|----------|---------|--------|-------------|----------|")
+        print(f"| {'variant':48s} | memory   | total s | s/step | vs baseline | peak GiB (reserved) |")
+        print(f"|{'-' * 50}|----------|---------|--------|-------------|---------------------|")
         for v in videos:
             ratio = f"{base / v['total_s']:10.2f}×" if base else "-"
             ps = f"{v['per_step_s']:6.3f}" if v["per_step_s"] else "     -"
             pk = f"{v['peak_gib']:.1f}" if v["peak_gib"] is not None else "-"
+            if v.get("peak_reserved_gib") is not None:
+                pk += f" ({v['peak_reserved_gib']:.1f})"
             star = "*" if v["extrapolated"] else " "
             extra = f" full steps {v['full_steps']}, PSNR {v['psnr_db']:.1f} dB" if "psnr_db" in v else ""
             print(f"| {v['variant']:48s} | {v['memory']:8s} | {v['total_s']:6.1f}{star} | {ps} | {ratio:>11s} | "
-                  f"{pk:>8s} |{extra}")
+                  f"{pk:>19s} |{extra}")
         if any(v["extrapolated"] for v in videos):
             print("* extrapolated: measured stages + steps × measured s/step")
 
@@ -338,7 +355,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--sections", default="dit,e2e", help="comma list of dit, e2e, modes, cache (%(default)s)")
     p.add_argument("--step-cache", default="0.05,0.1",
                    help="first-block cache thresholds for the 'cache' section (%(default)s)")
-    p.add_argument("--modes", default="balanced,low", help="memory modes for the 'modes' section (%(default)s)")
+    p.add_argument("--modes", default="balanced,low",
+                   help="memory modes for the 'modes' section, each optionally +compile (%(default)s)")
+    p.add_argument("--gpu-budget", type=float, default=None, help="GiB for resident DiT blocks (mode default)")
     p.add_argument("--frames", type=int, default=49)
     p.add_argument("--height", type=int, default=512)
     p.add_argument("--width", type=int, default=512)
@@ -347,7 +366,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--iters", type=int, default=3, help="timed forwards per variant (%(default)s)")
     p.add_argument("--backends", default="native,_native_cudnn,_native_flash,_native_efficient",
                    help="attention backends to try (%(default)s)")
-    p.add_argument("--compile", action="store_true", help="also time torch.compile'd blocks (CUDA)")
+    p.add_argument("--compile", action="store_true",
+                   help="dit: also time compiled blocks; e2e, cache: compiled (CUDA)")
     p.add_argument("--warm-video", action="store_true", help="run each video once before timing it")
     p.add_argument("--dtype", default="bfloat16")
     args = p.parse_args(argv)
@@ -414,23 +434,32 @@ def main(argv: list[str] | None = None) -> dict:
         from ex4d.diffusion.config import GenerateConfig
         from ex4d.diffusion.pipeline import Ex4dGenerator
 
-        for mode in [m for m in args.modes.split(",") if m]:
+        for variant in [m for m in args.modes.split(",") if m]:
+            mode, _, flag = variant.partition("+")
+            compiled = flag == "compile" and device.type == "cuda"
             t0 = time.perf_counter()
             gen = comps = None
             try:
-                comps = build(args, device, dtype, where="cpu")
+                comps = build(args, device, dtype, where=device if mode == "full" else "cpu")
                 adapter = adapter_for(comps, args)
-                cfg = GenerateConfig(dtype=args.dtype, device=str(device), memory=mode, steps=args.steps)
+                cfg = GenerateConfig(dtype=args.dtype, device=str(device), memory=mode, steps=args.steps,
+                                     compile=compiled, gpu_budget_gib=args.gpu_budget)
                 gen = Ex4dGenerator(comps, adapter, cfg)
-                print(f"built + placed {mode} in {time.perf_counter() - t0:.1f} s", flush=True)
-                result["video"].append(bench_our_video(gen, args, device, mode, f"ours, memory {mode}"))
+                print(f"built + placed {variant} in {time.perf_counter() - t0:.1f} s", flush=True)
+                if compiled:  # compile outside the timings
+                    t0 = time.perf_counter()
+                    color, mask = video_inputs(args.frames, args.height, args.width)
+                    gen.generate(color, mask, cfg.replace(steps=1), progress=False)
+                    print(f"  compiled in {time.perf_counter() - t0:.0f} s (1-step warm-up video)", flush=True)
+                label = f"ours, memory {mode}{', compiled' if compiled else ''}"
+                result["video"].append(bench_our_video(gen, args, device, mode, label))
             except Exception as e:  # keep the other modes' numbers; record what failed
                 if args.tiny:
                     raise
                 import traceback
 
                 traceback.print_exc()
-                result.setdefault("errors", {})[mode] = f"{type(e).__name__}: {e}"
+                result.setdefault("errors", {})[variant] = f"{type(e).__name__}: {e}"
             del gen, comps
             free()
             save()

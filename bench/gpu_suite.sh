@@ -12,7 +12,7 @@ export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVL
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 py="${PYTHON:-python3}"
 sections="${1:-recon,generate,cache,modes,train,depth,parallel}"
-declare -A limit=([recon]=120 [generate]=330 [cache]=240 [modes]=300 [train]=200 [depth]=240 [parallel]=600)
+declare -A limit=([recon]=120 [generate]=330 [cache]=300 [modes]=540 [train]=200 [depth]=240 [parallel]=600)
 for kv in ${EX4D_BENCH_LIMITS:-}; do limit[${kv%%=*}]=${kv#*=}; done
 run() {  # name, command...
   local name=$1; shift
@@ -24,8 +24,9 @@ run() {  # name, command...
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | tee "$out/gpu.txt"
 run recon "$py" bench/bench_recon.py --torch-cpu-frames 1 --json "$out/recon.json"
 run generate "$py" bench/bench_generate.py --sections dit,e2e --compile --iters 2 --json "$out/generate.json"
-run cache "$py" bench/bench_generate.py --sections cache --step-cache 0.05,0.1 --json "$out/cache.json"
-run modes "$py" bench/bench_generate.py --sections modes --modes balanced,low --e2e-steps 2 --json "$out/modes.json"
+run cache "$py" bench/bench_generate.py --sections cache --compile --step-cache 0.05,0.1 --json "$out/cache.json"
+run modes "$py" bench/bench_generate.py --sections modes --modes full+compile,balanced+compile,low --e2e-steps 4 \
+  --json "$out/modes.json"
 run train "$py" bench/bench_train.py --skip-no-checkpointing --steps 2 --json "$out/train.json"
 run depth "$py" bench/bench_depth.py --iters 1 --json "$out/depth.json"
 ngpu=$(nvidia-smi -L 2>/dev/null | wc -l)

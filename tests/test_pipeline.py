@@ -188,6 +188,6 @@ def test_run_refuses_bad_generation_settings_before_any_work(tmp_path, capsys):
     (tmp_path / "a.ckpt").write_bytes(b"")
     out = tmp_path / "o"
     rc = main(["run", "--example", *SMALL, "--fill", "ex4d", "--wan", str(wan), "--adapter", str(tmp_path / "a.ckpt"),
-               "--step-cache", "first-block", "--compile", "--out", str(out)])
-    assert rc == 2 and "--step-cache" in capsys.readouterr().err
+               "--memory", "low", "--compile", "--out", str(out)])
+    assert rc == 2 and "--compile" in capsys.readouterr().err
     assert not out.exists()

@@ -30,7 +30,8 @@ memory modes:
   full      everything on the GPU (fastest; ~45 GB peak at 49x512x512)
   balanced  DiT blocks that do not fit in --gpu-budget (22 GiB) streamed from pinned CPU memory,
             text encoder offloaded
-  low       as balanced, but the DiT stored in fp8 and streamed layer by layer (changes results slightly)
+  low       as balanced with a 10 GiB budget, the DiT's linear layers stored in fp8 (changes results
+            slightly), text and image encoders offloaded, VAE tiled
 
 The mask video is 255 where the render is known and 0 where it must be generated (as `ex4d recon` writes it).
 Frames are used at their stored size: width and height must be multiples of 16; the frame count must be
@@ -88,7 +89,7 @@ def register(subparsers) -> None:
     g.add_argument("--attention", default=_D.attention_backend, metavar="BACKEND",
                    help="diffusers attention backend: auto (= native, PyTorch's SDPA choice), _native_cudnn, _native_flash, ... "
                         "(%(default)s)")
-    g.add_argument("--compile", action="store_true", help="torch.compile the DiT blocks (CUDA, --memory full)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the DiT blocks (CUDA; --memory full or balanced; first video slower)")
     g.add_argument("--step-cache", choices=STEP_CACHES, default=_D.step_cache,
                    help="skip DiT blocks on steps whose first-block output barely changed (diffusers' first-block "
                         "cache; faster, changes results; default %(default)s)")
@@ -98,8 +99,8 @@ def register(subparsers) -> None:
     g.add_argument("--vae-tiling", choices=["auto", "on", "off"], default="auto",
                    help="tiled VAE (auto: on for low)")
     g.add_argument("--gpu-budget", type=float, default=None, metavar="GIB",
-                   help="--memory balanced: GPU memory (GiB) to fill with resident DiT blocks; the rest are streamed "
-                        "(default 22)")
+                   help="--memory balanced/low: GPU memory (GiB) to fill with resident DiT blocks; the rest are "
+                        "streamed (default 22 balanced, 10 low)")
     p.set_defaults(func=run_generate)
 
     p = subparsers.add_parser(

@@ -81,10 +81,10 @@ class GenerateConfig:
     ``merge_lora``         True              fold LoRA into the base weights after loading (faster)
     ``cfg_batch``          True              both CFG branches in one batch-2 forward
     ``attention_backend``  "auto"            diffusers attention backend; "auto" = PyTorch's SDPA choice
-    ``compile``            False             ``torch.compile`` of the repeated DiT blocks (CUDA, full)
+    ``compile``            False             ``torch.compile`` of the DiT blocks (CUDA; full, balanced)
     ``vae_tiling``         None              None = by memory mode (low tiles), True/False
-    ``gpu_budget_gib``     None              balanced: GPU memory to fill with resident DiT blocks
-                                             (None = 22 GiB); the other blocks are streamed
+    ``gpu_budget_gib``     None              balanced, low: GPU memory to fill with resident DiT blocks
+                                             (None = 22 GiB balanced, 10 GiB low); the others are streamed
     ``step_cache``         "none"            "first-block": diffusers' first-block cache — a step
                                              whose first-block residual changed by less than
                                              ``step_cache_threshold`` (relative mean abs) reuses the
@@ -147,12 +147,9 @@ class GenerateConfig:
         check(self.step_cache in STEP_CACHES, f"step_cache must be one of {STEP_CACHES}, got {self.step_cache!r}")
         check(_is_num(self.step_cache_threshold) and self.step_cache_threshold >= 0,
               f"step_cache_threshold must be a number >= 0, got {self.step_cache_threshold!r}")
-        check(not (self.compile and self.step_cache != "none"),
-              "compile (--compile) with a step cache (--step-cache) is not supported yet: the cache's hooks and the compiled "
-              "blocks have not been measured together; use one of them")
-        check(not (self.compile and self.memory != "full"),
-              f"compile=True needs memory='full' (offloading hooks and torch.compile do not mix), "
-              f"got memory={self.memory!r}")
+        check(not (self.compile and self.memory == "low"),
+              "compile (--compile) does not work with memory 'low' (--memory low): its fp8 casting hooks sit inside "
+              "the compiled blocks; use --memory full or balanced with --compile, or drop --compile")
         return self
 
     @property

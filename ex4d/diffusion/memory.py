@@ -13,20 +13,28 @@ mode           DiT                                              text encoder / o
                memory, each prefetched on a CUDA stream while
                the blocks before it compute (diffusers
                block-level group offloading)
-``low``        fp8 (e4m3) weight storage, computed in bf16      text + image encoders: leaf-level
-               (layerwise casting), leaf-level group            group offloading; VAE, camera encoder
-               offloading on a CUDA stream                      resident; VAE tiling
+``low``        as balanced, with the blocks' linear layers      text + image encoders: leaf-level
+               stored in fp8 (e4m3) and computed in bf16        group offloading; VAE, camera encoder
+               (layerwise casting); budget 10 GiB               resident; VAE tiling
 =============  ===============================================  ======================================
 
 Offloading uses diffusers' hooks (``apply_group_offloading``,
-``enable_layerwise_casting``); streams are used only on CUDA. On a CPU
-device the same hooks are installed with CPU as both onload and offload
+``enable_layerwise_casting``); on CUDA the copies are non-blocking on a side
+stream and the copied weights are ``record_stream``-ed, so the host never waits
+for the compute stream and keeps queuing kernels while a block is copied. The
+DiT's embeddings and output layers stay resident; only blocks are streamed. On
+a CPU device the same hooks are installed with CPU as both onload and offload
 device, so the mode logic is exercised by CPU tests with tiny models.
 ``low`` changes the numerics (fp8 weights); ``full`` and ``balanced`` do not.
+
+:func:`compile_blocks` compiles each DiT block's own ``forward`` before any
+hook is installed, so the offloading and step-cache hooks stay outside the
+compiled graphs and run eagerly around them.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
@@ -37,12 +45,14 @@ from ._deps import require
 from .config import MEMORY_MODES
 
 __all__ = ["Placement", "MemoryPlan", "memory_plan", "apply_memory_plan", "resident_block_count",
-           "streamed_block_indices",
-           "BALANCED_BUDGET_GIB", "BALANCED_RESERVE_GIB"]
+           "streamed_block_indices", "compile_blocks", "cast_blocks_fp8",
+           "BALANCED_BUDGET_GIB", "BALANCED_RESERVE_GIB", "LOW_BUDGET_GIB", "LOW_RESERVE_GIB"]
 
 GIB = 1024**3
 BALANCED_BUDGET_GIB = 22.0  # ≈ 23.6 GB: the issue's 24 GB goal with a margin
 BALANCED_RESERVE_GIB = 8.0  # non-block weights, CLIP, VAE, activations, one streamed block + prefetch (measured 6.5)
+LOW_BUDGET_GIB = 10.0  # ≈ 10.7 GB: the issue's 12 GB goal with a margin
+LOW_RESERVE_GIB = 6.0  # non-block weights (bf16), VAE (tiled), activations, two fp8 blocks in flight
 
 
 @dataclass(frozen=True)
@@ -70,20 +80,22 @@ class MemoryPlan:
     vae_tiling: bool
     use_stream: bool
     budget_gib: float | None = None
+    reserve_gib: float = BALANCED_RESERVE_GIB
 
 
 def memory_plan(mode: str, device: torch.device | str, vae_tiling: bool | None = None,
                 budget_gib: float | None = None, resident_blocks: int | None = None) -> MemoryPlan:
     """The :class:`MemoryPlan` of ``mode`` (full | balanced | low) on ``device``; see the module table.
 
-    ``budget_gib`` (balanced): GPU memory to fill with resident DiT blocks (default 22 GiB);
-    ``resident_blocks`` overrides the count derived from it.
+    ``budget_gib`` (balanced, low): GPU memory to fill with resident DiT blocks (default 22 GiB for
+    balanced, 10 GiB for low); ``resident_blocks`` overrides the count derived from it.
     """
     check(mode in MEMORY_MODES, f"memory mode must be one of {MEMORY_MODES}, got {mode!r}")
     check(budget_gib is None or budget_gib > 0, f"GPU memory budget must be > 0 GiB, got {budget_gib}")
     device = torch.device(device)
     stream = device.type == "cuda"
     resident = Placement()
+    reserve = BALANCED_RESERVE_GIB
     if mode == "full":
         plan = dict(transformer=resident, text_encoder=resident, image_encoder=resident, vae=resident, tiling=False)
     elif mode == "balanced":
@@ -91,21 +103,31 @@ def memory_plan(mode: str, device: torch.device | str, vae_tiling: bool | None =
                     image_encoder=resident, vae=resident, tiling=False)
         budget_gib = BALANCED_BUDGET_GIB if budget_gib is None else budget_gib
     else:
-        plan = dict(transformer=Placement("leaf", fp8=True), text_encoder=Placement("leaf"),
-                    image_encoder=Placement("leaf"), vae=resident, tiling=True)
+        plan = dict(transformer=Placement("block", fp8=True, resident_blocks=resident_blocks),
+                    text_encoder=Placement("leaf"), image_encoder=Placement("leaf"), vae=resident, tiling=True)
+        budget_gib = LOW_BUDGET_GIB if budget_gib is None else budget_gib
+        reserve = LOW_RESERVE_GIB
     default_tiling = plan.pop("tiling")
     tiling = default_tiling if vae_tiling is None else bool(vae_tiling)
-    return MemoryPlan(mode=mode, device=device, vae_tiling=tiling, use_stream=stream, budget_gib=budget_gib, **plan)
+    return MemoryPlan(mode=mode, device=device, vae_tiling=tiling, use_stream=stream, budget_gib=budget_gib,
+                      reserve_gib=reserve, **plan)
 
 
 def resident_block_count(blocks: nn.ModuleList, budget_gib: float, reserve_gib: float = BALANCED_RESERVE_GIB) -> int:
-    """How many leading ``blocks`` fit in ``budget_gib`` − ``reserve_gib`` of GPU memory (0 … len(blocks))."""
+    """How many ``blocks`` fit in ``budget_gib`` − ``reserve_gib`` of GPU memory (0 … len(blocks)).
+
+    Counts the bytes of the blocks' parameters as stored (after an fp8 cast: 1 byte per weight).
+    """
     block_bytes = max(1, sum(p.numel() * p.element_size() for p in blocks[0].parameters()))
     return int(min(len(blocks), max(0, (budget_gib - reserve_gib) * GIB // block_bytes)))
 
 
 def _offload_kwargs(plan: MemoryPlan) -> dict:
-    return dict(onload_device=plan.device, offload_device=torch.device("cpu"), use_stream=plan.use_stream)
+    # non_blocking + record_stream: without them diffusers blocks the host on every copy and synchronizes
+    # the compute stream after every streamed group, so the host cannot queue kernels ahead of the GPU
+    stream = plan.use_stream
+    return dict(onload_device=plan.device, offload_device=torch.device("cpu"), use_stream=stream,
+                non_blocking=stream, record_stream=stream)
 
 
 def streamed_block_indices(n: int, resident: int) -> list[int]:
@@ -129,32 +151,100 @@ def streamed_block_indices(n: int, resident: int) -> list[int]:
 def _stream_blocks(transformer: nn.Module, plan: MemoryPlan, resident: int) -> None:
     """Keep ``resident`` DiT blocks on the GPU; stream the others with block-level group offloading.
 
-    diffusers offloads every block of a ModuleList; to keep some resident, the
-    hooks are installed while ``transformer.blocks`` holds only the streamed
-    blocks, then the full list (same block objects, same order) is put back.
-    On CUDA each streamed block is prefetched on a side stream while the
-    blocks before it compute (the first one while the model's embeddings run).
+    diffusers offloads every block of a ModuleList, and every other child as one
+    synchronous group. To keep some blocks and the embedding/output layers
+    resident, the hooks are installed while the transformer holds only the
+    streamed blocks and its small output projection (needed: the top-level
+    group's hook records the execution order that prefetching follows), then
+    the children (same objects, same order) are put back. On CUDA each streamed
+    block is prefetched on a side stream while the blocks before it compute.
     """
     hooks = require("diffusers.hooks")
     blocks = list(transformer.blocks)
     streamed_idx = streamed_block_indices(len(blocks), resident)
     transformer.to("cpu")
+    keep_offloaded = {"blocks", "proj_out"}
+    for name, child in transformer.named_children():
+        if name not in keep_offloaded:
+            child.to(plan.device)
     for i, block in enumerate(blocks):
         if i not in streamed_idx:
             block.to(plan.device)
     if not streamed_idx:
         transformer.to(plan.device)
         return
+    children = transformer._modules
+    transformer._modules = type(children)((k, v) for k, v in children.items() if k in keep_offloaded)
     transformer.blocks = nn.ModuleList([blocks[i] for i in streamed_idx])
     try:
         hooks.apply_group_offloading(transformer, offload_type="block_level", num_blocks_per_group=1,
                                      **_offload_kwargs(plan))
     finally:
+        transformer._modules = children
         transformer.blocks = nn.ModuleList(blocks)
+
+
+def _fp8_skip_patterns(model: nn.Module) -> tuple[str, ...]:
+    """Name patterns diffusers' ``enable_layerwise_casting`` leaves in the compute dtype for ``model``."""
+    from diffusers.hooks.layerwise_casting import DEFAULT_SKIP_MODULES_PATTERN
+
+    pats = list(DEFAULT_SKIP_MODULES_PATTERN)
+    pats += list(getattr(model, "_keep_in_fp32_modules", None) or ())
+    pats += list(getattr(model, "_skip_layerwise_casting_patterns", None) or ())
+    return tuple(pats) + ("lora_",)  # peft LoRA layers (diffusers skips them too)
+
+
+def cast_blocks_fp8(transformer: nn.Module, device: torch.device | str) -> int:
+    """Store the linear weights of ``transformer.blocks`` as float8_e4m3fn, one block at a time on ``device``.
+
+    The same layers diffusers' layerwise casting stores in fp8 (it skips norms
+    and embeddings); done ahead of it because casting 16 B weights on the CPU
+    takes minutes, on the GPU about a second. Blocks go back where they were.
+    Returns the number of layers cast. ``enable_layerwise_casting`` must still
+    be called: it installs the hooks that compute in bf16 (and casts any layer
+    missed here).
+    """
+    device = torch.device(device)
+    skip = _fp8_skip_patterns(transformer)
+    n = 0
+    for i, block in enumerate(transformer.blocks):
+        home = next(block.parameters()).device
+        block.to(device)
+        for name, layer in block.named_modules():
+            full = f"blocks.{i}.{name}"
+            if isinstance(layer, nn.Linear) and not any(re.search(p, full) for p in skip):
+                layer.to(torch.float8_e4m3fn)
+                n += 1
+        block.to(home)
+    return n
+
+
+def _check_fp8_hooked(transformer: nn.Module, compute_dtype: torch.dtype) -> None:
+    """Put back in ``compute_dtype`` any fp8 layer that diffusers gave no casting hook (it would fail to run)."""
+    for layer in transformer.modules():
+        params = list(layer.parameters(recurse=False))
+        if params and any(p.dtype == torch.float8_e4m3fn for p in params):
+            registry = getattr(layer, "_diffusers_hook", None)
+            if registry is None or registry.get_hook("layerwise_casting") is None:
+                layer.to(compute_dtype)
+
+
+def compile_blocks(transformer: nn.Module, backend: str = "inductor") -> None:
+    """``torch.compile`` (fullgraph) the ``forward`` of every DiT block, in place.
+
+    Call before any offloading, casting or caching hook is installed on the
+    blocks: those hooks then wrap the compiled function and run eagerly around
+    it, so the same compiled graph serves resident, streamed and cached blocks.
+    All blocks share one compilation (same code; weights are graph inputs).
+    """
+    for block in transformer.blocks:
+        block.forward = torch.compile(block.forward, fullgraph=True, backend=backend)
 
 
 def _place(module: nn.Module, placement: Placement, plan: MemoryPlan, compute_dtype: torch.dtype) -> None:
     hooks = require("diffusers.hooks")
+    if placement.fp8 and hasattr(module, "blocks"):
+        cast_blocks_fp8(module, plan.device)  # fast path; the hooks below find these layers already in fp8
     if placement.fp8:
         # weights stored as float8_e4m3fn, cast to compute_dtype per layer; diffusers skips norms,
         # patch/condition embeddings and peft layers by default
@@ -163,12 +253,13 @@ def _place(module: nn.Module, placement: Placement, plan: MemoryPlan, compute_dt
         else:
             hooks.apply_layerwise_casting(module, storage_dtype=torch.float8_e4m3fn, compute_dtype=compute_dtype,
                                           skip_modules_pattern=("norm", "embed", "shared"))
+        _check_fp8_hooked(module, compute_dtype)
     if placement.how == "resident":
         module.to(plan.device)
     elif placement.how == "block":
         resident = placement.resident_blocks
         if resident is None:
-            resident = resident_block_count(module.blocks, plan.budget_gib or BALANCED_BUDGET_GIB)
+            resident = resident_block_count(module.blocks, plan.budget_gib or BALANCED_BUDGET_GIB, plan.reserve_gib)
         _stream_blocks(module, plan, min(resident, len(module.blocks)))
     else:
         module.to("cpu")

@@ -34,7 +34,7 @@ from .conditioning import (check_inputs, condition_tensors, erode_masks, first_f
 from .config import MODEL_FIELDS, GenerateConfig
 from .encode import encode_image, encode_prompts, to_uint8_video, vae_decode, vae_encode
 from .loading import WanComponents, load_wan, resolve_device, torch_dtype
-from .memory import MemoryPlan, apply_memory_plan, memory_plan
+from .memory import MemoryPlan, apply_memory_plan, compile_blocks, memory_plan
 from .sampling import denoise, make_scheduler
 
 __all__ = ["Ex4dGenerator", "generate_video", "model_spec", "set_step_cache"]
@@ -76,13 +76,13 @@ class Ex4dGenerator:
         if adapter is not None:
             self._attach(adapter)
         self.plan: MemoryPlan = memory_plan(config.memory, self.device, config.vae_tiling, config.gpu_budget_gib)
+        self._set_attention(config.attention_backend)
+        if config.compile:  # before the offloading and cache hooks, which then wrap the compiled blocks
+            check(self.device.type == "cuda", "compile=True needs a CUDA device")
+            compile_blocks(components.transformer)
         extra = [self.encoder] if self.encoder is not None else []
         apply_memory_plan(self.plan, components, extra, compute_dtype=self.dtype)
-        self._set_attention(config.attention_backend)
         set_step_cache(components.transformer, config.step_cache, config.step_cache_threshold)
-        if config.compile:
-            check(self.device.type == "cuda", "compile=True needs a CUDA device")
-            components.transformer.compile_repeated_blocks(fullgraph=True)
 
     @classmethod
     def load(cls, wan: str | os.PathLike, adapter: str | os.PathLike | None,

@@ -77,7 +77,7 @@ def test_merged_and_unmerged_lora_agree(components, adapter, video):
     assert np.abs(merged.astype(int) - unmerged.astype(int)).max() <= 1
 
 
-@pytest.mark.parametrize("mode,budget", [("balanced", None), ("balanced", 1.0), ("low", None)])
+@pytest.mark.parametrize("mode,budget", [("balanced", None), ("balanced", 1.0), ("low", None), ("low", 1.0)])
 def test_memory_modes_run_on_cpu(mode, budget, adapter, video):
     from ex4d.diffusion.random_models import build_components
 
@@ -88,7 +88,10 @@ def test_memory_modes_run_on_cpu(mode, budget, adapter, video):
     assert out.shape == full.shape and out.dtype == np.uint8
     assert gen.components.vae.use_tiling == (mode == "low")
     hooked = hasattr(gen.components.transformer.blocks[0], "_diffusers_hook")
-    assert hooked == (mode == "low" or budget is not None)  # 22 GiB keeps the tiny DiT resident
+    assert hooked == (budget is not None)  # the default budgets keep the tiny DiT resident
+    tr = gen.components.transformer
+    if hooked:  # only blocks are streamed: the embeddings stay on the device, without offloading hooks
+        assert not hasattr(tr.condition_embedder, "_diffusers_hook") and not hasattr(tr.patch_embedding, "_diffusers_hook")
     if mode == "low":
         assert gen.components.transformer.blocks[0].attn1.to_q.weight.dtype == torch.float8_e4m3fn
         assert np.abs(out.astype(float) - full).mean() < 40  # fp8 weights: close, not equal
@@ -120,6 +123,49 @@ def test_balanced_keeps_leading_blocks_resident(components, video):
         assert torch.equal(tr(*x, return_dict=False)[0], ref)
     assert resident_block_count(tr.blocks, budget_gib=8.0) == 0
     assert resident_block_count(tr.blocks, budget_gib=22.0) == 2
+
+
+def test_fp8_cast_ahead_matches_diffusers_layerwise_casting():
+    """The block-wise fp8 cast picks exactly the layers diffusers' layerwise casting stores in fp8."""
+    from ex4d.diffusion.memory import cast_blocks_fp8
+    from ex4d.diffusion.random_models import build_components
+
+    fast = build_components("tiny", seed=0).transformer
+    n = cast_blocks_fp8(fast, "cpu")
+    ref = build_components("tiny", seed=0).transformer
+    ref.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.float32)
+    fp8 = {name for name, p in ref.named_parameters() if p.dtype == torch.float8_e4m3fn and name.startswith("blocks.")}
+    assert fp8 and {name for name, p in fast.named_parameters() if p.dtype == torch.float8_e4m3fn} == fp8
+    assert n == len({name.rsplit(".", 1)[0] for name in fp8})
+    assert all(p.dtype == torch.float32 for name, p in fast.named_parameters() if not name.startswith("blocks."))
+    fast.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.float32)
+    x = forward_inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(fast(*x, return_dict=False)[0], ref(*x, return_dict=False)[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("memory", ["full", "balanced"])
+def test_compiled_blocks_run_inside_offloading_and_cache_hooks(adapter, video, memory):
+    """compile_blocks before the hooks: same video, hooks outside the graphs (eager backend on the CPU)."""
+    from ex4d.diffusion.memory import compile_blocks
+    from ex4d.diffusion.random_models import build_components
+
+    color, mask = video
+    torch._dynamo.reset()
+    base = dict(steps=3, memory=memory, gpu_budget_gib=1.0 if memory == "balanced" else None,
+                step_cache="first-block", step_cache_threshold=0.0)
+    ref = Ex4dGenerator(build_components("tiny", seed=0), adapter, tiny_config(**base)).generate(color, mask,
+                                                                                                   progress=False)
+    comps = build_components("tiny", seed=0)
+    compile_blocks(comps.transformer, backend="eager")
+    gen = Ex4dGenerator(comps, adapter, tiny_config(**base))
+    assert memory == "full" or hasattr(gen.components.transformer.blocks[1], "_diffusers_hook")
+    counts = torch._dynamo.utils.counters
+    counts.clear()
+    out = gen.generate(color, mask, progress=False)
+    np.testing.assert_array_equal(out, ref)
+    assert counts["stats"]["unique_graphs"] >= 1 and not counts["graph_break"]
+    torch._dynamo.reset()
 
 
 def test_user_errors(components, adapter, video):
@@ -173,5 +219,6 @@ def test_step_cache_settings_are_checked():
         tiny_config(step_cache="magic").check()
     with pytest.raises(Ex4dError, match="step_cache_threshold"):
         tiny_config(step_cache="first-block", step_cache_threshold=-1).check()
-    with pytest.raises(Ex4dError, match=r"compile \(--compile\) with a step cache"):
-        tiny_config(step_cache="first-block", compile=True).check()
+    tiny_config(step_cache="first-block", compile=True).check()  # hooks wrap the compiled blocks
+    with pytest.raises(Ex4dError, match=r"--compile\) does not work with memory 'low'"):
+        tiny_config(memory="low", compile=True).check()
