@@ -259,7 +259,14 @@ def bench_step_cache(comps, adapter, args, device, dtype) -> list[dict]:
         print(f"  compiled in {time.perf_counter() - t0:.0f} s (1-step warm-up video)", flush=True)
     tag = ", compiled" if compiled else ""
     calls: list[int] = []
-    handle = tr.blocks[-1].ffn.register_forward_pre_hook(lambda m, a: calls.append(1))
+    last = tr.blocks[-1]
+    inner = last.forward  # counted beneath the cache's hooks (and outside a compiled graph)
+
+    def counted(*a, **k):
+        calls.append(1)
+        return inner(*a, **k)
+
+    last.forward = counted
     reset_peak(device)
     t0 = time.perf_counter()
     ref = gen.generate(color, mask, progress=False)
@@ -285,7 +292,61 @@ def bench_step_cache(comps, adapter, args, device, dtype) -> list[dict]:
                      "psnr_db": video_psnr(out, ref), "max_abs": diff})
         print(f"  first-block cache {th:g}: {total:.2f} s, {len(calls)}/{args.steps} full steps, "
               f"PSNR {video_psnr(out, ref):.1f} dB vs uncached, max |Δ| {diff}", flush=True)
-    handle.remove()
+    last.forward = inner
+    return rows
+
+
+def bench_floor(args, device, dtype) -> list[dict]:
+    """Time the DiT's two heavy parts alone at the model's shapes: what the kernels on this machine allow.
+
+    Per block and CFG step (batch 2, N tokens, width 5120, 40 heads of 128): self-attention (SDPA under each
+    backend) and the linear layers (q, k, v, o; cross-attention q, o; FFN in and out; the text/image k, v are
+    on 769 context tokens and left out). 40 × (best attention + linears) is the step's floor without the
+    elementwise work.
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    heads, hd, width, ffn = (40, 128, 5120, 13824) if not args.tiny else (2, 8, 16, 32)
+    n = ((args.frames - 1) // 4 + 1) * (args.height // 16) * (args.width // 16)
+    q, k, v = (torch.randn(2, heads, n, hd, device=device, dtype=dtype) for _ in range(3))
+    rows = []
+    attn_flop = 4 * 2 * heads * n * n * hd
+    best = float("inf")
+    for name, be in (("flash", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION),
+                     ("efficient", SDPBackend.EFFICIENT_ATTENTION), ("math", SDPBackend.MATH)):
+        if name == "math" and device.type == "cuda":
+            continue
+        try:
+            with sdpa_kernel(be):
+                t = timeit(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v), device, iters=args.iters)
+        except Exception as e:  # backend not available here
+            print(f"  attention {name}: unavailable ({type(e).__name__})", flush=True)
+            continue
+        best = min(best, t)
+        rows.append({"part": f"self-attention, SDPA {name}", "ms": t * 1e3, "tflops": attn_flop / t / 1e12})
+    del q, k, v
+    x = torch.randn(2 * n, width, device=device, dtype=dtype)
+    h = torch.randn(2 * n, ffn, device=device, dtype=dtype)
+    w_sq = torch.randn(width, width, device=device, dtype=dtype)
+    w_in = torch.randn(ffn, width, device=device, dtype=dtype)
+    w_out = torch.randn(width, ffn, device=device, dtype=dtype)
+    F = torch.nn.functional
+
+    def linears():
+        for _ in range(6):  # self q, k, v, o; cross q, o
+            F.linear(x, w_sq)
+        F.linear(x, w_in)
+        F.linear(h, w_out)
+
+    t_lin = timeit(linears, device, iters=args.iters)
+    lin_flop = 2 * 2 * n * (6 * width * width + 2 * width * ffn)
+    rows.append({"part": "linear layers of one block (cuBLAS)", "ms": t_lin * 1e3, "tflops": lin_flop / t_lin / 1e12})
+    layers = 40 if not args.tiny else 2
+    rows.append({"part": f"floor of one CFG step: {layers} × (best attention + linears)",
+                 "ms": layers * (best + t_lin) * 1e3, "tflops": layers * (attn_flop + lin_flop) / (best + t_lin) / layers
+                 / 1e12})
+    for r in rows:
+        print(f"  {r['part']:58s} {r['ms']:9.2f} ms  {r['tflops']:7.1f} TFLOP/s", flush=True)
     return rows
 
 
@@ -352,7 +413,7 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tiny", action="store_true", help="tiny random models on the CPU (a smoke test)")
     p.add_argument("--json", help="write the results here")
-    p.add_argument("--sections", default="dit,e2e", help="comma list of dit, e2e, modes, cache (%(default)s)")
+    p.add_argument("--sections", default="dit,e2e", help="comma list of dit, e2e, modes, cache, floor (%(default)s)")
     p.add_argument("--step-cache", default="0.05,0.1",
                    help="first-block cache thresholds for the 'cache' section (%(default)s)")
     p.add_argument("--modes", default="balanced,low",
@@ -377,7 +438,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.tiny:
         args.frames, args.height, args.width = 5, 32, 48
         args.steps, args.iters, args.dtype = min(args.steps, 2), 1, "float32"
-        args.sections = "dit,e2e,modes,cache"
+        args.sections = "dit,e2e,modes,cache,floor"
         args.modes = "balanced,low"
     args.backends = [b for b in args.backends.split(",") if b] if torch.cuda.is_available() and not args.tiny \
         else ["native"]
@@ -427,6 +488,11 @@ def main(argv: list[str] | None = None) -> dict:
         del gen, comps
         free()
 
+    if "floor" in sections:
+        result["floor"] = bench_floor(args, device, dtype)
+        free()
+        save()
+
     if "cache" in sections:
         comps = build(args, device, dtype, where=device)
         result["video"] += bench_step_cache(comps, adapter_for(comps, args), args, device, dtype)
@@ -445,8 +511,8 @@ def main(argv: list[str] | None = None) -> dict:
             gen = comps = None
             cap = args.cap.get(mode) if device.type == "cuda" else None
             if cap:  # a smaller GPU: the caching allocator may hold at most cap GiB (frees its cache to stay under)
-                total = torch.cuda.get_device_properties(device).total_memory
-                torch.cuda.set_per_process_memory_fraction(min(1.0, cap * GIB / total), device)
+                total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+                torch.cuda.set_per_process_memory_fraction(min(1.0, cap * GIB / total), torch.cuda.current_device())
                 print(f"  PyTorch capped at {cap} GiB of GPU memory for {variant}", flush=True)
             try:
                 comps = build(args, device, dtype, where=device if mode == "full" else "cpu")
@@ -473,7 +539,7 @@ def main(argv: list[str] | None = None) -> dict:
             del gen, comps
             free()
             if cap:
-                torch.cuda.set_per_process_memory_fraction(1.0, device)
+                torch.cuda.set_per_process_memory_fraction(1.0, torch.cuda.current_device())
             save()
 
     print_tables(result)

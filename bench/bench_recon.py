@@ -47,6 +47,8 @@ def main():
     ap.add_argument("--trajectory", default="ex4d-90")
     ap.add_argument("--torch-cpu-frames", type=int, default=3, help="frames for the slow CPU reference")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--profile", action="store_true",
+                    help="CUDA: time the clip at several frame batch sizes and print the top kernels of one clip")
     args = ap.parse_args()
 
     import torch
@@ -94,6 +96,25 @@ def main():
                      "render_ms": 1000 * res.timings["render_s"] / args.frames,
                      "total_ms": 1000 * clip[name][0] / args.frames, "clip_s_49": 49 * clip[name][0] / args.frames,
                      "first_call_s": float("nan"), "known": float(res.mask.mean())})
+    if args.profile and torch.cuda.is_available():
+        from ex4d.recon import _render_torch
+
+        cfg = ReconConfig(backend="torch")
+        for batch in (4, 8, 16, 25, 49):
+            _render_torch(scene.frames, scene.depth, scene.K, w2c, traj.K, far, cfg, False, "cuda", batch=batch)
+            t0 = time.perf_counter()
+            _render_torch(scene.frames, scene.depth, scene.K, w2c, traj.K, far, cfg, False, "cuda", batch=batch)
+            print(f"torch-cuda clip, frame batch {batch:2d}: {time.perf_counter() - t0:.3f} s", flush=True)
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            _render_torch(scene.frames, scene.depth, scene.K, w2c, traj.K, far, cfg, False, "cuda")
+            torch.cuda.synchronize()
+        ev = prof.key_averages()
+        print(ev.table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=60))
+        launches = sum(e.count for e in ev if e.key in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC"))
+        syncs = sum(e.count for e in ev if "Synchronize" in e.key or e.key == "cudaMemcpyAsync")
+        print(f"kernel launches {launches}, synchronizing calls {syncs}")
     if "torch-cuda" in clip:
         a, b = clip["numba"][1], clip["torch-cuda"][1]
         same = same and np.array_equal(a.mask, b.mask) and np.array_equal(a.color, b.color)
