@@ -350,6 +350,61 @@ def bench_floor(args, device, dtype) -> list[dict]:
     return rows
 
 
+def bench_attention(comps, adapter, args, device, dtype) -> tuple[list[dict], list[dict]]:
+    """Compiled batch-2 CFG step under each attention setting, then a whole video with the fastest.
+
+    Settings: auto (PyTorch's SDPA choice), cudnn-self (cuDNN for the self-attention only) and
+    _native_cudnn everywhere. The output difference is against auto on the same inputs.
+    """
+    from ex4d.diffusion.config import GenerateConfig
+    from ex4d.diffusion.pipeline import Ex4dGenerator, set_attention
+
+    cfg = GenerateConfig(dtype=args.dtype, device=str(device), steps=args.steps, compile=device.type == "cuda")
+    gen = Ex4dGenerator(comps, adapter, cfg)
+    tr = gen.components.transformer
+    two = dit_inputs(comps, args.frames, args.height, args.width, device, dtype, 2)
+    tokens = torch.randn((1, tr.config.num_attention_heads * tr.config.attention_head_dim, two[0].shape[2],
+                          two[0].shape[3] // 2, two[0].shape[4] // 2), device=device, dtype=dtype) * 0.01
+    rows, ref = [], None
+    tag = "compiled, " if cfg.compile else ""
+    settings = ("auto", "cudnn-self", "_native_cudnn") if device.type == "cuda" else ("auto",)
+    with torch.no_grad(), gen.injection.conditioning(tokens):
+        for setting in settings:
+            try:
+                if setting == "_native_cudnn":
+                    tr.set_attention_backend("_native_cudnn")
+                else:
+                    set_attention(tr, setting)
+                t0 = time.perf_counter()
+                out = dit_forward(tr, two)
+                sync(device)
+                first = time.perf_counter() - t0
+                reset_peak(device)
+                t = timeit(lambda: dit_forward(tr, two), device, iters=args.iters)
+            except Exception as e:  # backend not available here
+                print(f"  attention {setting}: failed ({type(e).__name__}: {str(e)[:160]})", flush=True)
+                continue
+            out = out[0] if isinstance(out, (tuple, list)) else out
+            ref = out.float() if ref is None else ref
+            diff = float((out.float() - ref).abs().max())
+            rows.append({"variant": f"ours, {tag}attention {setting}", "forward_s": t, "batch": 2,
+                         "per_sample_s": t / 2, "per_step_s": t, "peak_gib": peak_gib(device),
+                         "note": f"first call {first:.0f} s, max |Δ| vs auto {diff:.3g}"})
+            print(f"  attention {setting:14s} {t:.3f} s / CFG step ({t / 2:.3f} s per sample), first call {first:.0f} s, "
+                  f"max |Δ| vs auto {diff:.3g}", flush=True)
+    videos = []
+    tr.set_attention_backend("native")  # also diffusers' process-wide default again
+    if rows:
+        best = min(rows, key=lambda r: r["forward_s"])["variant"].rsplit(" ", 1)[1]
+        if best == "_native_cudnn":
+            tr.set_attention_backend("_native_cudnn")
+        else:
+            set_attention(tr, best)
+        gen.config = gen.config.replace(attention_backend=best)
+        videos.append(bench_our_video(gen, args, device, "full", f"ours, {tag}attention {best}"))
+    return rows, videos
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -413,7 +468,7 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tiny", action="store_true", help="tiny random models on the CPU (a smoke test)")
     p.add_argument("--json", help="write the results here")
-    p.add_argument("--sections", default="dit,e2e", help="comma list of dit, e2e, modes, cache, floor (%(default)s)")
+    p.add_argument("--sections", default="dit,e2e", help="comma list of dit, e2e, modes, cache, floor, attn (%(default)s)")
     p.add_argument("--step-cache", default="0.05,0.1",
                    help="first-block cache thresholds for the 'cache' section (%(default)s)")
     p.add_argument("--modes", default="balanced,low",
@@ -438,7 +493,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.tiny:
         args.frames, args.height, args.width = 5, 32, 48
         args.steps, args.iters, args.dtype = min(args.steps, 2), 1, "float32"
-        args.sections = "dit,e2e,modes,cache,floor"
+        args.sections = "dit,e2e,modes,cache,floor,attn"
         args.modes = "balanced,low"
     args.backends = [b for b in args.backends.split(",") if b] if torch.cuda.is_available() and not args.tiny \
         else ["native"]
@@ -488,6 +543,15 @@ def main(argv: list[str] | None = None) -> dict:
         del gen, comps
         free()
 
+    if "attn" in sections:
+        comps = build(args, device, dtype, where=device)
+        rows, videos = bench_attention(comps, adapter_for(comps, args), args, device, dtype)
+        result["dit"] += rows
+        result["video"] += videos
+        del comps
+        free()
+        save()
+
     if "floor" in sections:
         result["floor"] = bench_floor(args, device, dtype)
         free()
@@ -510,12 +574,14 @@ def main(argv: list[str] | None = None) -> dict:
             t0 = time.perf_counter()
             gen = comps = None
             cap = args.cap.get(mode) if device.type == "cuda" else None
-            if cap:  # a smaller GPU: the caching allocator may hold at most cap GiB (frees its cache to stay under)
-                total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
-                torch.cuda.set_per_process_memory_fraction(min(1.0, cap * GIB / total), torch.cuda.current_device())
-                print(f"  PyTorch capped at {cap} GiB of GPU memory for {variant}", flush=True)
             try:
                 comps = build(args, device, dtype, where=device if mode == "full" else "cpu")
+                if cap:  # a smaller GPU from here on (the random weights are built on the GPU, then moved):
+                    # the caching allocator may hold at most cap GiB and frees its cache to stay under
+                    free()
+                    total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+                    torch.cuda.set_per_process_memory_fraction(min(1.0, cap * GIB / total), torch.cuda.current_device())
+                    print(f"  PyTorch capped at {cap} GiB of GPU memory for {variant}", flush=True)
                 adapter = adapter_for(comps, args)
                 cfg = GenerateConfig(dtype=args.dtype, device=str(device), memory=mode, steps=args.steps,
                                      compile=compiled, gpu_budget_gib=args.gpu_budget)
