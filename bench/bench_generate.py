@@ -351,13 +351,13 @@ def bench_floor(args, device, dtype) -> list[dict]:
 
 
 def bench_attention(comps, adapter, args, device, dtype) -> tuple[list[dict], list[dict]]:
-    """Compiled batch-2 CFG step under each attention setting, then a whole video with the fastest.
+    """Compiled batch-2 CFG step under each attention backend, then a whole video with the fastest.
 
-    Settings: auto (PyTorch's SDPA choice), cudnn-self (cuDNN for the self-attention only) and
-    _native_cudnn everywhere. The output difference is against auto on the same inputs.
+    Backends: auto (PyTorch's SDPA choice), then diffusers' forced cuDNN and flash. The output
+    difference is against auto on the same inputs.
     """
     from ex4d.diffusion.config import GenerateConfig
-    from ex4d.diffusion.pipeline import Ex4dGenerator, set_attention
+    from ex4d.diffusion.pipeline import Ex4dGenerator
 
     cfg = GenerateConfig(dtype=args.dtype, device=str(device), steps=args.steps, compile=device.type == "cuda")
     gen = Ex4dGenerator(comps, adapter, cfg)
@@ -367,14 +367,11 @@ def bench_attention(comps, adapter, args, device, dtype) -> tuple[list[dict], li
                           two[0].shape[3] // 2, two[0].shape[4] // 2), device=device, dtype=dtype) * 0.01
     rows, ref = [], None
     tag = "compiled, " if cfg.compile else ""
-    settings = ("auto", "cudnn-self", "_native_cudnn") if device.type == "cuda" else ("auto",)
+    settings = ("native", "_native_cudnn", "_native_flash") if device.type == "cuda" else ("native",)
     with torch.no_grad(), gen.injection.conditioning(tokens):
         for setting in settings:
             try:
-                if setting == "_native_cudnn":
-                    tr.set_attention_backend("_native_cudnn")
-                else:
-                    set_attention(tr, setting)
+                tr.set_attention_backend(setting)
                 t0 = time.perf_counter()
                 out = dit_forward(tr, two)
                 sync(device)
@@ -389,17 +386,14 @@ def bench_attention(comps, adapter, args, device, dtype) -> tuple[list[dict], li
             diff = float((out.float() - ref).abs().max())
             rows.append({"variant": f"ours, {tag}attention {setting}", "forward_s": t, "batch": 2,
                          "per_sample_s": t / 2, "per_step_s": t, "peak_gib": peak_gib(device),
-                         "note": f"first call {first:.0f} s, max |Δ| vs auto {diff:.3g}"})
+                         "note": f"first call {first:.0f} s, max |Δ| vs native {diff:.3g}"})
             print(f"  attention {setting:14s} {t:.3f} s / CFG step ({t / 2:.3f} s per sample), first call {first:.0f} s, "
-                  f"max |Δ| vs auto {diff:.3g}", flush=True)
+                  f"max |Δ| vs native {diff:.3g}", flush=True)
     videos = []
     tr.set_attention_backend("native")  # also diffusers' process-wide default again
     if rows:
         best = min(rows, key=lambda r: r["forward_s"])["variant"].rsplit(" ", 1)[1]
-        if best == "_native_cudnn":
-            tr.set_attention_backend("_native_cudnn")
-        else:
-            set_attention(tr, best)
+        tr.set_attention_backend(best)
         gen.config = gen.config.replace(attention_backend=best)
         videos.append(bench_our_video(gen, args, device, "full", f"ours, {tag}attention {best}"))
     return rows, videos

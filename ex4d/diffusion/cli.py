@@ -87,8 +87,7 @@ def register(subparsers) -> None:
     g.add_argument("--no-merge-lora", action="store_true", help="keep LoRA unmerged (slower; for comparison)")
     g.add_argument("--no-cfg-batch", action="store_true", help="run the two CFG branches as separate forwards")
     g.add_argument("--attention", default=_D.attention_backend, metavar="BACKEND",
-                   help="attention kernels: auto (= native, PyTorch's SDPA choice), cudnn-self (cuDNN for the "
-                        "self-attention, CUDA), or a diffusers backend for every layer: _native_cudnn, _native_flash, ... "
+                   help="diffusers attention backend: auto (= native, PyTorch's SDPA choice), _native_cudnn, _native_flash, ... "
                         "(%(default)s)")
     g.add_argument("--compile", action="store_true", help="torch.compile the DiT blocks (CUDA; --memory full or balanced; first video slower)")
     g.add_argument("--step-cache", choices=STEP_CACHES, default=_D.step_cache,

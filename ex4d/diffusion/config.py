@@ -45,8 +45,8 @@ MEMORY_MODES = ("full", "balanced", "low")
 FRAME_POLICIES = ("exact", "trim", "pad")
 DTYPES = ("bfloat16", "float16", "float32")
 STEP_CACHES = ("none", "first-block")
-ATTENTION_BACKENDS = ("auto", "native", "cudnn-self", "_native_cudnn", "_native_flash", "_native_efficient",
-                      "_native_math", "flash", "_flash_3", "sage", "xformers", "flex")
+ATTENTION_BACKENDS = ("auto", "native", "_native_cudnn", "_native_flash", "_native_efficient", "_native_math",
+                      "flash", "_flash_3", "sage", "xformers", "flex")
 
 # Fields fixed when the models are loaded (an Ex4dGenerator refuses a per-call
 # config that changes them); all other fields may change from call to call.

@@ -285,8 +285,6 @@ def enable_generator_context_parallel(generator, ulysses: int | None = None, rin
     backend = attention_backend
     if backend is None and generator.config.attention_backend not in ("auto", "native"):
         backend = generator.config.attention_backend
-    if backend == "cudnn-self":  # one backend for every layer under context parallelism
-        backend = "_native_cudnn"
     return enable_context_parallel(generator.components.transformer, ulysses, ring, backend)
 
 

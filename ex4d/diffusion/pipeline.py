@@ -37,7 +37,7 @@ from .loading import WanComponents, load_wan, resolve_device, torch_dtype
 from .memory import MemoryPlan, apply_memory_plan, compile_blocks, memory_plan
 from .sampling import denoise, make_scheduler
 
-__all__ = ["Ex4dGenerator", "generate_video", "model_spec", "set_attention", "set_step_cache"]
+__all__ = ["Ex4dGenerator", "generate_video", "model_spec", "set_step_cache"]
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +113,10 @@ class Ex4dGenerator:
         self.injection = TokenInjection(transformer)
 
     def _set_attention(self, backend: str) -> None:
-        check(backend != "cudnn-self" or self.device.type == "cuda",
-              "attention backend cudnn-self needs a CUDA device (cuDNN attention); use auto on a CPU")
-        set_attention(self.components.transformer, backend)
+        # "auto" = PyTorch's own SDPA choice. On an H200 (torch 2.11) forcing cuDNN for every layer or only
+        # for the self-attention was no faster (bench/bench_generate.py --sections attn)
+        if backend not in ("auto", "native"):
+            self.components.transformer.set_attention_backend(backend)
 
     # ------------------------------------------------------------------ pieces
 
@@ -192,31 +193,6 @@ class Ex4dGenerator:
         clock.lap("decode_s")
         self.last_timings = clock.laps
         return to_uint8_video(video)[:keep]
-
-
-def set_attention(transformer, backend: str) -> None:
-    """Set the attention kernels of the Wan DiT ``transformer`` (before compiling it).
-
-    ``auto``/``native``: PyTorch's SDPA choice (flash attention on Hopper).
-    ``cudnn-self``: cuDNN attention for the self-attention of every block (13k
-    tokens against 13k; on an H200 twice as fast as flash attention in
-    isolation), PyTorch's choice for the cross-attention (13k against 512 text
-    and 257 image tokens). Any other name: that diffusers backend everywhere.
-    """
-    if backend in ("auto", "native"):
-        return
-    if backend != "cudnn-self":
-        transformer.set_attention_backend(backend)
-        return
-    from diffusers.models.attention_dispatch import AttentionBackendName
-
-    cudnn = AttentionBackendName("_native_cudnn")
-    for block in transformer.blocks:
-        proc = block.attn1.processor
-        check(proc is not block.attn2.processor and hasattr(proc, "_attention_backend"),
-              "this diffusers version's Wan attention processors cannot take a backend per layer; "
-              "use --attention _native_cudnn or auto")
-        proc._attention_backend = cudnn  # what diffusers' set_attention_backend does, for attn1 only
 
 
 def set_step_cache(transformer, mode: str, threshold: float = 0.05) -> None:

@@ -16,7 +16,7 @@ def test_bench_tiny(tmp_path, capsys):
     assert saved["dit"][0]["variant"].endswith("(baseline)") and len(saved["dit"]) >= 4
     modes = [v["memory"] for v in saved["video"]]
     assert modes == ["full"] * 6 + ["balanced", "low"]  # baseline, ours, attention's best, 3 × cache
-    assert any(r["variant"] == "ours, attention auto" for r in saved["dit"])
+    assert any(r["variant"] == "ours, attention native" for r in saved["dit"])
     assert saved["floor"][-1]["part"].startswith("floor of one CFG step") and saved["floor"][-1]["ms"] > 0
     cache = [v for v in saved["video"] if "psnr_db" in v]
     assert [v["variant"] for v in cache][1:] == ["ours, first-block cache 0.05", "ours, first-block cache 0.1"]

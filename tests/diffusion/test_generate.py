@@ -223,19 +223,3 @@ def test_step_cache_settings_are_checked():
     with pytest.raises(Ex4dError, match=r"--compile\) does not work with memory 'low'"):
         tiny_config(memory="low", compile=True).check()
 
-
-def test_cudnn_self_sets_only_the_self_attention_backend():
-    from diffusers.models.attention_dispatch import AttentionBackendName
-
-    from ex4d.diffusion.pipeline import set_attention
-    from ex4d.diffusion.random_models import build_components
-
-    tr = build_components("tiny", seed=0).transformer
-    before = [b.attn2.processor._attention_backend for b in tr.blocks]
-    set_attention(tr, "cudnn-self")
-    assert all(b.attn1.processor._attention_backend == AttentionBackendName._NATIVE_CUDNN for b in tr.blocks)
-    assert [b.attn2.processor._attention_backend for b in tr.blocks] == before
-    set_attention(tr, "auto")  # leaves what is set
-    assert tr.blocks[0].attn1.processor._attention_backend == AttentionBackendName._NATIVE_CUDNN
-    with pytest.raises(Ex4dError, match="cudnn-self needs a CUDA device"):
-        Ex4dGenerator(build_components("tiny", seed=0), None, tiny_config(attention_backend="cudnn-self"))
