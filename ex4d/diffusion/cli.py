@@ -23,8 +23,9 @@ examples:
       --wan /models/Wan2.1-I2V-14B-480P-Diffusers --adapter /models/EX-4D/ex4d.ckpt --out out/output.mp4
   # original Wan release files for the DiT and VAE, encoders from the diffusers folder:
   ex4d generate ... --wan /models/Wan2.1-I2V-14B-480P --wan-encoders /models/Wan2.1-I2V-14B-480P-Diffusers
-  # a 24 GB GPU:
-  ex4d generate ... --memory balanced
+  # a 24 GB GPU (as fast as full on an H200, measured), a 12 GB GPU:
+  ex4d generate ... --memory balanced --compile
+  ex4d generate ... --memory low
 
 memory modes:
   full      everything on the GPU (fastest; ~45 GB peak at 49x512x512)
