@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU benchmark tables of the README in one go (one H100/H200, random full-size weights).
-#   OUT=results/ bash bench/gpu_suite.sh [recon,generate,cache,modes,train,depth,parallel]
+#   OUT=results/ bash bench/gpu_suite.sh [recon,generate,floor,attn,cache,modes,train,depth,parallel]
 # Each section runs under its own time limit (seconds, EX4D_BENCH_LIMITS="recon=120 generate=330 ...")
 # and writes NAME.txt (the printed table) and NAME.json under $OUT, so a section that runs out of
 # time or fails leaves the others' results.
@@ -11,8 +11,8 @@ mkdir -p "$out"
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1  # NVLink multicast off
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 py="${PYTHON:-python3}"
-sections="${1:-recon,generate,cache,modes,train,depth,parallel}"
-declare -A limit=([recon]=120 [generate]=330 [cache]=300 [modes]=540 [train]=200 [depth]=240 [parallel]=600)
+sections="${1:-recon,generate,floor,attn,cache,modes,train,depth,parallel}"
+declare -A limit=([recon]=120 [generate]=330 [floor]=60 [attn]=200 [cache]=360 [modes]=540 [train]=200 [depth]=240 [parallel]=600)
 for kv in ${EX4D_BENCH_LIMITS:-}; do limit[${kv%%=*}]=${kv#*=}; done
 run() {  # name, command...
   local name=$1; shift
@@ -24,7 +24,9 @@ run() {  # name, command...
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | tee "$out/gpu.txt"
 run recon "$py" bench/bench_recon.py --torch-cpu-frames 1 --json "$out/recon.json"
 run generate "$py" bench/bench_generate.py --sections dit,e2e --compile --iters 2 --json "$out/generate.json"
-run cache "$py" bench/bench_generate.py --sections cache --compile --step-cache 0.05,0.1 --json "$out/cache.json"
+run floor "$py" bench/bench_generate.py --sections floor --json "$out/floor.json"
+run attn "$py" bench/bench_generate.py --sections attn --json "$out/attn.json"
+run cache "$py" bench/bench_generate.py --sections cache --compile --step-cache 0.05,0.08 --json "$out/cache.json"
 # balanced and low run under a cap on PyTorch's GPU memory: a 24 GB and a 12 GB card less the CUDA context
 run modes "$py" bench/bench_generate.py --sections modes --modes full+compile,balanced+compile,low --e2e-steps 4 \
   --cap balanced=21.5,low=10.5 --json "$out/modes.json"
