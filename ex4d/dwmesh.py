@@ -167,7 +167,9 @@ def _topology(height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
     loop = ext[ri, rj]
     cap = np.stack([np.full(R, center), np.roll(loop, -1), loop], -1)
     faces = np.concatenate([inner_a, inner_b, walls, cap]).astype(np.int32)
-    faces = faces[:, [0, 2, 1]]  # wind so that normals point out of the enclosed volume
+    # wind so that normals point out of the enclosed volume; C order (column indexing gives F order, and
+    # every render would copy the faces to C order again)
+    faces = np.ascontiguousarray(faces[:, [0, 2, 1]])
     for arr in (faces, ext, ri, rj):
         arr.setflags(write=False)
     return faces, ext, ri, rj

@@ -136,3 +136,11 @@ def test_torch_median3_equals_scipy(shape):
     a[0, 0, 0] = np.inf  # the far plane stands for missing depth
     got = median3_torch(torch.from_numpy(a)).numpy()
     np.testing.assert_array_equal(got, np.stack([median_filter(x, 3, mode="nearest") for x in a]))
+
+
+def test_mesh_arrays_are_c_contiguous():
+    """Renderers take the arrays as they are: a non-C-ordered array would be copied on every render."""
+    rgb, depth = box_on_plane(8, 10)
+    m = build_dwmesh(rgb, depth, default_intrinsics(10, 8))
+    for name in ("vertices", "faces", "colors", "occluded"):
+        assert getattr(m, name).flags["C_CONTIGUOUS"], name
