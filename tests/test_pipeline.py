@@ -102,6 +102,26 @@ def test_bad_input_gives_a_clear_error(tmp_path, capsys, args, message):
     assert re.search(message, err, re.I), err
 
 
+def test_fill_temporal_smoothing_matches_a_per_pixel_reference():
+    """The smoothing of inpainted pixels: forward then backward exponential filter, only where both frames
+    are inpainted, exactly as a plain loop over pixels computes it."""
+    from ex4d.fill.classical import _smooth
+
+    rng = np.random.default_rng(3)
+    out = rng.integers(0, 256, (6, 5, 4, 3), dtype=np.uint8)
+    inp = rng.random((6, 5, 4)) < 0.6
+    w = np.float32(0.6)
+    ref = out.astype(np.float32)
+    for order, step in ((range(1, 6), -1), (range(4, -1, -1), 1)):
+        for t in order:
+            for i in range(5):
+                for j in range(4):
+                    if inp[t, i, j] and inp[t + step, i, j]:
+                        ref[t, i, j] = (1 - w) * ref[t, i, j] + w * ref[t + step, i, j]
+    np.testing.assert_array_equal(_smooth(out, inp, 0.6), np.clip(ref + 0.5, 0, 255).astype(np.uint8))
+    np.testing.assert_array_equal(_smooth(out, inp, 0.0), out)
+
+
 def test_ex4d_fill_without_weights_is_a_clear_error(tmp_path, capsys):
     rc = main(["run", "--example", *SMALL, "--fill", "ex4d", "--out", str(tmp_path / "o")])
     assert rc == 2
