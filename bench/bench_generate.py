@@ -231,6 +231,14 @@ def bench_our_video(gen, args, device, mode: str, label: str) -> dict:
             "extrapolated": extrapolated, "stages_s": lap}
 
 
+def warm_compiled(gen, args) -> float:
+    """Seconds of a 1-step video: compiles the blocks (and warms the caches) outside the timings."""
+    color, mask = video_inputs(args.frames, args.height, args.width)
+    t0 = time.perf_counter()
+    gen.generate(color, mask, gen.config.replace(steps=1), progress=False)
+    return time.perf_counter() - t0
+
+
 def video_psnr(a: np.ndarray, b: np.ndarray) -> float:
     """PSNR (dB) between two uint8 videos of the same shape."""
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
@@ -266,9 +274,7 @@ def bench_step_cache(comps, adapter, args, device, dtype) -> list[dict]:
                      "total_s": eager_s, "per_step_s": gen.last_timings["denoise_s"] / args.steps,
                      "peak_gib": peak_gib(device), "extrapolated": False})
         compile_blocks(tr, backend="inductor" if device.type == "cuda" else "eager")
-        t0 = time.perf_counter()
-        gen.generate(color, mask, cfg.replace(steps=1), progress=False)  # compile outside the timings
-        print(f"  eager video {eager_s:.2f} s; compiled in {time.perf_counter() - t0:.0f} s (1-step warm-up video)",
+        print(f"  eager video {eager_s:.2f} s; compiled in {warm_compiled(gen, args):.0f} s (1-step warm-up video)",
               flush=True)
     tag = ", compiled" if compiled else ""
     calls: list[int] = []
@@ -603,11 +609,8 @@ def main(argv: list[str] | None = None) -> dict:
                                      compile=compiled, gpu_budget_gib=args.gpu_budget)
                 gen = Ex4dGenerator(comps, adapter, cfg)
                 print(f"built + placed {variant} in {time.perf_counter() - t0:.1f} s", flush=True)
-                if compiled:  # compile outside the timings
-                    t0 = time.perf_counter()
-                    color, mask = video_inputs(args.frames, args.height, args.width)
-                    gen.generate(color, mask, cfg.replace(steps=1), progress=False)
-                    print(f"  compiled in {time.perf_counter() - t0:.0f} s (1-step warm-up video)", flush=True)
+                if compiled:
+                    print(f"  compiled in {warm_compiled(gen, args):.0f} s (1-step warm-up video)", flush=True)
                 label = f"ours, memory {mode}{', compiled' if compiled else ''}{f', cap {cap:g} GiB' if cap else ''}"
                 result["video"].append(bench_our_video(gen, args, device, mode, label))
                 result["video"][-1]["cap_gib"] = cap

@@ -67,7 +67,7 @@ def denoise(transformer, scheduler, latents: torch.Tensor, y: torch.Tensor, text
         text = torch.cat([text_pos, text_neg]).to(dtype)
         image = image_states.to(dtype).expand(2, -1, -1)
     y = y.to(latents.device)
-    cached = getattr(transformer, "_cache_config", None) is not None  # a step cache (diffusers CacheMixin)
+    cached = bool(getattr(transformer, "is_cache_enabled", False))  # a step cache (diffusers CacheMixin)
     if cached:
         transformer._reset_stateful_cache()  # nothing carries over from the previous video
 

@@ -113,14 +113,11 @@ def _smooth(out: np.ndarray, inpainted: np.ndarray, weight: float) -> np.ndarray
     # pixels inpainted in frames t−1 and t, as flat indices: gathers touch only them (as fast as whole-frame
     # arithmetic when nearly everything is inpainted, ~4× faster at the usual quarter of the frame)
     both = [None] + [np.flatnonzero(inpainted[t] & inpainted[t - 1]) for t in range(1, T)]
-    for t in range(1, T):
-        i = both[t]
-        if i.size:
-            flat[t, i] = (1 - weight) * flat[t, i] + weight * flat[t - 1, i]
-    for t in range(T - 2, -1, -1):
-        i = both[t + 1]
-        if i.size:
-            flat[t, i] = (1 - weight) * flat[t, i] + weight * flat[t + 1, i]
+    for order, step in ((range(1, T), -1), (range(T - 2, -1, -1), 1)):  # forward, then backward
+        for t in order:
+            i = both[max(t, t + step)]
+            if i.size:
+                flat[t, i] = (1 - weight) * flat[t, i] + weight * flat[t + step, i]
     return np.clip(x + 0.5, 0, 255).astype(np.uint8)
 
 
