@@ -187,6 +187,7 @@ def _cp_worker(rank: int, world: int, tmp: str) -> None:
         out = gen.generate(color, mask, progress=False)
         torch.save({"ref": ref, "out": out, "ref_seen": ref_seen, "cp_seen": seen,
                     "calls": gen.injection.calls}, f"{tmp}/rank{rank}.pt")
+        dist.barrier()  # no rank tears gloo down while another still has collectives in flight
     finally:
         dist.destroy_process_group()
 
