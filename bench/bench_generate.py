@@ -163,6 +163,88 @@ def bench_dit(comps, adapter, args, device, dtype) -> tuple[list[dict], object]:
     return rows, gen
 
 
+def kernel_profile(fn, device, top: int = 12) -> dict:
+    """GPU time of one ``fn()`` by kernel class (matmul, attention, fused elementwise, other) and its top kernels."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    sync(device)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        sync(device)
+    kernels = [(e.key, e.device_time_total / 1e3, e.count) for e in prof.key_averages()
+               if e.device_time_total > 0 and not e.key.startswith(("ProfilerStep", "cuda"))]
+    kernels = [k for k in kernels if not any(w in k[0] for w in ("aten::", "Memcpy", "Memset"))] or kernels
+
+    def kind(name: str) -> str:
+        n = name.lower()
+        if any(w in n for w in ("flash", "fmha", "attention", "cudnn")):
+            return "attention"
+        if any(w in n for w in ("gemm", "xmma", "cutlass", "nvjet", "matmul", "f8f8bf16")):
+            return "matmul"
+        if n.startswith("triton"):
+            return "fused elementwise (Triton)"
+        return "other"
+
+    by_kind: dict[str, float] = {}
+    for name, ms, _ in kernels:
+        by_kind[kind(name)] = by_kind.get(kind(name), 0.0) + ms
+    kernels.sort(key=lambda k: -k[1])
+    return {"total_ms": sum(by_kind.values()), "by_kind_ms": by_kind,
+            "top": [{"kernel": n[:120], "ms": ms, "calls": c} for n, ms, c in kernels[:top]]}
+
+
+def print_profile(label: str, prof: dict) -> None:
+    print(f"  kernel time of one forward, {label}: {prof['total_ms']:.0f} ms", flush=True)
+    for k, ms in sorted(prof["by_kind_ms"].items(), key=lambda kv: -kv[1]):
+        print(f"    {k:28s} {ms:8.1f} ms  {100 * ms / prof['total_ms']:5.1f} %", flush=True)
+    for t in prof["top"]:
+        print(f"      {t['ms']:8.1f} ms {t['calls']:5d}×  {t['kernel'][:100]}", flush=True)
+
+
+def bench_dit_fp8(gen, args, device, dtype) -> tuple[list[dict], dict]:
+    """The compiled batch-2 forward after ``--fp8-matmul``'s quantization of the same (merged) DiT, and profiles.
+
+    Quantizes ``gen``'s transformer in place (what ``Ex4dGenerator(fp8_matmul=True)`` does after merging
+    the LoRA), so run it after every bf16 measurement. Returns (rows, kernel profiles by variant).
+    """
+    from ex4d.diffusion.fp8 import quantize_blocks_fp8
+
+    tr = gen.components.transformer
+    comps = gen.components
+    two = dit_inputs(comps, args.frames, args.height, args.width, device, dtype, 2)
+    tokens = torch.randn((1, tr.config.num_attention_heads * tr.config.attention_head_dim, two[0].shape[2],
+                          two[0].shape[3] // 2, two[0].shape[4] // 2), device=device, dtype=dtype) * 0.01
+    rows, profiles = [], {}
+    tag = "compiled, " if args.compile and device.type == "cuda" else ""
+    with gen.injection.conditioning(tokens):
+        if args.profile and device.type == "cuda":
+            profiles["bf16"] = kernel_profile(lambda: dit_forward(tr, two), device)
+            print_profile(f"{tag}bf16", profiles["bf16"])
+        ref = dit_forward(tr, two).float()
+        t0 = time.perf_counter()
+        n = quantize_blocks_fp8(tr, device)
+        sync(device)
+        q_s = time.perf_counter() - t0
+        out = dit_forward(tr, two)  # recompiles the blocks for the fp8 layers
+        sync(device)
+        first = time.perf_counter() - t0 - q_s
+        reset_peak(device)
+        t = timeit(lambda: dit_forward(tr, two), device, iters=args.iters)
+        rel = float((out.float() - ref).norm() / ref.norm())
+        rows.append({"variant": f"ours: merged, batch 2, {tag}fp8 matmuls", "forward_s": t, "batch": 2,
+                     "per_sample_s": t / 2, "per_step_s": t, "peak_gib": peak_gib(device),
+                     "note": f"{n} layers quantized in {q_s:.1f} s; first call {first:.0f} s; relative L2 "
+                             f"difference of the output vs bf16 {rel:.3g}"})
+        print(f"  fp8 matmuls: {t:.3f} s / CFG step ({t / 2:.3f} s per sample), {n} layers quantized in {q_s:.1f} s, "
+              f"first call {first:.0f} s, relative L2 vs bf16 {rel:.3g}", flush=True)
+        if args.profile and device.type == "cuda":
+            profiles["fp8"] = kernel_profile(lambda: dit_forward(tr, two), device)
+            print_profile(f"{tag}fp8 matmuls", profiles["fp8"])
+    gen.config = gen.config.replace(fp8_matmul=True)
+    return rows, profiles
+
+
 def video_inputs(frames: int, height: int, width: int):
     rng = np.random.default_rng(0)
     color = rng.integers(0, 256, (frames, height, width, 3), dtype=np.uint8)
@@ -300,22 +382,36 @@ def bench_step_cache(comps, adapter, args, device, dtype) -> list[dict]:
         d = int(np.abs(ref.astype(int) - eager.astype(int)).max())
         rows[-1]["vs_eager"] = {"psnr_db": video_psnr(ref, eager), "max_abs": d}
         print(f"  --compile against eager, same seed: PSNR {video_psnr(ref, eager):.1f} dB, max |Δ| {d}", flush=True)
-    for th in args.step_cache:
-        tr.enable_cache(FirstBlockCacheConfig(threshold=th))
+    def variant(name: str, th: float | None) -> None:
+        if th is not None:
+            tr.enable_cache(FirstBlockCacheConfig(threshold=th))
         calls.clear()
         reset_peak(device)
         t0 = time.perf_counter()
         out = gen.generate(color, mask, progress=False)
         sync(device)
         total = time.perf_counter() - t0
-        tr.disable_cache()
+        if th is not None:
+            tr.disable_cache()
         diff = int(np.abs(out.astype(int) - ref.astype(int)).max())
-        rows.append({"variant": f"ours{tag}, first-block cache {th:g}", "memory": "full", "steps": args.steps,
+        rows.append({"variant": name, "memory": "full", "steps": args.steps,
                      "total_s": total, "per_step_s": gen.last_timings["denoise_s"] / args.steps,
                      "peak_gib": peak_gib(device), "extrapolated": False, "full_steps": len(calls),
                      "psnr_db": video_psnr(out, ref), "max_abs": diff})
-        print(f"  first-block cache {th:g}: {total:.2f} s, {len(calls)}/{args.steps} full steps, "
-              f"PSNR {video_psnr(out, ref):.1f} dB vs uncached, max |Δ| {diff}", flush=True)
+        print(f"  {name}: {total:.2f} s, {len(calls)}/{args.steps} full steps, "
+              f"PSNR {video_psnr(out, ref):.1f} dB vs the bf16 reference, max |Δ| {diff}", flush=True)
+
+    for th in args.step_cache:
+        variant(f"ours{tag}, first-block cache {th:g}", th)
+    if args.fp8:  # what --fp8-matmul does to the same merged DiT; the reference stays the bf16 video
+        from ex4d.diffusion.fp8 import quantize_blocks_fp8
+
+        quantize_blocks_fp8(tr, device)  # swaps layers inside the blocks; the step counter stays on
+        if compiled:
+            print(f"  fp8: recompiled in {warm_compiled(gen, args):.0f} s (1-step warm-up video)", flush=True)
+        variant(f"ours{tag}, fp8 matmuls", None)
+        for th in args.step_cache:
+            variant(f"ours{tag}, fp8 matmuls, first-block cache {th:g}", th)
     last.forward = inner
     return rows
 
@@ -365,10 +461,33 @@ def bench_floor(args, device, dtype) -> list[dict]:
     t_lin = timeit(linears, device, iters=args.iters)
     lin_flop = 2 * 2 * n * (6 * width * width + 2 * width * ffn)
     rows.append({"part": "linear layers of one block (cuBLAS)", "ms": t_lin * 1e3, "tflops": lin_flop / t_lin / 1e12})
+    t_fp8 = None
+    if device.type == "cpu" or torch.cuda.get_device_capability(device) >= (8, 9):
+        from ex4d.diffusion.fp8 import fp8_rows
+
+        (xq, xs), (hq, hs) = fp8_rows(x), fp8_rows(h)
+        wq = [(q, sc.T.contiguous()) for q, sc in (fp8_rows(w) for w in (w_sq, w_in, w_out))]
+
+        def mm(a, s_a, w):
+            return torch._scaled_mm(a, w[0].T, scale_a=s_a, scale_b=w[1], out_dtype=torch.bfloat16,
+                                    use_fast_accum=True)
+
+        def linears_fp8():
+            for _ in range(6):
+                mm(xq, xs, wq[0])
+            mm(xq, xs, wq[1])
+            mm(hq, hs, wq[2])
+
+        t_fp8 = timeit(linears_fp8, device, iters=args.iters)
+        rows.append({"part": "same linear layers, fp8 row-wise (inputs quantized ahead)", "ms": t_fp8 * 1e3,
+                     "tflops": lin_flop / t_fp8 / 1e12})
     layers = 40 if not args.tiny else 2
     rows.append({"part": f"floor of one CFG step: {layers} × (best attention + linears)",
                  "ms": layers * (best + t_lin) * 1e3, "tflops": layers * (attn_flop + lin_flop) / (best + t_lin) / layers
                  / 1e12})
+    if t_fp8 is not None:
+        rows.append({"part": f"same with fp8 linears: {layers} × (best attention + fp8 linears)",
+                     "ms": layers * (best + t_fp8) * 1e3, "tflops": (attn_flop + lin_flop) / (best + t_fp8) / 1e12})
     for r in rows:
         print(f"  {r['part']:58s} {r['ms']:9.2f} ms  {r['tflops']:7.1f} TFLOP/s", flush=True)
     return rows
@@ -466,8 +585,8 @@ def print_tables(result: dict) -> None:
         base = next((v["total_s"] for v in videos if "baseline" in v["variant"]), None)
         print(f"\nWhole video ({result['frames']}×{result['height']}×{result['width']}, {result['steps']} steps, "
               "CFG 5, text + image encoders, 3 VAE encodes, VAE decode)")
-        print(f"| {'variant':48s} | memory   | total s | s/step | vs baseline | peak GiB (reserved) |")
-        print(f"|{'-' * 50}|----------|---------|--------|-------------|---------------------|")
+        print(f"| {'variant':58s} | memory   | total s | s/step | vs baseline | peak GiB (reserved) |")
+        print(f"|{'-' * 60}|----------|---------|--------|-------------|---------------------|")
         for v in videos:
             ratio = f"{base / v['total_s']:10.2f}×" if base else "-"
             ps = f"{v['per_step_s']:6.3f}" if v["per_step_s"] else "     -"
@@ -478,7 +597,7 @@ def print_tables(result: dict) -> None:
             extra = f" full steps {v['full_steps']}, PSNR {v['psnr_db']:.1f} dB" if "psnr_db" in v else ""
             if "vs_eager" in v:
                 extra += f"; vs eager PSNR {v['vs_eager']['psnr_db']:.1f} dB, max |Δ| {v['vs_eager']['max_abs']}"
-            print(f"| {v['variant']:48s} | {v['memory']:8s} | {v['total_s']:6.1f}{star} | {ps} | {ratio:>11s} | "
+            print(f"| {v['variant']:58s} | {v['memory']:8s} | {v['total_s']:6.1f}{star} | {ps} | {ratio:>11s} | "
                   f"{pk:>19s} |{extra}")
         if any(v["extrapolated"] for v in videos):
             print("* extrapolated: measured stages + steps × measured s/step")
@@ -508,6 +627,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--compile", action="store_true",
                    help="dit: also time compiled blocks; e2e, cache: compiled (CUDA)")
     p.add_argument("--warm-video", action="store_true", help="run each video once before timing it")
+    p.add_argument("--fp8", action="store_true",
+                   help="dit (+e2e): then quantize the DiT for --fp8-matmul and time it (and its video); cache: also "
+                        "the fp8 videos, against the bf16 reference")
+    p.add_argument("--profile", action="store_true", help="with --fp8: kernel-time profile of one forward, bf16 and fp8")
     p.add_argument("--dtype", default="bfloat16")
     args = p.parse_args(argv)
     if args.tiny:
@@ -515,10 +638,15 @@ def main(argv: list[str] | None = None) -> dict:
         args.steps, args.iters, args.dtype = min(args.steps, 2), 1, "float32"
         args.sections = "dit,e2e,modes,cache,floor,attn"
         args.compile = True  # the cache section compiles with torch.compile's eager backend on the CPU
-        args.modes = "balanced,low"
+        args.modes = "balanced,low+fp8"
+        args.fp8 = True
     args.backends = [b for b in args.backends.split(",") if b] if torch.cuda.is_available() and not args.tiny \
         else ["native"]
     sections = set(args.sections.split(","))
+    for variant in args.modes.split(","):
+        unknown = set(variant.split("+")[1:]) - {"compile", "fp8"}
+        if unknown:
+            p.error(f"--modes: unknown flag(s) {sorted(unknown)} in {variant!r}; use MODE[+compile][+fp8]")
     args.step_cache = [float(x) for x in args.step_cache.split(",") if x]
     args.cap = {k: float(v) for k, v in (kv.split("=") for kv in args.cap.split(",") if kv)}
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
@@ -562,6 +690,13 @@ def main(argv: list[str] | None = None) -> dict:
                 ", compiled" if args.compile and device.type == "cuda" else "")
             result["video"].append(bench_our_video(gen, args, device, "full", label))
             save()
+        if args.fp8 and "dit" in sections:
+            rows, result["profiles"] = bench_dit_fp8(gen, args, device, dtype)
+            result["dit"] += rows
+            save()
+            if "e2e" in sections:
+                result["video"].append(bench_our_video(gen, args, device, "full", label[:-1] + ", fp8 matmuls)"))
+                save()
         del gen, comps
         free()
 
@@ -591,8 +726,9 @@ def main(argv: list[str] | None = None) -> dict:
         from ex4d.diffusion.pipeline import Ex4dGenerator
 
         for variant in [m for m in args.modes.split(",") if m]:
-            mode, _, flag = variant.partition("+")
-            compiled = flag == "compile" and device.type == "cuda"
+            mode, *flags = variant.split("+")
+            compiled = "compile" in flags and device.type == "cuda"
+            fp8 = "fp8" in flags
             t0 = time.perf_counter()
             gen = comps = None
             cap = args.cap.get(mode) if device.type == "cuda" else None
@@ -606,12 +742,13 @@ def main(argv: list[str] | None = None) -> dict:
                     print(f"  PyTorch capped at {cap} GiB of GPU memory for {variant}", flush=True)
                 adapter = adapter_for(comps, args)
                 cfg = GenerateConfig(dtype=args.dtype, device=str(device), memory=mode, steps=args.steps,
-                                     compile=compiled, gpu_budget_gib=args.gpu_budget)
+                                     compile=compiled, gpu_budget_gib=args.gpu_budget, fp8_matmul=fp8)
                 gen = Ex4dGenerator(comps, adapter, cfg)
                 print(f"built + placed {variant} in {time.perf_counter() - t0:.1f} s", flush=True)
                 if compiled:
                     print(f"  compiled in {warm_compiled(gen, args):.0f} s (1-step warm-up video)", flush=True)
-                label = f"ours, memory {mode}{', compiled' if compiled else ''}{f', cap {cap:g} GiB' if cap else ''}"
+                label = (f"ours, memory {mode}{', compiled' if compiled else ''}{', fp8 matmuls' if fp8 else ''}"
+                         f"{f', cap {cap:g} GiB' if cap else ''}")
                 result["video"].append(bench_our_video(gen, args, device, mode, label))
                 result["video"][-1]["cap_gib"] = cap
             except Exception as e:  # keep the other modes' numbers; record what failed

@@ -117,6 +117,9 @@ def _add_fill(p: argparse.ArgumentParser) -> None:
                    help="ex4d: first-block cache, skipping DiT blocks on steps that barely change (faster, "
                         "changes results; none)")
     g.add_argument("--step-cache-threshold", type=float, default=S, help="ex4d: first-block cache threshold (0.05)")
+    g.add_argument("--fp8-matmul", action="store_true", default=S,
+                   help="ex4d: fp8 matmuls in the DiT blocks (GPUs of compute capability 8.9+; faster, changes "
+                        "results slightly)")
     g.add_argument("--prompt", default=S, help="ex4d: text prompt (default: the original's)")
     g.add_argument("--seed", type=int, default=S, help="random seed (default 0)")
 
@@ -234,7 +237,7 @@ def _run_config(args: argparse.Namespace, with_fill: bool):
         for k in ("wan", "adapter"):
             if k in a:
                 fopts[k] = str(Path(a[k]).resolve())
-        for k in ("memory", "steps", "prompt", "compile", "step_cache", "step_cache_threshold"):
+        for k in ("memory", "steps", "prompt", "compile", "step_cache", "step_cache_threshold", "fp8_matmul"):
             if k in a:
                 fopts[k] = a[k]
     d["fill_options"] = fopts

@@ -51,7 +51,7 @@ ATTENTION_BACKENDS = ("auto", "native", "_native_cudnn", "_native_flash", "_nati
 # Fields fixed when the models are loaded (an Ex4dGenerator refuses a per-call
 # config that changes them); all other fields may change from call to call.
 MODEL_FIELDS = ("dtype", "vae_dtype", "memory", "device", "force_cpu", "merge_lora", "attention_backend",
-                "compile", "vae_tiling", "gpu_budget_gib", "step_cache", "step_cache_threshold")
+                "compile", "vae_tiling", "gpu_budget_gib", "step_cache", "step_cache_threshold", "fp8_matmul")
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,10 @@ class GenerateConfig:
                                              previous step's residual of the other blocks (faster,
                                              changes results; off by default)
     ``step_cache_threshold``  0.05           see ``step_cache``; higher = more steps skipped
+    ``fp8_matmul``         False             the DiT blocks' linear layers as fp8 × fp8 matmuls with
+                                             row-wise scales (``ex4d.diffusion.fp8``; CUDA capability
+                                             8.9+ or CPU; faster, half the weight memory, changes
+                                             results slightly; off by default)
     =====================  ================  ==========================================================
     """
 
@@ -116,6 +120,7 @@ class GenerateConfig:
     gpu_budget_gib: float | None = None
     step_cache: str = "none"
     step_cache_threshold: float = 0.05
+    fp8_matmul: bool = False
     extra: dict = field(default_factory=dict, compare=False)  # free-form notes saved with the config
 
     def check(self) -> "GenerateConfig":
@@ -147,9 +152,11 @@ class GenerateConfig:
         check(self.step_cache in STEP_CACHES, f"step_cache must be one of {STEP_CACHES}, got {self.step_cache!r}")
         check(_is_num(self.step_cache_threshold) and self.step_cache_threshold >= 0,
               f"step_cache_threshold must be a number >= 0, got {self.step_cache_threshold!r}")
-        check(not (self.compile and self.memory == "low"),
-              "compile (--compile) does not work with memory 'low' (--memory low): its fp8 casting hooks sit inside "
-              "the compiled blocks; use --memory full or balanced with --compile, or drop --compile")
+        check(isinstance(self.fp8_matmul, bool), f"fp8_matmul must be True or False, got {self.fp8_matmul!r}")
+        check(not (self.compile and self.memory == "low" and not self.fp8_matmul),
+              "compile (--compile) does not work with memory 'low' (--memory low) alone: its fp8 casting hooks sit "
+              "inside the compiled blocks; add --fp8-matmul (fp8 layers, no casting hooks), use --memory full or "
+              "balanced with --compile, or drop --compile")
         return self
 
     @property

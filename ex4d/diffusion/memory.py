@@ -25,7 +25,9 @@ for the compute stream and keeps queuing kernels while a block is copied. The
 DiT's embeddings and output layers stay resident; only blocks are streamed. On
 a CPU device the same hooks are installed with CPU as both onload and offload
 device, so the mode logic is exercised by CPU tests with tiny models.
-``low`` changes the numerics (fp8 weights); ``full`` and ``balanced`` do not.
+``low`` changes the numerics (fp8 weights); ``full`` and ``balanced`` do not. With
+``fp8_matmul`` (``ex4d.diffusion.fp8``) the blocks' layers are fp8 already, in
+every mode: ``low`` then streams them without casting hooks.
 
 :func:`compile_blocks` compiles each DiT block's own ``forward`` before any
 hook is installed, so the offloading and step-cache hooks stay outside the
@@ -267,12 +269,17 @@ def _place(module: nn.Module, placement: Placement, plan: MemoryPlan, compute_dt
 
 
 def apply_memory_plan(plan: MemoryPlan, components, extra: list[nn.Module] | tuple = (),
-                      compute_dtype: torch.dtype = torch.bfloat16) -> None:
+                      compute_dtype: torch.dtype = torch.bfloat16, fp8_matmul: bool = False) -> None:
     """Place ``components`` (a ``WanComponents``) and the ``extra`` modules (always resident) by ``plan``.
 
-    Call once, after LoRA merging and before the first forward.
+    Call once, after LoRA merging and before the first forward. ``fp8_matmul``: the DiT blocks' linear
+    layers are already :class:`~ex4d.diffusion.fp8.Fp8Linear` (fp8 weights), so ``low`` streams them as
+    they are instead of storing bf16 layers in fp8 behind casting hooks.
     """
-    _place(components.transformer, plan.transformer, plan, compute_dtype)
+    transformer = plan.transformer
+    if fp8_matmul and transformer.fp8:
+        transformer = Placement(transformer.how, fp8=False, resident_blocks=transformer.resident_blocks)
+    _place(components.transformer, transformer, plan, compute_dtype)
     _place(components.text_encoder, plan.text_encoder, plan, compute_dtype)
     _place(components.image_encoder, plan.image_encoder, plan, compute_dtype)
     _place(components.vae, plan.vae, plan, compute_dtype)

@@ -34,6 +34,7 @@ from .conditioning import (check_inputs, condition_tensors, erode_masks, first_f
 from .config import MODEL_FIELDS, GenerateConfig
 from .encode import encode_image, encode_prompts, to_uint8_video, vae_decode, vae_encode
 from .loading import WanComponents, load_wan, resolve_device, torch_dtype
+from .fp8 import check_fp8_device, quantize_blocks_fp8
 from .memory import MemoryPlan, apply_memory_plan, compile_blocks, memory_plan
 from .sampling import denoise, make_scheduler
 
@@ -77,11 +78,15 @@ class Ex4dGenerator:
             self._attach(adapter)
         self.plan: MemoryPlan = memory_plan(config.memory, self.device, config.vae_tiling, config.gpu_budget_gib)
         self._set_attention(config.attention_backend)
+        if config.fp8_matmul:  # after LoRA merging, before compiling and placing
+            check_fp8_device(self.device)
+            n = quantize_blocks_fp8(components.transformer, self.device)
+            log.info("fp8 matmuls: %d linear layers of the DiT blocks quantized", n)
         if config.compile:  # before the offloading and cache hooks, which then wrap the compiled blocks
             check(self.device.type == "cuda", "compile=True needs a CUDA device")
             compile_blocks(components.transformer)
         extra = [self.encoder] if self.encoder is not None else []
-        apply_memory_plan(self.plan, components, extra, compute_dtype=self.dtype)
+        apply_memory_plan(self.plan, components, extra, compute_dtype=self.dtype, fp8_matmul=config.fp8_matmul)
         set_step_cache(components.transformer, config.step_cache, config.step_cache_threshold)
 
     @classmethod
