@@ -112,7 +112,8 @@ def _add_fill(p: argparse.ArgumentParser) -> None:
                    help="ex4d: GPU memory mode (full ≈ the whole model on the GPU; balanced/low offload)")
     g.add_argument("--steps", type=int, default=S, help="ex4d: denoising steps (25)")
     g.add_argument("--compile", action="store_true", default=S,
-                   help="ex4d: torch.compile the DiT blocks (CUDA, --memory full or balanced; faster after a warm-up)")
+                   help="ex4d: torch.compile the DiT blocks (CUDA; --memory full or balanced, or low with "
+                        "--fp8-matmul; faster after a warm-up)")
     g.add_argument("--step-cache", choices=["none", "first-block"], default=S,
                    help="ex4d: first-block cache, skipping DiT blocks on steps that barely change (faster, "
                         "changes results; none)")

@@ -81,7 +81,7 @@ class GenerateConfig:
     ``merge_lora``         True              fold LoRA into the base weights after loading (faster)
     ``cfg_batch``          True              both CFG branches in one batch-2 forward
     ``attention_backend``  "auto"            diffusers attention backend; "auto" = PyTorch's SDPA choice
-    ``compile``            False             ``torch.compile`` of the DiT blocks (CUDA; full, balanced)
+    ``compile``            False             ``torch.compile`` of the DiT blocks (CUDA; full, balanced; low with fp8_matmul)
     ``vae_tiling``         None              None = by memory mode (low tiles), True/False
     ``gpu_budget_gib``     None              balanced, low: GPU memory to fill with resident DiT blocks
                                              (None = 22 GiB balanced, 10 GiB low); the others are streamed

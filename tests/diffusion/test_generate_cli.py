@@ -78,9 +78,9 @@ def test_run_with_the_diffusion_fill_end_to_end(tmp_path, wan_dirs, adapter, cap
     out = tmp_path / "run"
     code = run("run", "--example", "--num-frames", "5", "--example-size", "64", "--fill", "ex4d", "--wan",
                str(diffusers_dir), "--adapter", str(tmp_path / "ex4d.ckpt"), "--steps", "2", "--step-cache",
-               "first-block", "-q", "--out", str(out))
+               "first-block", "--fp8-matmul", "-q", "--out", str(out))
     assert code == 0, capsys.readouterr().err
     frames = video_io.read_video(out / "output.mp4", num_frames=None, max_res=4096, multiple=1).frames
     assert frames.shape == (5, 64, 64, 3)
     opts = json.loads((out / "config.json").read_text())["run"]["fill_options"]
-    assert opts["steps"] == 2 and opts["step_cache"] == "first-block"
+    assert opts["steps"] == 2 and opts["step_cache"] == "first-block" and opts["fp8_matmul"] is True
