@@ -7,11 +7,15 @@ step for CFG), and ``WanImageToVideoPipeline`` for a whole video.
 
     python bench/bench_generate.py --json bench.json                 # GPU: DiT section + full-mode video
     python bench/bench_generate.py --sections modes --modes full+compile,balanced+compile,low --e2e-steps 4
+    python bench/bench_generate.py --sections dit --compile --fp8 --profile     # fp8 matmuls + kernel profiles
     python bench/bench_generate.py --tiny --json /tmp/b.json           # CPU smoke run with tiny models
 
-Sections: ``dit`` (forward variants), ``e2e`` (baseline pipeline + ours in full mode), ``modes`` (ours in the
-modes named by --modes; with --e2e-steps < --steps the video time is extrapolated as
-other stages + steps × measured per-step time, and marked so).
+Sections: ``dit`` (forward variants; with ``--fp8`` then the same DiT quantized for ``--fp8-matmul``, and with
+``--profile`` the kernel time of one forward by kind), ``e2e`` (baseline pipeline + ours in full mode), ``modes``
+(ours in the modes named by --modes, each ``MODE[+compile][+fp8]``; with --e2e-steps < --steps the video time is
+extrapolated as other stages + steps × measured per-step time, and marked so), ``cache`` (step cache thresholds,
+and with ``--fp8`` fp8 videos, each against the bf16 video on the same seed), ``floor`` (attention and linear
+layers of one block alone, bf16 and fp8), ``attn`` (attention backends).
 """
 
 from __future__ import annotations
@@ -627,7 +631,8 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tiny", action="store_true", help="tiny random models on the CPU (a smoke test)")
     p.add_argument("--json", help="write the results here")
-    p.add_argument("--sections", default="dit,e2e", help="comma list of dit, e2e, modes, cache, floor, attn (%(default)s)")
+    p.add_argument("--sections", default="dit,e2e",
+                   help="comma list of dit, e2e, modes, cache, floor, attn (%(default)s)")
     p.add_argument("--step-cache", default="0.05,0.1",
                    help="first-block cache thresholds for the 'cache' section (%(default)s)")
     p.add_argument("--modes", default="balanced,low",

@@ -126,12 +126,13 @@ def _fits(linear: nn.Linear) -> bool:
 
 
 @torch.no_grad()
-def quantize_blocks_fp8(transformer: nn.Module, device: torch.device | str | None = None) -> int:
+def quantize_blocks_fp8(transformer: nn.Module, device: torch.device | str | None = None, stay: bool = False) -> int:
     """Replace the linear layers of ``transformer.blocks`` by :class:`Fp8Linear`, in place; returns how many.
 
     Each block is moved to ``device`` to be quantized (seconds on a GPU for the 14B model, minutes on a
-    CPU) and back where it was. Layers whose sizes are not multiples of 16 and peft's LoRA factors stay
-    as they are. Call after LoRA merging (an unmerged LoRA keeps working: its base layer becomes fp8).
+    CPU) and back where it was, or left on ``device`` with ``stay`` (when the blocks will live there).
+    Layers whose sizes are not multiples of 16 and peft's LoRA factors stay as they are. Call after LoRA
+    merging (an unmerged LoRA keeps working: its base layer becomes fp8).
     """
     n = 0
     for i, block in enumerate(transformer.blocks):
@@ -145,5 +146,6 @@ def quantize_blocks_fp8(transformer: nn.Module, device: torch.device | str | Non
             parent = block.get_submodule(parent_name) if parent_name else block
             setattr(parent, child, Fp8Linear.from_linear(linear))
             n += 1
-        block.to(home)
+        if not stay:
+            block.to(home)
     return n

@@ -80,7 +80,7 @@ class Ex4dGenerator:
         self._set_attention(config.attention_backend)
         if config.fp8_matmul:  # after LoRA merging, before compiling and placing
             check_fp8_device(self.device)
-            n = quantize_blocks_fp8(components.transformer, self.device)
+            n = quantize_blocks_fp8(components.transformer, self.device, stay=config.memory == "full")
             log.info("fp8 matmuls: %d linear layers of the DiT blocks quantized", n)
         if config.compile:  # before the offloading and cache hooks, which then wrap the compiled blocks
             check(self.device.type == "cuda", "compile=True needs a CUDA device")
