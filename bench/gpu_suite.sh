@@ -12,7 +12,7 @@ export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVL
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 py="${PYTHON:-python3}"
 sections="${1:-recon,generate,floor,attn,cache,modes,modes_fp8,train,depth,parallel}"
-declare -A limit=([recon]=120 [generate]=480 [floor]=60 [attn]=200 [cache]=540 [modes]=540 [modes_fp8]=400 [train]=200
+declare -A limit=([recon]=120 [generate]=480 [floor]=60 [attn]=200 [cache]=540 [modes]=540 [modes_fp8]=480 [train]=200
                   [depth]=240 [parallel]=600)
 for kv in ${EX4D_BENCH_LIMITS:-}; do limit[${kv%%=*}]=${kv#*=}; done
 run() {  # name, command...
@@ -32,7 +32,7 @@ run cache "$py" bench/bench_generate.py --sections cache --compile --fp8 --step-
 # balanced and low run under a cap on PyTorch's GPU memory: a 24 GB and a 12 GB card less the CUDA context
 run modes "$py" bench/bench_generate.py --sections modes --modes full+compile,balanced+compile,low --e2e-steps 4 \
   --cap balanced=21.5,low=10.5 --json "$out/modes.json"
-run modes_fp8 "$py" bench/bench_generate.py --sections modes --modes balanced+compile+fp8,low+compile+fp8 --e2e-steps 4 \
+run modes_fp8 "$py" bench/bench_generate.py --sections modes --modes full+compile+fp8,balanced+compile+fp8,low+compile+fp8 --e2e-steps 4 \
   --cap balanced=21.5,low=10.5 --json "$out/modes_fp8.json"
 run train "$py" bench/bench_train.py --skip-no-checkpointing --steps 2 --json "$out/train.json"
 run depth "$py" bench/bench_depth.py --iters 1 --json "$out/depth.json"
