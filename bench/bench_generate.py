@@ -93,6 +93,13 @@ def dit_inputs(comps, frames: int, height: int, width: int, device, dtype, batch
     return exp(x), t.expand(batch), exp(text), exp(image)
 
 
+def camera_tokens(transformer, x: torch.Tensor, device, dtype) -> torch.Tensor:
+    """Small random adapter tokens [1, D, T', h/2, w/2] for DiT input ``x`` [B, 36, T', h, w]."""
+    cfg = transformer.config
+    shape = (1, cfg.num_attention_heads * cfg.attention_head_dim, x.shape[2], x.shape[3] // 2, x.shape[4] // 2)
+    return torch.randn(shape, device=device, dtype=dtype) * 0.01
+
+
 def dit_forward(model, inputs):
     with torch.no_grad():
         return model(*inputs, return_dict=False)[0]
@@ -111,8 +118,6 @@ def bench_dit(comps, adapter, args, device, dtype) -> tuple[list[dict], object]:
     rows = []
     one = dit_inputs(comps, args.frames, args.height, args.width, device, dtype, 1)
     two = dit_inputs(comps, args.frames, args.height, args.width, device, dtype, 2)
-    tokens_shape = (1, tr.config.num_attention_heads * tr.config.attention_head_dim, one[0].shape[2],
-                    one[0].shape[3] // 2, one[0].shape[4] // 2)
 
     def add(name, seconds, batch, note=""):
         rows.append({"variant": name, "forward_s": seconds, "batch": batch, "per_sample_s": seconds / batch,
@@ -127,7 +132,7 @@ def bench_dit(comps, adapter, args, device, dtype) -> tuple[list[dict], object]:
     cfg = GenerateConfig(dtype=args.dtype, device=str(device), merge_lora=False, attention_backend="native",
                          steps=args.steps)
     gen = Ex4dGenerator(comps, adapter, cfg)  # peft LoRA (unmerged) + hook, resident
-    tokens = torch.randn(tokens_shape, device=device, dtype=dtype) * 0.01
+    tokens = camera_tokens(tr, one[0], device, dtype)
     with gen.injection.conditioning(tokens):
         reset_peak(device)
         add("ours: adapter + peft LoRA unmerged, CFG batch 2", timeit(lambda: dit_forward(tr, two), device,
@@ -192,7 +197,8 @@ def kernel_profile(fn, device, top: int = 12) -> dict:
 
     by_kind: dict[str, float] = {}
     for name, ms, _ in kernels:
-        by_kind[kind(name)] = by_kind.get(kind(name), 0.0) + ms
+        k = kind(name)
+        by_kind[k] = by_kind.get(k, 0.0) + ms
     kernels.sort(key=lambda k: -k[1])
     return {"total_ms": sum(by_kind.values()), "by_kind_ms": by_kind,
             "top": [{"kernel": n[:120], "ms": ms, "calls": c} for n, ms, c in kernels[:top]]}
@@ -214,11 +220,10 @@ def bench_dit_fp8(gen, args, device, dtype) -> tuple[list[dict], dict]:
     """
     from ex4d.diffusion.fp8 import quantize_blocks_fp8
 
-    tr = gen.components.transformer
     comps = gen.components
+    tr = comps.transformer
     two = dit_inputs(comps, args.frames, args.height, args.width, device, dtype, 2)
-    tokens = torch.randn((1, tr.config.num_attention_heads * tr.config.attention_head_dim, two[0].shape[2],
-                          two[0].shape[3] // 2, two[0].shape[4] // 2), device=device, dtype=dtype) * 0.01
+    tokens = camera_tokens(tr, two[0], device, dtype)
     rows, profiles = [], {}
     tag = "compiled, " if args.compile and device.type == "cuda" else ""
     with gen.injection.conditioning(tokens):
@@ -530,8 +535,7 @@ def bench_attention(comps, adapter, args, device, dtype) -> tuple[list[dict], li
     gen = Ex4dGenerator(comps, adapter, cfg)
     tr = gen.components.transformer
     two = dit_inputs(comps, args.frames, args.height, args.width, device, dtype, 2)
-    tokens = torch.randn((1, tr.config.num_attention_heads * tr.config.attention_head_dim, two[0].shape[2],
-                          two[0].shape[3] // 2, two[0].shape[4] // 2), device=device, dtype=dtype) * 0.01
+    tokens = camera_tokens(tr, two[0], device, dtype)
     rows, ref = [], None
     tag = "compiled, " if cfg.compile else ""
     settings = ("native", "_native_cudnn", "_native_flash") if device.type == "cuda" else ("native",)

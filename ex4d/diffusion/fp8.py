@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from ..errors import Ex4dError
+from .memory import blocks_on
 
 __all__ = ["Fp8Linear", "FP8_MAX", "quantize_blocks_fp8", "check_fp8_device", "fp8_rows"]
 
@@ -129,16 +130,13 @@ def _fits(linear: nn.Linear) -> bool:
 def quantize_blocks_fp8(transformer: nn.Module, device: torch.device | str | None = None, stay: bool = False) -> int:
     """Replace the linear layers of ``transformer.blocks`` by :class:`Fp8Linear`, in place; returns how many.
 
-    Each block is moved to ``device`` to be quantized (seconds on a GPU for the 14B model, minutes on a
-    CPU) and back where it was, or left on ``device`` with ``stay`` (when the blocks will live there).
+    Each block is moved to ``device`` to be quantized and back where it was, or left on ``device`` with
+    ``stay`` (when the blocks will live there); see :func:`~ex4d.diffusion.memory.blocks_on`.
     Layers whose sizes are not multiples of 16 and peft's LoRA factors stay as they are. Call after LoRA
     merging (an unmerged LoRA keeps working: its base layer becomes fp8).
     """
     n = 0
-    for i, block in enumerate(transformer.blocks):
-        home = next(block.parameters()).device
-        if device is not None:
-            block.to(device)
+    for _, block in blocks_on(transformer, device, stay=stay):
         targets = [(name, m) for name, m in block.named_modules()
                    if type(m) is nn.Linear and _fits(m) and not any(re.search(p, name) for p in SKIP_PATTERNS)]
         for name, linear in targets:
@@ -146,6 +144,4 @@ def quantize_blocks_fp8(transformer: nn.Module, device: torch.device | str | Non
             parent = block.get_submodule(parent_name) if parent_name else block
             setattr(parent, child, Fp8Linear.from_linear(linear))
             n += 1
-        if not stay:
-            block.to(home)
     return n

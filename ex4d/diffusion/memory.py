@@ -27,7 +27,7 @@ a CPU device the same hooks are installed with CPU as both onload and offload
 device, so the mode logic is exercised by CPU tests with tiny models.
 ``low`` changes the numerics (fp8 weights); ``full`` and ``balanced`` do not. With
 ``fp8_matmul`` (``ex4d.diffusion.fp8``) the blocks' layers are fp8 already, in
-every mode: ``low`` then streams them without casting hooks.
+every mode: ``low`` then streams them without casting hooks (``memory_plan(fp8_matmul=True)``).
 
 :func:`compile_blocks` compiles each DiT block's own ``forward`` before any
 hook is installed, so the offloading and step-cache hooks stay outside the
@@ -47,7 +47,7 @@ from ._deps import require
 from .config import MEMORY_MODES
 
 __all__ = ["Placement", "MemoryPlan", "memory_plan", "apply_memory_plan", "resident_block_count",
-           "streamed_block_indices", "compile_blocks", "cast_blocks_fp8",
+           "streamed_block_indices", "compile_blocks", "cast_blocks_fp8", "blocks_on",
            "BALANCED_BUDGET_GIB", "BALANCED_RESERVE_GIB", "LOW_BUDGET_GIB", "LOW_RESERVE_GIB"]
 
 GIB = 1024**3
@@ -86,11 +86,14 @@ class MemoryPlan:
 
 
 def memory_plan(mode: str, device: torch.device | str, vae_tiling: bool | None = None,
-                budget_gib: float | None = None, resident_blocks: int | None = None) -> MemoryPlan:
+                budget_gib: float | None = None, resident_blocks: int | None = None,
+                fp8_matmul: bool = False) -> MemoryPlan:
     """The :class:`MemoryPlan` of ``mode`` (full | balanced | low) on ``device``; see the module table.
 
     ``budget_gib`` (balanced, low): GPU memory to fill with resident DiT blocks (default 22 GiB for
-    balanced, 10 GiB for low); ``resident_blocks`` overrides the count derived from it.
+    balanced, 10 GiB for low); ``resident_blocks`` overrides the count derived from it. ``fp8_matmul``:
+    the DiT blocks' linear layers are :class:`~ex4d.diffusion.fp8.Fp8Linear` already (fp8 weights), so
+    ``low`` streams them as they are instead of storing bf16 layers in fp8 behind casting hooks.
     """
     check(mode in MEMORY_MODES, f"memory mode must be one of {MEMORY_MODES}, got {mode!r}")
     check(budget_gib is None or budget_gib > 0, f"GPU memory budget must be > 0 GiB, got {budget_gib}")
@@ -105,7 +108,7 @@ def memory_plan(mode: str, device: torch.device | str, vae_tiling: bool | None =
                     image_encoder=resident, vae=resident, tiling=False)
         budget_gib = BALANCED_BUDGET_GIB if budget_gib is None else budget_gib
     else:
-        plan = dict(transformer=Placement("block", fp8=True, resident_blocks=resident_blocks),
+        plan = dict(transformer=Placement("block", fp8=not fp8_matmul, resident_blocks=resident_blocks),
                     text_encoder=Placement("leaf"), image_encoder=Placement("leaf"), vae=resident, tiling=True)
         budget_gib = LOW_BUDGET_GIB if budget_gib is None else budget_gib
         reserve = LOW_RESERVE_GIB
@@ -196,28 +199,40 @@ def _fp8_skip_patterns(model: nn.Module) -> tuple[str, ...]:
     return tuple(pats) + ("lora_",)  # peft LoRA layers (diffusers skips them too)
 
 
+def blocks_on(transformer: nn.Module, device: torch.device | str | None, stay: bool = False):
+    """Yield (index, block) of ``transformer.blocks``, each moved to ``device`` while the caller works on it.
+
+    Afterwards each block goes back where it was, or stays on ``device`` with ``stay``. One block at a
+    time: converting 16 B weights takes about a second on a GPU, minutes on a CPU, and only one block's
+    worth of GPU memory.
+    """
+    for i, block in enumerate(transformer.blocks):
+        home = next(block.parameters()).device
+        if device is not None:
+            block.to(device)
+        yield i, block
+        if not stay:
+            block.to(home)
+
+
 def cast_blocks_fp8(transformer: nn.Module, device: torch.device | str) -> int:
     """Store the linear weights of ``transformer.blocks`` as float8_e4m3fn, one block at a time on ``device``.
 
     The same layers diffusers' layerwise casting stores in fp8 (it skips norms
-    and embeddings); done ahead of it because casting 16 B weights on the CPU
-    takes minutes, on the GPU about a second. Blocks go back where they were.
+    and embeddings); done ahead of it, block by block on ``device`` (see
+    :func:`blocks_on`), because diffusers would cast on the CPU. Blocks go back where they were.
     Returns the number of layers cast. ``enable_layerwise_casting`` must still
     be called: it installs the hooks that compute in bf16 (and casts any layer
     missed here).
     """
-    device = torch.device(device)
     skip = _fp8_skip_patterns(transformer)
     n = 0
-    for i, block in enumerate(transformer.blocks):
-        home = next(block.parameters()).device
-        block.to(device)
+    for i, block in blocks_on(transformer, device):
         for name, layer in block.named_modules():
             full = f"blocks.{i}.{name}"
             if isinstance(layer, nn.Linear) and not any(re.search(p, full) for p in skip):
                 layer.to(torch.float8_e4m3fn)
                 n += 1
-        block.to(home)
     return n
 
 
@@ -269,17 +284,12 @@ def _place(module: nn.Module, placement: Placement, plan: MemoryPlan, compute_dt
 
 
 def apply_memory_plan(plan: MemoryPlan, components, extra: list[nn.Module] | tuple = (),
-                      compute_dtype: torch.dtype = torch.bfloat16, fp8_matmul: bool = False) -> None:
+                      compute_dtype: torch.dtype = torch.bfloat16) -> None:
     """Place ``components`` (a ``WanComponents``) and the ``extra`` modules (always resident) by ``plan``.
 
-    Call once, after LoRA merging and before the first forward. ``fp8_matmul``: the DiT blocks' linear
-    layers are already :class:`~ex4d.diffusion.fp8.Fp8Linear` (fp8 weights), so ``low`` streams them as
-    they are instead of storing bf16 layers in fp8 behind casting hooks.
+    Call once, after LoRA merging (and fp8 quantization) and before the first forward.
     """
-    transformer = plan.transformer
-    if fp8_matmul and transformer.fp8:
-        transformer = Placement(transformer.how, fp8=False, resident_blocks=transformer.resident_blocks)
-    _place(components.transformer, transformer, plan, compute_dtype)
+    _place(components.transformer, plan.transformer, plan, compute_dtype)
     _place(components.text_encoder, plan.text_encoder, plan, compute_dtype)
     _place(components.image_encoder, plan.image_encoder, plan, compute_dtype)
     _place(components.vae, plan.vae, plan, compute_dtype)

@@ -76,7 +76,8 @@ class Ex4dGenerator:
         self._prompt_cache: dict[tuple[str, str | None], tuple[torch.Tensor, torch.Tensor | None]] = {}
         if adapter is not None:
             self._attach(adapter)
-        self.plan: MemoryPlan = memory_plan(config.memory, self.device, config.vae_tiling, config.gpu_budget_gib)
+        self.plan: MemoryPlan = memory_plan(config.memory, self.device, config.vae_tiling, config.gpu_budget_gib,
+                                            fp8_matmul=config.fp8_matmul)
         self._set_attention(config.attention_backend)
         if config.fp8_matmul:  # after LoRA merging, before compiling and placing
             check_fp8_device(self.device)
@@ -86,7 +87,7 @@ class Ex4dGenerator:
             check(self.device.type == "cuda", "compile=True needs a CUDA device")
             compile_blocks(components.transformer)
         extra = [self.encoder] if self.encoder is not None else []
-        apply_memory_plan(self.plan, components, extra, compute_dtype=self.dtype, fp8_matmul=config.fp8_matmul)
+        apply_memory_plan(self.plan, components, extra, compute_dtype=self.dtype)
         set_step_cache(components.transformer, config.step_cache, config.step_cache_threshold)
 
     @classmethod
