@@ -156,13 +156,11 @@ def main(argv: list[str] | None = None) -> dict:
         if args.json:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps(result, indent=2))
-    # every rank's collectives finished before any rank tears gloo down (a rank that left early aborted
-    # with "terminate called without an active exception" about once in twenty runs)
-    dist.barrier()
-    if info.initialized_here:
-        dist.destroy_process_group()
     return result
 
 
 if __name__ == "__main__":
+    from ex4d.diffusion.parallel import end_worker
+
     main()
+    end_worker(0)  # barrier, then exit without tearing gloo down (see end_worker)

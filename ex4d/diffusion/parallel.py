@@ -44,7 +44,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-from typing import Any, Sequence, TypeVar
+import sys
+from typing import Any, NoReturn, Sequence, TypeVar
 
 import torch
 
@@ -55,6 +56,7 @@ __all__ = [
     "set_no_multicast_env",
     "DistInfo",
     "init_distributed",
+    "end_worker",
     "split_jobs",
     "job_indices",
     "shard_sequence",
@@ -124,6 +126,25 @@ def init_distributed(backend: str | None = None, device: str = "auto") -> DistIn
     kw = {"device_id": torch.device(dev)} if cuda else {}
     dist.init_process_group(backend=backend, **kw)
     return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, dev, initialized_here=True)
+
+
+def end_worker(code: int = 0) -> NoReturn:
+    """End a ``torchrun`` worker process whose outputs are written: wait for every rank, then exit at once.
+
+    On success every rank meets at a barrier first (no rank leaves while another still has collectives
+    in flight); on failure the rank exits straight away and torchrun stops the others. The process
+    group is not destroyed and the interpreter's teardown is skipped (``os._exit``): a gloo rank torn
+    down normally aborted about once in twenty CPU runs with "terminate called without an active
+    exception", after all its work was done, which turned a finished run into a failed one. The
+    operating system frees what the process held.
+    """
+    import torch.distributed as dist
+
+    if code == 0 and dist.is_available() and dist.is_initialized():
+        dist.barrier()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 # ---------------------------------------------------------------------------------------------- data parallel
@@ -291,4 +312,4 @@ def enable_generator_context_parallel(generator, ulysses: int | None = None, rin
 if __name__ == "__main__":
     from .parallel_cli import main
 
-    raise SystemExit(main())
+    end_worker(main())

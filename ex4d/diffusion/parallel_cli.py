@@ -105,8 +105,6 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     if info.device.startswith("cuda"):
         config = config.replace(device=info.device)
-    import torch.distributed as dist
-
     from .pipeline import Ex4dGenerator
 
     adapter = None if args.no_adapter else args.adapter
@@ -144,11 +142,7 @@ def run(args: argparse.Namespace) -> int:
                 **extra, "rank": info.rank, "color": str(job["color"]), "mask": str(job["mask"]),
                 "timings_s": {"generate": round(gen_s, 3)}})
             print(f"[rank {info.rank}] wrote {job['out']} (generate {gen_s:.1f} s)", flush=True)
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        if info.initialized_here:
-            dist.destroy_process_group()
-    return 0
+    return 0  # the process group stays up: end_worker ends the process
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,4 +157,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from .parallel import end_worker
+
+    end_worker(main())

@@ -240,3 +240,36 @@ def test_context_parallel_refuses_a_step_cache(components, adapter):
     gen = Ex4dGenerator(components, adapter, tiny_config(step_cache="first-block"))
     with pytest.raises(Ex4dError, match="step cache"):
         enable_generator_context_parallel(gen)
+
+
+def test_jobs_under_torchrun_end_to_end(tmp_path, wan_dirs, adapter, video):
+    """``torchrun -m ex4d.diffusion.parallel --jobs``: each rank writes its videos, the run exits 0; a bad
+    input exits 2 with the message."""
+    from ex4d.diffusion.checkpoint import export_original_ckpt
+    from ex4d.io.video import read_video, write_video
+
+    diffusers_dir, _ = wan_dirs
+    export_original_ckpt(adapter, tmp_path / "ex4d.ckpt")
+    color, mask = video
+    write_video(tmp_path / "c.mp4", color, 10.0, lossless=True)
+    write_video(tmp_path / "m.mp4", mask, 10.0)
+    jobs = [{"color": str(tmp_path / "c.mp4"), "mask": str(tmp_path / "m.mp4"), "out": str(tmp_path / f"o{i}.mp4")}
+            for i in range(3)]
+    (tmp_path / "jobs.json").write_text(json.dumps(jobs))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+
+    def torchrun(*argv: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
+               "ex4d.diffusion.parallel", "--wan", str(diffusers_dir), "--adapter", str(tmp_path / "ex4d.ckpt"),
+               "--device", "cpu", "--dtype", "float32", "--steps", "1", "-q", *argv]
+        return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+    r = torchrun("--jobs", str(tmp_path / "jobs.json"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    for job in jobs:
+        assert read_video(job["out"], num_frames=None, max_res=4096, multiple=1).frames.shape == color.shape
+    assert sorted(json.loads(Path(j["out"]).with_suffix(".generate.json").read_text())["rank"]
+                  for j in jobs) == [0, 0, 1]
+    bad = torchrun("--color", str(tmp_path / "c.mp4"), "--mask", str(tmp_path / "m.mp4"), "--out",
+                   str(tmp_path / "x.mp4"), "--num-frames", "4")
+    assert bad.returncode != 0 and "4k+1" in bad.stderr and not (tmp_path / "x.mp4").exists()
