@@ -55,18 +55,21 @@ from numba import njit, prange
 from .cameras import check_intrinsics
 from .errors import Ex4dError, check
 
-__all__ = ["DWMesh", "MeshConfig", "FILTERS", "build_dwmesh", "default_far", "grid_faces", "grid_occlusion",
-           "export_ply"]
+__all__ = ["DWMesh", "MeshConfig", "FILTERS", "SHARPEN_MODES", "build_dwmesh", "default_far", "grid_faces",
+           "grid_occlusion", "mesh_depth_and_occlusion", "export_ply"]
 
-FILTERS = ("grazing", "angle", "boundary")
+FILTERS = ("step", "grazing", "angle", "boundary")
 ALPHA_MODES = ("face", "vertex")
+#: Depth-edge sharpening before meshing: auto (snap with the step filter, none with the others), none, snap
+#: (ours, colour-guided), median (the bilateral-median baseline of 3D-photo inpainting).
+SHARPEN_MODES = ("auto", "none", "snap", "median")
 
 
 @dataclass(frozen=True)
 class MeshConfig:
     """How DW-Meshes are built (saved in config.json)."""
 
-    filter: str = "grazing"          #: occlusion criterion: grazing | angle | boundary
+    filter: str = "step"             #: occlusion criterion: step | grazing | angle | boundary
     min_angle_deg: float = 2.5       #: angle filter threshold (the original's)
     boundary_ratio: float = 2.0      #: boundary filter threshold (the original's)
     grazing_deg: float = 84.0        #: grazing filter: strong edge threshold (degrees from the viewing ray)
@@ -75,6 +78,15 @@ class MeshConfig:
     prefilter: int = 3               #: grazing filter: 3×3 median of the depth before the test (0: off)
     alpha_mode: str = "face"         #: face (per-face flags) | vertex (the original's per-vertex alpha)
     far_scale: float = 2.0           #: border ring and back cap at far_scale × the clip's largest depth
+    step_min_deg: float = 45.0       #: step filter: a break must rise at least this steeply (degrees from the ray)
+    step_max_deg: float = 88.5       #: step filter: any face steeper than this breaks (too steep to be sampled)
+    step_ratio: float = 0.25         #: step filter: … and exceed this share of the face's own disparity change
+    step_noise: float = 6.0          #: step filter: … and this many times the frame's depth-noise level
+    step_like: float = 0.6           #: step filter: beside a break, a jump must match the other slope this well
+    sharpen: str = "auto"            #: depth-edge sharpening: auto | none | snap | median
+    snap_reach: int = 8              #: snap: longest half-ramp (pixels) it straightens
+    snap_color_px: int = 3           #: snap: how far (pixels) colour may move an edge beyond its depth ramp
+    snap_min_step: float = 0.02      #: snap: smallest depth step (relative) it sharpens
 
     def __post_init__(self):
         check(self.filter in FILTERS, f"unknown mesh filter {self.filter!r}; choose one of {', '.join(FILTERS)}")
@@ -87,6 +99,23 @@ class MeshConfig:
         check(self.grow_px >= 0, f"grow_px must be ≥ 0, got {self.grow_px}")
         check(self.prefilter in (0, 3), f"prefilter must be 0 (off) or 3 (3×3 median), got {self.prefilter}")
         check(self.far_scale > 1.0, f"far_scale must be > 1 (the cap must lie behind the scene), got {self.far_scale}")
+        check(self.sharpen in SHARPEN_MODES,
+              f"unknown sharpen mode {self.sharpen!r}; choose one of {', '.join(SHARPEN_MODES)}")
+        check(0 < self.step_min_deg < self.step_max_deg < 90,
+              f"need 0 < step_min_deg < step_max_deg < 90, got {self.step_min_deg}, {self.step_max_deg}")
+        check(0 <= self.step_ratio < 1, f"step_ratio must be in [0, 1), got {self.step_ratio}")
+        check(self.step_noise >= 0, f"step_noise must be ≥ 0, got {self.step_noise}")
+        check(0 < self.step_like <= 2, f"step_like must be in (0, 2], got {self.step_like}")
+        check(1 <= self.snap_reach <= 32, f"snap_reach must be in [1, 32] pixels, got {self.snap_reach}")
+        check(0 <= self.snap_color_px <= 8, f"snap_color_px must be in [0, 8] pixels, got {self.snap_color_px}")
+        check(self.snap_min_step > 0, f"snap_min_step must be > 0, got {self.snap_min_step}")
+
+    @property
+    def sharpen_mode(self) -> str:
+        """The sharpening actually used: ``auto`` resolves to snap with the step filter, none with the others."""
+        if self.sharpen != "auto":
+            return self.sharpen
+        return "snap" if self.filter == "step" else "none"
 
 
 @dataclass(frozen=True)
@@ -328,10 +357,8 @@ def _grow(seed: np.ndarray, allowed: np.ndarray, steps: int) -> np.ndarray:
     return out
 
 
-def grid_occlusion(depth: np.ndarray, K: np.ndarray, config: MeshConfig) -> np.ndarray:
-    """Occluded flags [2·(H−1)·(W−1)] bool of the grid faces of z-depth [H, W] with intrinsics K."""
-    depth = np.ascontiguousarray(depth, dtype=np.float64)
-    K = np.ascontiguousarray(K, dtype=np.float64)
+def _classic_occlusion(depth: np.ndarray, K: np.ndarray, config: MeshConfig) -> np.ndarray:
+    """Flags [2·(H−1)·(W−1)] of the angle, boundary or grazing criterion on float64 z-depth [H, W]."""
     if config.filter == "angle":
         return _classify(depth, K, 1, config.min_angle_deg, config.min_angle_deg).reshape(-1).astype(bool)
     if config.filter == "boundary":
@@ -344,6 +371,28 @@ def grid_occlusion(depth: np.ndarray, K: np.ndarray, config: MeshConfig) -> np.n
     weak_f = (flags & 2).astype(bool)
     grown = _grow(strong_f.any(axis=0), weak_f.any(axis=0), config.grow_px)
     return (strong_f | (grown[None] & weak_f)).reshape(-1)
+
+
+def mesh_depth_and_occlusion(depth: np.ndarray, K: np.ndarray, config: MeshConfig,
+                             rgb: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(the z-depth [H, W] float64 the mesh is built on, occluded flags [2·(H−1)·(W−1)] bool of its grid faces).
+
+    The depth is ``depth`` after the configured sharpening (:mod:`ex4d.depth_edges`; ``snap`` is guided by
+    ``rgb`` [H, W, 3] uint8 where given), the flags are the configured criterion's on it.
+    """
+    from .depth_edges import prepare_depth, step_flags
+
+    K = np.ascontiguousarray(K, dtype=np.float64)
+    d64, inv, sigma = prepare_depth(depth, rgb, config)
+    if config.filter == "step":
+        return d64, step_flags(inv, K, config, sigma)
+    return d64, _classic_occlusion(d64, K, config)
+
+
+def grid_occlusion(depth: np.ndarray, K: np.ndarray, config: MeshConfig, rgb: np.ndarray | None = None) -> np.ndarray:
+    """Occluded flags [2·(H−1)·(W−1)] bool of the grid faces of the DW-Mesh of z-depth [H, W] (intrinsics K;
+    ``rgb`` [H, W, 3] uint8 guides the ``snap`` sharpening, see :func:`mesh_depth_and_occlusion`)."""
+    return mesh_depth_and_occlusion(depth, K, config, rgb)[1]
 
 
 def build_dwmesh(rgb: np.ndarray, depth: np.ndarray, K: np.ndarray, far: float | None = None,
@@ -376,7 +425,8 @@ def build_dwmesh(rgb: np.ndarray, depth: np.ndarray, K: np.ndarray, far: float |
 
     faces, ext, ri, rj = _topology(H, W)
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
-    d64 = np.ascontiguousarray(depth, dtype=np.float64)
+    rgb8 = rgb if rgb.dtype == np.uint8 else np.clip(np.asarray(rgb, np.float64) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    d64, grid_occ = mesh_depth_and_occlusion(depth, K, config, rgb8)
 
     # Ring vertices sit half a pixel outside the outer pixel centres, on the far plane.
     u_ext = np.concatenate([[-0.5], np.arange(W, dtype=np.float64), [W - 0.5]])
@@ -393,7 +443,7 @@ def build_dwmesh(rgb: np.ndarray, depth: np.ndarray, K: np.ndarray, far: float |
 
     n_grid = 2 * (H - 1) * (W - 1)
     occluded = np.ones(faces.shape[0], dtype=bool)
-    occluded[:n_grid] = grid_occlusion(d64, K, config)
+    occluded[:n_grid] = grid_occ
 
     alpha = None
     if config.alpha_mode == "vertex":

@@ -160,10 +160,10 @@ def plot_eval_curves(report: dict, path: str | os.PathLike) -> Path | None:
 # ----------------------------------------------------------------------------------------------- benchmark
 
 def _range_label(r: str) -> str:
-    from .benchmark import parse_range
+    from .benchmark import parse_range_pitch
 
-    lo, hi = parse_range(r)
-    return f"{lo:g}…{hi:g}°"
+    lo, hi, pitch = parse_range_pitch(r)
+    return f"{lo:g}…{hi:g}°" + ("" if pitch is None else f" @{pitch:g}°")
 
 
 def _pivot(rows: list[dict], methods: list[str]) -> dict:

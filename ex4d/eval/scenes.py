@@ -15,6 +15,8 @@ Scenes (:data:`SCENES`):
 * ``layout`` — another room: back wall, floor and an oblique left wall,
   seeded boxes on the floor, a ball
   coming towards the camera and a box spinning about its vertical axis.
+* ``slopes``, ``spheres``, ``steps`` and the held-out ``random-N`` — see :mod:`ex4d.eval.scene_kit`:
+  steep continuous surfaces seen at grazing angles, limbs, depth steps of every height.
 
 Truly visible in the source (:func:`visible_in_source`): a surface point seen
 by a novel camera counts as visible in the source when its projection lies in
@@ -25,40 +27,21 @@ sampled surface, not behind it.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
 from ..errors import check
+from .degrade import degrade_depth
+from .scene_kit import (SyntheticScene, concat, grid, random_scene, rot_y, slopes_scene, spheres_scene, steps_scene,
+                        unit_box, unit_sphere)
 
 __all__ = ["SyntheticScene", "TrueView", "SCENES", "get_scene", "render_truth", "render_source",
            "visible_in_source", "degrade_depth", "layout_scene", "SOURCE_NEAR"]
 
 #: Near plane of the source renders (as :func:`ex4d.example.make_example`).
 SOURCE_NEAR = 0.05
-
-
-@dataclass(frozen=True)
-class SyntheticScene:
-    """A dynamic scene known exactly.
-
-    ============  ==============================================================================
-    field         meaning
-    ============  ==============================================================================
-    name          registry name
-    mesh          t → (vertices [V, 3] float64 world, faces [F, 3] int32, object id per face [F])
-    colors        (object ids [N], world points [N, 3], t) → RGB [N, 3] float in [0, 1]
-    pivot_depth   subject distance on the source axis: the benchmark cameras orbit (0, 0, pivot_depth)
-    ============  ==============================================================================
-    """
-
-    name: str
-    mesh: Callable[[float], tuple[np.ndarray, np.ndarray, np.ndarray]]
-    colors: Callable[[np.ndarray, np.ndarray, float], np.ndarray]
-    pivot_depth: float
-    description: str = ""
 
 
 @dataclass(frozen=True)
@@ -72,6 +55,7 @@ class TrueView:
     depth   [H, W] float32       z-depth of the nearest surface, inf where none
     points  [H, W, 3] float64    world point seen by each pixel, NaN where none
     has     [H, W] bool          a scene surface is seen
+    obj     [H, W] int32         object id seen by each pixel, −1 where none
     ======  ==================  =========================================================
     """
 
@@ -79,6 +63,7 @@ class TrueView:
     depth: np.ndarray
     points: np.ndarray
     has: np.ndarray
+    obj: np.ndarray | None = None
 
 
 # ----------------------------------------------------------------------------------------------- scenes
@@ -90,54 +75,12 @@ def _example() -> SyntheticScene:
                           description="the bundled example: room corner, box, pillar, ball rolling across")
 
 
-def _grid(p0, du, dv, nu: int, nv: int):
-    """Planar patch p0 + s·du + r·dv, s, r ∈ [0, 1], as (vertices [(nu+1)(nv+1), 3], faces)."""
-    s, r = np.meshgrid(np.linspace(0, 1, nu + 1), np.linspace(0, 1, nv + 1))
-    pts = np.asarray(p0, float) + s[..., None] * np.asarray(du, float) + r[..., None] * np.asarray(dv, float)
-    idx = np.arange((nu + 1) * (nv + 1)).reshape(nv + 1, nu + 1)
-    a, b, c, d = idx[:-1, :-1].ravel(), idx[:-1, 1:].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel()
-    return pts.reshape(-1, 3), np.concatenate([np.stack([a, b, c], 1), np.stack([b, d, c], 1)])
-
-
-def _unit_box():
-    """Closed cube [−½, ½]³ (vertices, faces), 2×2 cells per side."""
-    parts = []
-    for axis in range(3):
-        for sign in (-0.5, 0.5):
-            e = np.eye(3)
-            u, v = e[(axis + 1) % 3], e[(axis + 2) % 3]
-            parts.append(_grid(e[axis] * sign - 0.5 * u - 0.5 * v, u, v, 2, 2))
-    return _concat(parts)
-
-
-def _unit_sphere(n: int = 20):
-    th, ph = np.meshgrid(np.linspace(0, math.pi, n + 1), np.linspace(0, 2 * math.pi, 2 * n + 1), indexing="ij")
-    pts = np.stack([np.sin(th) * np.cos(ph), np.cos(th), np.sin(th) * np.sin(ph)], -1)
-    idx = np.arange(pts.shape[0] * pts.shape[1]).reshape(pts.shape[:2])
-    a, b, c, d = idx[:-1, :-1].ravel(), idx[:-1, 1:].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel()
-    return pts.reshape(-1, 3), np.concatenate([np.stack([a, b, c], 1), np.stack([b, d, c], 1)])
-
-
-def _concat(parts):
-    verts, faces, off = [], [], 0
-    for v, f in parts:
-        verts.append(v)
-        faces.append(f + off)
-        off += len(v)
-    return np.concatenate(verts), np.concatenate(faces)
-
-
-def _rot_y(a: float) -> np.ndarray:
-    c, s = math.cos(a), math.sin(a)
-    return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
-
-
 def layout_scene(seed: int = 1) -> SyntheticScene:
     """The ``layout`` scene; ``seed`` places the static boxes and picks the textures (deterministic)."""
     rng = np.random.default_rng(seed)
     floor_y = 1.3
-    box_v, box_f = _unit_box()
-    ball_v, ball_f = _unit_sphere()
+    box_v, box_f = unit_box()
+    ball_v, ball_f = unit_sphere()
     # object: (kind, local vertices, faces, pose(t) → (R, centre, scale), pattern params)
     statics = []
     for i in range(3):
@@ -149,16 +92,16 @@ def layout_scene(seed: int = 1) -> SyntheticScene:
     scales = rng.uniform(0.12, 0.35, 8)
 
     def poses(t: float):
-        out = [(_rot_y(yaw), c, s) for s, c, yaw in statics]
-        out.append((_rot_y(2.0 * t), np.array([0.6, floor_y - 1.05, 4.2]), np.array([0.7, 0.7, 0.7])))  # spinning box
+        out = [(rot_y(yaw), c, s) for s, c, yaw in statics]
+        out.append((rot_y(2.0 * t), np.array([0.6, floor_y - 1.05, 4.2]), np.array([0.7, 0.7, 0.7])))  # spinning box
         z = 4.8 - 2.6 * t
-        out.append((_rot_y(-3.0 * t), np.array([-0.4 + 0.8 * t, floor_y - 0.4, z]), np.array([0.4, 0.4, 0.4])))  # ball
+        out.append((rot_y(-3.0 * t), np.array([-0.4 + 0.8 * t, floor_y - 0.4, z]), np.array([0.4, 0.4, 0.4])))  # ball
         return out
 
     walls = [
-        _grid((-6.0, -4.8, 7.0), (12.0, 0, 0), (0, 6.1, 0), 6, 4),            # back wall z = 7
-        _grid((-6.0, floor_y, 0.4), (12.0, 0, 0), (0, 0, 6.6), 8, 8),          # floor
-        _grid((-4.6, -4.8, 0.4), (1.6, 0, 6.6), (0, 6.1, 0), 6, 4),            # oblique left wall
+        grid((-6.0, -4.8, 7.0), (12.0, 0, 0), (0, 6.1, 0), 6, 4),            # back wall z = 7
+        grid((-6.0, floor_y, 0.4), (12.0, 0, 0), (0, 0, 6.6), 8, 8),          # floor
+        grid((-4.6, -4.8, 0.4), (1.6, 0, 6.6), (0, 6.1, 0), 6, 4),            # oblique left wall
     ]
 
     def mesh(t: float):
@@ -170,7 +113,7 @@ def layout_scene(seed: int = 1) -> SyntheticScene:
             v, f = (ball_v, ball_f) if j == len(statics) + 1 else (box_v, box_f)
             parts.append(((v * s) @ R.T + c, f))
             obj.append(np.full(len(f), 3 + j))
-        v, f = _concat(parts)
+        v, f = concat(parts)
         return v, f.astype(np.int32), np.concatenate(obj)
 
     def colors(obj: np.ndarray, X: np.ndarray, t: float) -> np.ndarray:
@@ -196,14 +139,19 @@ def layout_scene(seed: int = 1) -> SyntheticScene:
 
 
 #: Scene name → factory.
-SCENES: dict[str, Callable[[], SyntheticScene]] = {"example": _example, "layout": layout_scene}
+SCENES: dict[str, Callable[[], SyntheticScene]] = {"example": _example, "layout": layout_scene,
+                                                   "slopes": slopes_scene, "spheres": spheres_scene,
+                                                   "steps": steps_scene}
 
 
 def get_scene(name: str) -> SyntheticScene:
-    """The scene called ``name`` (see :data:`SCENES`; ``layout-N`` = the layout scene with seed N)."""
+    """The scene called ``name`` (see :data:`SCENES`; ``layout-N`` = the layout scene with seed N, ``random-N``
+    the held-out random room N)."""
     if name.startswith("layout-") and name[7:].isdigit():
         return layout_scene(int(name[7:]))
-    check(name in SCENES, f"unknown benchmark scene {name!r}; choose from {', '.join(SCENES)} or layout-N")
+    if name.startswith("random-") and name[7:].isdigit():
+        return random_scene(int(name[7:]))
+    check(name in SCENES, f"unknown benchmark scene {name!r}; choose from {', '.join(SCENES)}, layout-N or random-N")
     return SCENES[name]()
 
 
@@ -227,18 +175,22 @@ def render_truth(scene: SyntheticScene, t: float, K: np.ndarray, w2c: np.ndarray
     with np.errstate(divide="ignore"):
         depth = np.where(has, 1.0 / inv, np.inf).astype(np.float32)
     points = np.where(has[..., None], X.reshape(height, width, 3), np.nan)
-    return TrueView(rgb=rgb8, depth=depth, points=points, has=has)
+    labels = np.where(has, obj[ids].reshape(height, width), -1).astype(np.int32)
+    return TrueView(rgb=rgb8, depth=depth, points=points, has=has, obj=labels)
 
 
-def render_source(scene: SyntheticScene, num_frames: int, K: np.ndarray, height: int, width: int):
-    """(frames [T, H, W, 3] uint8, exact depth [T, H, W] float32) of the source camera (w2c = I)."""
+def render_source(scene: SyntheticScene, num_frames: int, K: np.ndarray, height: int, width: int,
+                  labels: bool = False, static: bool = False):
+    """(frames [T, H, W, 3] uint8, exact depth [T, H, W] float32[, object ids [T, H, W] int32 with ``labels``])
+    of the source camera (w2c = I); ``static``: every frame shows time 0 (a still scene)."""
     frames = np.empty((num_frames, height, width, 3), np.uint8)
     depth = np.empty((num_frames, height, width), np.float32)
+    obj = np.empty((num_frames, height, width), np.int32)
     for i in range(num_frames):
-        view = render_truth(scene, i / max(num_frames - 1, 1), K, np.eye(4), height, width)
+        view = render_truth(scene, 0.0 if static else i / max(num_frames - 1, 1), K, np.eye(4), height, width)
         check(bool(view.has.all()), f"internal: scene {scene.name!r} leaves source pixels empty")
-        frames[i], depth[i] = view.rgb, view.depth
-    return frames, depth
+        frames[i], depth[i], obj[i] = view.rgb, view.depth, view.obj
+    return (frames, depth, obj) if labels else (frames, depth)
 
 
 def visible_in_source(points: np.ndarray, source_depth: np.ndarray, K: np.ndarray, tol: float = 0.01) -> np.ndarray:
@@ -262,19 +214,3 @@ def visible_in_source(points: np.ndarray, source_depth: np.ndarray, K: np.ndarra
     nb = np.stack([d[v0, u0], d[v0, u0 + 1], d[v0 + 1, u0], d[v0 + 1, u0 + 1]])
     with np.errstate(invalid="ignore"):
         return inside & (z <= nb.max(0) * (1 + tol)) & (z >= nb.min(0) * (1 - tol))
-
-
-def degrade_depth(depth: np.ndarray, blur_px: float = 0.0, noise: float = 0.0, seed: int = 0) -> np.ndarray:
-    """Depth [T, H, W] float32 made like an estimate: Gaussian blur of ``blur_px`` px (soft edges), then
-    multiplicative white noise of relative std ``noise`` (seeded per frame); kept > 0."""
-    from scipy.ndimage import gaussian_filter
-
-    check(blur_px >= 0 and noise >= 0, f"blur and noise must be ≥ 0, got {blur_px}, {noise}")
-    out = np.asarray(depth, dtype=np.float32).copy()
-    for t in range(out.shape[0]):
-        if blur_px > 0:
-            out[t] = gaussian_filter(out[t], blur_px)
-        if noise > 0:
-            rng = np.random.default_rng([seed, t])
-            out[t] *= (1.0 + noise * rng.standard_normal(out[t].shape)).astype(np.float32)
-    return np.maximum(out, 1e-3 * float(np.min(depth)))
