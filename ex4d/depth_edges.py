@@ -32,7 +32,8 @@ Sharpening (:func:`snap_depth`, :func:`median_depth`)
 ``snap`` (ours) straightens estimators' ramps into steps, placed where the colour changes. It runs along the
 rows, then along the columns. On each line, an edge x (between pixels x and x+1, first difference
 d_x = δ_{x+1} − δ_x) is a ramp peak when |d_x| is a local maximum; the ramp extends over the neighbouring edges
-of the same sign with |d| > 0.15·|d_x|, at most ``snap_reach`` pixels each way, to the shoulder pixels a < b.
+of the same sign with 0.15·|d_x| < |d| ≤ |d_x|, at most ``snap_reach`` pixels each way, to the shoulder pixels
+a < b.
 With the outer slopes s_a = (δ_a − δ_{a−2}) / 2 and s_b = (δ_{b+2} − δ_b) / 2, the ramp is a step when
 
     |δ_b − δ_a − (b − a)·(s_a + s_b)/2| > (snap_min_step + step_noise·σ̂)·min(δ_a, δ_b)   and
@@ -64,6 +65,11 @@ __all__ = ["NOISE_SCALE", "noise_level", "step_flags", "snap_depth", "median_dep
 
 #: median of min(|N(0, 6σ²)|, |N(0, 6σ²)|) / σ: turns the lattice statistic into σ̂.
 NOISE_SCALE = 0.3755 * math.sqrt(6.0)
+#: denoising: one 3×3 median of the disparity from σ̂ ≥ NOISE_MIN, two from σ̂ ≥ NOISE_STRONG.
+NOISE_MIN = 0.001
+NOISE_STRONG = 0.004
+#: a frame's depth is soft when at least this share of the steps the snap meets are ramps.
+SOFT_SHARE = 0.5
 
 
 @njit(cache=True)
@@ -172,17 +178,245 @@ def step_flags(inv: np.ndarray, K: np.ndarray, config, sigma: float) -> np.ndarr
                        float(config.step_like)).reshape(-1)
 
 
-def snap_depth(*args, **kwargs):  # placeholder until the snap kernel lands
-    raise NotImplementedError
+#: snap: a ramp continues while |d| > RAMP_KEEP × its peak; a ramp peak must be PEAK_RATIO × steeper than
+#: its shoulders; moving the split one pixel within the ramp costs SPLIT_COST_IN, one pixel beyond it (into
+#: what the depth calls a plateau) SPLIT_COST_OUT (8-bit RGB L1 units per pixel).
+RAMP_KEEP = 0.05
+TOP_SHARE = 0.5
+PLANE_SHARE = 0.7
+PEAK_RATIO = 3.0
+SPLIT_COST_IN = 40
+SPLIT_COST_OUT = 48
+
+
+@njit(cache=True, inline="always")
+def _split_penalty(k, k0, a, b):  # pragma: no cover - compiled
+    """The cost of moving the split from k0 to k (splits a..b−1 lie within the ramp)."""
+    lo = min(k, k0)
+    hi = max(k, k0)
+    inside = max(0, min(hi, b - 1) - max(lo, a))
+    return SPLIT_COST_IN * inside + SPLIT_COST_OUT * (hi - lo - inside)
+
+
+@njit(cache=True, inline="always")
+def _at(a, line, k, axis):  # pragma: no cover - compiled
+    return a[line, k] if axis == 1 else a[k, line]
+
+
+@njit(cache=True, inline="always")
+def _col(rgb, line, p, ch, axis):  # pragma: no cover - compiled
+    return np.int32(rgb[line, p, ch]) if axis == 1 else np.int32(rgb[p, line, ch])
+
+
+@njit(cache=True, inline="always")
+def _cgrad(rgb, line, k, axis):  # pragma: no cover - compiled
+    """L1 colour difference (int) between pixels k and k + 1 of a line."""
+    s = 0
+    for ch in range(3):
+        s += abs(_col(rgb, line, k + 1, ch, axis) - _col(rgb, line, k, ch, axis))
+    return s
+
+
+@njit(parallel=True, cache=True)
+def _snap_lines(inv, rgb, use_rgb, axis, reach, cpx, min_step, across, guard, gpx, move_tol, counts):  # pragma: no cover - compiled
+    """One snap pass along rows (axis 1) or columns (axis 0) of disparity [H, W]; returns the new disparity
+    and sets ``guard`` [H, W] (bool, in place) on the ``gpx`` pixels either side of every ramp's split;
+    ``counts`` [L, 2] int64 (in place): per line, the ramps it straightened and the sharp steps it met.
+
+    ``across`` [H, W] bool: the depth changes along this pass's lines at least as fast as across them (only
+    there may a peak start a ramp: a line running along an edge would see a long false ramp).
+    """
+    H, W = inv.shape
+    L = H if axis == 1 else W
+    n = W if axis == 1 else H
+    out = inv.copy()
+    for line in prange(L):
+        best = np.full(n, 1e30)
+        d = np.empty(max(n - 1, 1))
+        for x in range(n - 1):
+            d[x] = _at(inv, line, x + 1, axis) - _at(inv, line, x, axis)
+        for x in range(n - 1):
+            m = abs(d[x])
+            if m == 0.0 or (x > 0 and abs(d[x - 1]) > m) or (x < n - 2 and abs(d[x + 1]) >= m):
+                continue
+            if not (_at(across, line, x, axis) or _at(across, line, x + 1, axis)):
+                continue
+            sg = d[x] > 0.0
+            # how wide is the peak's top? a blurred step's neighbours come close to its peak (≥ half of it
+            # for a Gaussian of σ ≥ 0.9 px); a sharp step beside a steep surface (a limb) drops at once
+            wl = x > 0 and (d[x - 1] > 0.0) == sg and abs(d[x - 1]) >= TOP_SHARE * m
+            wr = x < n - 2 and (d[x + 1] > 0.0) == sg and abs(d[x + 1]) >= TOP_SHARE * m
+            if not (wl or wr):
+                # a sharp step: the depth already says where it is (counted when it is a real step)
+                sa0 = (_at(inv, line, x, axis) - _at(inv, line, max(x - 2, 0), axis)) * 0.5
+                sb0 = (_at(inv, line, min(x + 3, n - 1), axis) - _at(inv, line, x + 1, axis)) * 0.5
+                m0 = min(_at(inv, line, x, axis), _at(inv, line, x + 1, axis))
+                if m > min_step * m0 and m > PEAK_RATIO * max(abs(sa0), abs(sb0)):
+                    counts[line, 1] += 1
+                continue
+            if wl and wr:
+                e0 = x
+                while (e0 > 0 and e0 > x - reach and (d[e0 - 1] > 0.0) == sg
+                       and RAMP_KEEP * m < abs(d[e0 - 1]) <= m):
+                    e0 -= 1
+                e1 = x
+                while (e1 < n - 2 and e1 < x + reach and (d[e1 + 1] > 0.0) == sg
+                       and RAMP_KEEP * m < abs(d[e1 + 1]) <= m):
+                    e1 += 1
+                lo = m
+                for e in range(e0, e1 + 1):
+                    lo = min(lo, abs(d[e]))
+                if lo >= PLANE_SHARE * m:
+                    continue  # an even slope: a steep plane, not a ramp
+            elif wl or wr:
+                # two edges alone: one mixed ("flying") pixel between two sides
+                e0 = x - 1 if wl else x
+                e1 = x if wl else x + 1
+                if (e0 > 0 and abs(d[e0 - 1]) >= TOP_SHARE * m) or (e1 < n - 2 and abs(d[e1 + 1]) >= TOP_SHARE * m):
+                    continue
+            a = e0
+            b = e1 + 1
+            da = _at(inv, line, a, axis)
+            db = _at(inv, line, b, axis)
+            sa = (da - _at(inv, line, max(a - 2, 0), axis)) * 0.5
+            sb = (_at(inv, line, min(b + 2, n - 1), axis) - db) * 0.5
+            excess = abs((db - da) - (b - a) * ((sa + sb) * 0.5))
+            if not (excess > min_step * min(da, db) and m > PEAK_RATIO * max(abs(sa), abs(sb))):
+                continue
+            # a ramp of one inner pixel (a mixed "flying" pixel) follows its nearer value; wider ramps, and
+            # up to cpx pixels beyond them, follow the colour
+            cz = cpx if b - a > 2 else 0
+            z0 = max(a - cz, 0)
+            z1 = min(b + cz, n - 1)
+            # the depth's own split: the last ramp pixel nearer the left shoulder's value
+            k0 = a
+            for p in range(a + 1, b):
+                v = _at(inv, line, p, axis)
+                if abs(v - da) <= abs(v - db):
+                    k0 = p
+            k = k0
+            if use_rgb and b - a > 2:
+                # the split goes to the strongest colour edge, each pixel away from the depth's own split costing
+                # SPLIT_COST_IN within the ramp and SPLIT_COST_OUT beyond it
+                best_gain = -(1 << 30)
+                for kk in range(z0, z1):
+                    g = _cgrad(rgb, line, kk, axis) - _split_penalty(kk, k0, a, b)
+                    if g > best_gain or (g == best_gain and abs(kk - k0) < abs(k - k0)):
+                        best_gain = g
+                        k = kk
+            # plateau slopes beyond the shoulders, used only where they lean away from the step (a blur's tail
+            # leans towards it)
+            up = db > da
+            if (sa > 0.0) == up:
+                sa = 0.0
+            if (sb > 0.0) != up:
+                sb = 0.0
+            if b - a > 2:
+                counts[line, 0] += 1
+                for p in range(max(k - gpx + 1, 0), min(k + gpx, n - 1) + 1):
+                    if axis == 1:
+                        guard[line, p] = True
+                    else:
+                        guard[p, line] = True
+            centre = x + 0.5
+            for p in range(z0, z1 + 1):
+                dist = abs(p - centre)
+                if dist >= best[p]:
+                    continue
+                best[p] = dist
+                orig = _at(inv, line, p, axis)
+                if p <= k:
+                    v = orig if p <= a else da + (p - a) * sa
+                else:
+                    v = orig if p >= b else db + (p - b) * sb
+                if axis == 1:
+                    out[line, p] = v
+                else:
+                    out[p, line] = v
+                # a pixel the ramp moved far is a guess: it stays unknown
+                if b - a > 2 and abs(v - orig) > move_tol * min(v, orig):
+                    if axis == 1:
+                        guard[line, p] = True
+                    else:
+                        guard[p, line] = True
+    return out
+
+
+@njit(parallel=True, cache=True)
+def _row_dominant(inv):  # pragma: no cover - compiled
+    """[H, W] bool: |δ(u+1) − δ(u−1)| ≥ |δ(v+1) − δ(v−1)| (borders replicated)."""
+    H, W = inv.shape
+    out = np.empty((H, W), dtype=np.bool_)
+    for i in prange(H):
+        for j in range(W):
+            gx = abs(inv[i, min(j + 1, W - 1)] - inv[i, max(j - 1, 0)])
+            gy = abs(inv[min(i + 1, H - 1), j] - inv[max(i - 1, 0), j])
+            out[i, j] = gx >= gy
+    return out
+
+
+def snap_depth(inv: np.ndarray, rgb: np.ndarray | None, config, sigma: float):
+    """(disparity [H, W] float64 after the ``snap`` sharpening (rows, then columns) of disparity [H, W] float64,
+    guard [H, W] bool: the pixels within ``snap_guard_px`` of a straightened ramp's split or moved by more than
+    ``snap_guard_move``, softness: the share of ramps among the depth steps it met, 0 without any), guided by
+    ``rgb`` [H, W, 3] uint8 (None: by the depth alone); σ̂ raises the smallest step it takes."""
+    use = rgb is not None
+    col = np.ascontiguousarray(rgb, dtype=np.uint8) if use else np.zeros((1, 1, 3), np.uint8)
+    min_step = float(config.snap_min_step + config.step_noise * sigma)
+    out = np.ascontiguousarray(inv, dtype=np.float64)
+    rows = _row_dominant(out)
+    guard = np.zeros(out.shape, dtype=bool)
+    ramps = steps = 0
+    for axis, across in ((1, rows), (0, ~rows)):
+        counts = np.zeros((out.shape[0] if axis == 1 else out.shape[1], 2), np.int64)
+        out = _snap_lines(out, col, use, axis, int(config.snap_reach), int(config.snap_color_px), min_step, across,
+                          guard, int(config.snap_guard_px), float(config.snap_guard_move), counts)
+        ramps += int(counts[:, 0].sum())
+        steps += int(counts[:, 1].sum())
+    softness = ramps / (ramps + steps) if ramps + steps else 0.0
+    return np.maximum(out, 0.5 * float(np.min(inv))), guard, softness
 
 
 def median_depth(*args, **kwargs):
     raise NotImplementedError
 
 
-def prepare_depth(depth: np.ndarray, rgb: np.ndarray, config) -> tuple[np.ndarray, np.ndarray, float]:
-    """(mesh depth [H, W] float64, test disparity [H, W] float64, σ̂) of a frame: sharpened as ``config`` says."""
+def denoise_passes(sigma: float) -> int:
+    """3×3 median passes for noise level σ̂: 0 below NOISE_MIN, 1 below NOISE_STRONG, else 2."""
+    return 0 if sigma < NOISE_MIN else (1 if sigma < NOISE_STRONG else 2)
+
+
+def prepare_depth(depth: np.ndarray, rgb: np.ndarray | None, config):
+    """(mesh z-depth [H, W] float64, its disparity [H, W] float64, σ̂, guard [H, W] bool or None, soft: bool) of
+    a frame, denoised and sharpened as ``config`` says; faces touching a guard pixel are occluded whatever the
+    criterion, and ``soft`` says that the depth's steps are mostly ramps (an estimate's soft edges).
+
+    Where the denoising and sharpening leave a pixel as it was, the mesh depth is the input depth exactly.
+    """
+    from .dwmesh import median3
+
     d64 = np.ascontiguousarray(depth, dtype=np.float64)
     inv = 1.0 / d64
     sigma = noise_level(inv)
-    return d64, inv, sigma
+    mode = config.sharpen_mode
+    if mode == "none":
+        return d64, inv, sigma, None, False
+    new = inv
+    for _ in range(denoise_passes(sigma) if config.denoise else 0):
+        new = median3(new)
+    if new is not inv:
+        sigma = noise_level(new)
+    guard, softness = None, 0.0
+    if mode == "snap":
+        new, guard, softness = snap_depth(new, rgb, config, sigma)
+    else:
+        new = median_depth(new, config)
+    changed = new != inv
+    d_out = np.where(changed, 1.0 / new, d64)
+    return d_out, np.where(changed, new, inv), sigma, guard, softness >= SOFT_SHARE
+
+
+def guard_faces(guard: np.ndarray) -> np.ndarray:
+    """Flags [2·(H−1)·(W−1)] bool: grid faces with a corner on a guard pixel [H, W]."""
+    a, b, c, d = guard[:-1, :-1], guard[:-1, 1:], guard[1:, :-1], guard[1:, 1:]
+    return np.stack([c | a | b, c | b | d]).reshape(-1)

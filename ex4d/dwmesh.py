@@ -45,6 +45,7 @@ alpha is interpolated across faces and thresholded at 125/255 by the renderer.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass, field
@@ -84,9 +85,13 @@ class MeshConfig:
     step_noise: float = 6.0          #: step filter: … and this many times the frame's depth-noise level
     step_like: float = 0.6           #: step filter: beside a break, a jump must match the other slope this well
     sharpen: str = "auto"            #: depth-edge sharpening: auto | none | snap | median
-    snap_reach: int = 8              #: snap: longest half-ramp (pixels) it straightens
+    snap_reach: int = 12             #: snap: longest half-ramp (pixels) it straightens
     snap_color_px: int = 3           #: snap: how far (pixels) colour may move an edge beyond its depth ramp
     snap_min_step: float = 0.02      #: snap: smallest depth step (relative) it sharpens
+    snap_guard_px: int = 1           #: snap: faces this close (pixels) to a straightened ramp's new edge stay unknown
+    soft_mode: str = "auto"          #: step filter: grazing test too (on), never (off), on soft depth (auto)
+    snap_guard_move: float = 0.03    #: snap: … and faces on pixels it moved by more than this (relative depth)
+    denoise: bool = True             #: before sharpening, 3×3 medians of the depth where it is noisy (σ̂ ≥ 0.1 %)
 
     def __post_init__(self):
         check(self.filter in FILTERS, f"unknown mesh filter {self.filter!r}; choose one of {', '.join(FILTERS)}")
@@ -109,6 +114,9 @@ class MeshConfig:
         check(1 <= self.snap_reach <= 32, f"snap_reach must be in [1, 32] pixels, got {self.snap_reach}")
         check(0 <= self.snap_color_px <= 8, f"snap_color_px must be in [0, 8] pixels, got {self.snap_color_px}")
         check(self.snap_min_step > 0, f"snap_min_step must be > 0, got {self.snap_min_step}")
+        check(0 <= self.snap_guard_px <= 8, f"snap_guard_px must be in [0, 8] pixels, got {self.snap_guard_px}")
+        check(self.snap_guard_move > 0, f"snap_guard_move must be > 0, got {self.snap_guard_move}")
+        check(self.soft_mode in ("auto", "on", "off"), f"soft_mode must be auto, on or off, got {self.soft_mode!r}")
 
     @property
     def sharpen_mode(self) -> str:
@@ -380,13 +388,16 @@ def mesh_depth_and_occlusion(depth: np.ndarray, K: np.ndarray, config: MeshConfi
     The depth is ``depth`` after the configured sharpening (:mod:`ex4d.depth_edges`; ``snap`` is guided by
     ``rgb`` [H, W, 3] uint8 where given), the flags are the configured criterion's on it.
     """
-    from .depth_edges import prepare_depth, step_flags
+    from .depth_edges import guard_faces, prepare_depth, step_flags
 
     K = np.ascontiguousarray(K, dtype=np.float64)
-    d64, inv, sigma = prepare_depth(depth, rgb, config)
-    if config.filter == "step":
-        return d64, step_flags(inv, K, config, sigma)
-    return d64, _classic_occlusion(d64, K, config)
+    d64, inv, sigma, guard, soft = prepare_depth(depth, rgb, config)
+    flags = step_flags(inv, K, config, sigma) if config.filter == "step" else _classic_occlusion(d64, K, config)
+    if config.filter == "step" and (config.soft_mode == "on" or (config.soft_mode == "auto" and soft)):
+        flags |= _classic_occlusion(d64, K, dataclasses.replace(config, filter="grazing"))
+    if guard is not None:
+        flags |= guard_faces(guard)
+    return d64, flags
 
 
 def grid_occlusion(depth: np.ndarray, K: np.ndarray, config: MeshConfig, rgb: np.ndarray | None = None) -> np.ndarray:
