@@ -199,67 +199,55 @@ def _split_penalty(k, k0, a, b):  # pragma: no cover - compiled
 
 
 @njit(cache=True, inline="always")
-def _at(a, line, k, axis):  # pragma: no cover - compiled
-    return a[line, k] if axis == 1 else a[k, line]
-
-
-@njit(cache=True, inline="always")
-def _col(rgb, line, p, ch, axis):  # pragma: no cover - compiled
-    return np.int32(rgb[line, p, ch]) if axis == 1 else np.int32(rgb[p, line, ch])
-
-
-@njit(cache=True, inline="always")
-def _cgrad(rgb, line, k, axis):  # pragma: no cover - compiled
-    """L1 colour difference (int) between pixels k and k + 1 of a line."""
+def _cgrad(rgb, i, k):  # pragma: no cover - compiled
+    """L1 colour difference (int) between pixels k and k + 1 of row i."""
     s = 0
     for ch in range(3):
-        s += abs(_col(rgb, line, k + 1, ch, axis) - _col(rgb, line, k, ch, axis))
+        s += abs(np.int32(rgb[i, k + 1, ch]) - np.int32(rgb[i, k, ch]))
     return s
 
 
 @njit(parallel=True, cache=True)
-def _snap_lines(inv, rgb, use_rgb, axis, reach, cpx, min_step, across, guard, gpx, move_tol, counts):  # pragma: no cover - compiled
-    """One snap pass along rows (axis 1) or columns (axis 0) of disparity [H, W]; returns the new disparity
-    and sets ``guard`` [H, W] (bool, in place) on the ``gpx`` pixels either side of every ramp's split;
-    ``counts`` [L, 2] int64 (in place): per line, the ramps it straightened and the sharp steps it met.
+def _snap_rows(inv, rgb, use_rgb, reach, cpx, min_step, across, gpx, move_tol):  # pragma: no cover - compiled
+    """One snap pass along the rows of disparity [H, W] float64 (columns: call it on the transpose).
 
-    ``across`` [H, W] bool: the depth changes along this pass's lines at least as fast as across them (only
-    there may a peak start a ramp: a line running along an edge would see a long false ramp).
+    Returns (new disparity [H, W], guard [H, W] bool, counts [H, 2] int64: per row the ramps it straightened
+    and the sharp steps it met). ``across`` [H, W] bool: the depth changes along the rows at least as fast as
+    across them (only there may a peak start a ramp: a row running along an edge would see a long false ramp).
+
+    Every peak is judged on the input alone; a pixel in several zones follows the peak nearest to it
+    (|p − x − ½|, then the smaller x), so the result does not depend on the order of the work.
     """
     H, W = inv.shape
-    L = H if axis == 1 else W
-    n = W if axis == 1 else H
+    n = W
     out = inv.copy()
-    for line in prange(L):
+    guard = np.zeros((H, W), dtype=np.bool_)
+    counts = np.zeros((H, 2), dtype=np.int64)
+    for i in prange(H):
         best = np.full(n, 1e30)
+        ramp_owned = np.zeros(n, dtype=np.bool_)
         d = np.empty(max(n - 1, 1))
         for x in range(n - 1):
-            d[x] = _at(inv, line, x + 1, axis) - _at(inv, line, x, axis)
+            d[x] = inv[i, x + 1] - inv[i, x]
         for x in range(n - 1):
             m = abs(d[x])
             if m == 0.0 or (x > 0 and abs(d[x - 1]) > m) or (x < n - 2 and abs(d[x + 1]) >= m):
                 continue
-            if not (_at(across, line, x, axis) or _at(across, line, x + 1, axis)):
+            if not (across[i, x] or across[i, x + 1]):
                 continue
             sg = d[x] > 0.0
             # how wide is the peak's top? a blurred step's neighbours come close to its peak (≥ half of it
             # for a Gaussian of σ ≥ 0.9 px); a sharp step beside a steep surface (a limb) drops at once
             wl = x > 0 and (d[x - 1] > 0.0) == sg and abs(d[x - 1]) >= TOP_SHARE * m
             wr = x < n - 2 and (d[x + 1] > 0.0) == sg and abs(d[x + 1]) >= TOP_SHARE * m
-            if not (wl or wr):
-                # a sharp step: the depth already says where it is (counted when it is a real step)
-                sa0 = (_at(inv, line, x, axis) - _at(inv, line, max(x - 2, 0), axis)) * 0.5
-                sb0 = (_at(inv, line, min(x + 3, n - 1), axis) - _at(inv, line, x + 1, axis)) * 0.5
-                m0 = min(_at(inv, line, x, axis), _at(inv, line, x + 1, axis))
-                if m > min_step * m0 and m > PEAK_RATIO * max(abs(sa0), abs(sb0)):
-                    counts[line, 1] += 1
-                continue
+            kind = 0  # 0 sharp step, 1 flying pixel, 2 ramp
+            e0 = x
+            e1 = x
             if wl and wr:
-                e0 = x
+                kind = 2
                 while (e0 > 0 and e0 > x - reach and (d[e0 - 1] > 0.0) == sg
                        and RAMP_KEEP * m < abs(d[e0 - 1]) <= m):
                     e0 -= 1
-                e1 = x
                 while (e1 < n - 2 and e1 < x + reach and (d[e1 + 1] > 0.0) == sg
                        and RAMP_KEEP * m < abs(d[e1 + 1]) <= m):
                     e1 += 1
@@ -270,37 +258,39 @@ def _snap_lines(inv, rgb, use_rgb, axis, reach, cpx, min_step, across, guard, gp
                     continue  # an even slope: a steep plane, not a ramp
             elif wl or wr:
                 # two edges alone: one mixed ("flying") pixel between two sides
+                kind = 1
                 e0 = x - 1 if wl else x
                 e1 = x if wl else x + 1
                 if (e0 > 0 and abs(d[e0 - 1]) >= TOP_SHARE * m) or (e1 < n - 2 and abs(d[e1 + 1]) >= TOP_SHARE * m):
                     continue
             a = e0
             b = e1 + 1
-            da = _at(inv, line, a, axis)
-            db = _at(inv, line, b, axis)
-            sa = (da - _at(inv, line, max(a - 2, 0), axis)) * 0.5
-            sb = (_at(inv, line, min(b + 2, n - 1), axis) - db) * 0.5
+            da = inv[i, a]
+            db = inv[i, b]
+            sa = (da - inv[i, max(a - 2, 0)]) * 0.5
+            sb = (inv[i, min(b + 2, n - 1)] - db) * 0.5
             excess = abs((db - da) - (b - a) * ((sa + sb) * 0.5))
             if not (excess > min_step * min(da, db) and m > PEAK_RATIO * max(abs(sa), abs(sb))):
                 continue
-            # a ramp of one inner pixel (a mixed "flying" pixel) follows its nearer value; wider ramps, and
-            # up to cpx pixels beyond them, follow the colour
-            cz = cpx if b - a > 2 else 0
-            z0 = max(a - cz, 0)
-            z1 = min(b + cz, n - 1)
-            # the depth's own split: the last ramp pixel nearer the left shoulder's value
+            if kind == 0:
+                counts[i, 1] += 1  # a sharp step: the depth already says where it is
+                continue
+            # the depth's own split: the last inner pixel nearer the left shoulder's value
             k0 = a
             for p in range(a + 1, b):
-                v = _at(inv, line, p, axis)
+                v = inv[i, p]
                 if abs(v - da) <= abs(v - db):
                     k0 = p
             k = k0
-            if use_rgb and b - a > 2:
+            cz = cpx if kind == 2 else 0
+            z0 = max(a - cz, 0)
+            z1 = min(b + cz, n - 1)
+            if use_rgb and kind == 2:
                 # the split goes to the strongest colour edge, each pixel away from the depth's own split costing
-                # SPLIT_COST_IN within the ramp and SPLIT_COST_OUT beyond it
+                # SPLIT_COST_IN within the ramp and SPLIT_COST_OUT beyond it; ties: nearer k0, then left
                 best_gain = -(1 << 30)
                 for kk in range(z0, z1):
-                    g = _cgrad(rgb, line, kk, axis) - _split_penalty(kk, k0, a, b)
+                    g = _cgrad(rgb, i, kk) - _split_penalty(kk, k0, a, b)
                     if g > best_gain or (g == best_gain and abs(kk - k0) < abs(k - k0)):
                         best_gain = g
                         k = kk
@@ -311,35 +301,30 @@ def _snap_lines(inv, rgb, use_rgb, axis, reach, cpx, min_step, across, guard, gp
                 sa = 0.0
             if (sb > 0.0) != up:
                 sb = 0.0
-            if b - a > 2:
-                counts[line, 0] += 1
+            if kind == 2:
+                counts[i, 0] += 1
                 for p in range(max(k - gpx + 1, 0), min(k + gpx, n - 1) + 1):
-                    if axis == 1:
-                        guard[line, p] = True
-                    else:
-                        guard[p, line] = True
+                    guard[i, p] = True
             centre = x + 0.5
             for p in range(z0, z1 + 1):
                 dist = abs(p - centre)
                 if dist >= best[p]:
                     continue
                 best[p] = dist
-                orig = _at(inv, line, p, axis)
+                ramp_owned[p] = kind == 2
+                orig = inv[i, p]
                 if p <= k:
-                    v = orig if p <= a else da + (p - a) * sa
+                    out[i, p] = orig if p <= a else da + (p - a) * sa
                 else:
-                    v = orig if p >= b else db + (p - b) * sb
-                if axis == 1:
-                    out[line, p] = v
-                else:
-                    out[p, line] = v
-                # a pixel the ramp moved far is a guess: it stays unknown
-                if b - a > 2 and abs(v - orig) > move_tol * min(v, orig):
-                    if axis == 1:
-                        guard[line, p] = True
-                    else:
-                        guard[p, line] = True
-    return out
+                    out[i, p] = orig if p >= b else db + (p - b) * sb
+        # a pixel a ramp moved far is a guess: it stays unknown
+        for p in range(n):
+            if ramp_owned[p]:
+                v = out[i, p]
+                orig = inv[i, p]
+                if abs(v - orig) > move_tol * min(v, orig):
+                    guard[i, p] = True
+    return out, guard, counts
 
 
 @njit(parallel=True, cache=True)
@@ -365,20 +350,75 @@ def snap_depth(inv: np.ndarray, rgb: np.ndarray | None, config, sigma: float):
     min_step = float(config.snap_min_step + config.step_noise * sigma)
     out = np.ascontiguousarray(inv, dtype=np.float64)
     rows = _row_dominant(out)
-    guard = np.zeros(out.shape, dtype=bool)
-    ramps = steps = 0
-    for axis, across in ((1, rows), (0, ~rows)):
-        counts = np.zeros((out.shape[0] if axis == 1 else out.shape[1], 2), np.int64)
-        out = _snap_lines(out, col, use, axis, int(config.snap_reach), int(config.snap_color_px), min_step, across,
-                          guard, int(config.snap_guard_px), float(config.snap_guard_move), counts)
-        ramps += int(counts[:, 0].sum())
-        steps += int(counts[:, 1].sum())
+    args = (int(config.snap_reach), int(config.snap_color_px), min_step)
+    tail = (int(config.snap_guard_px), float(config.snap_guard_move))
+    out, guard, c1 = _snap_rows(out, col, use, *args, rows, *tail)
+    col_t = np.ascontiguousarray(col.transpose(1, 0, 2)) if use else col
+    out_t, guard_t, c2 = _snap_rows(np.ascontiguousarray(out.T), col_t, use, *args, np.ascontiguousarray(~rows.T),
+                                    *tail)
+    out = np.ascontiguousarray(out_t.T)
+    guard |= guard_t.T
+    ramps = int(c1[:, 0].sum() + c2[:, 0].sum())
+    steps = int(c1[:, 1].sum() + c2[:, 1].sum())
     softness = ramps / (ramps + steps) if ramps + steps else 0.0
     return np.maximum(out, 0.5 * float(np.min(inv))), guard, softness
 
 
-def median_depth(*args, **kwargs):
-    raise NotImplementedError
+#: median baseline (3D-photo inpainting's bilateral median, scale-free): window sides of its passes, and the
+#: relative disparity change that marks an edge.
+MEDIAN_WINDOWS = (7, 7, 5, 5, 5)
+MEDIAN_EDGE = 0.04
+
+
+@njit(parallel=True, cache=True)
+def _edge_pixels(inv, thr):  # pragma: no cover - compiled
+    """[H, W] bool: the disparity changes by more than thr (relative) to a 4-neighbour."""
+    H, W = inv.shape
+    out = np.zeros((H, W), dtype=np.bool_)
+    for i in prange(H):
+        for j in range(W):
+            p = inv[i, j]
+            for di, dj in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+                ii = i + di
+                jj = j + dj
+                if 0 <= ii < H and 0 <= jj < W:
+                    q = inv[ii, jj]
+                    if abs(q - p) > thr * min(p, q):
+                        out[i, j] = True
+    return out
+
+
+@njit(parallel=True, cache=True)
+def _median_pass(inv, marked, r):  # pragma: no cover - compiled
+    """Pixels whose (2r+1)² window (clipped at the border) holds marked pixels take the median (the upper one of
+    an even count) of its unmarked ones; the rest, and windows with none unmarked, stay."""
+    H, W = inv.shape
+    out = inv.copy()
+    for i in prange(H):
+        buf = np.empty((2 * r + 1) ** 2)
+        for j in range(W):
+            any_marked = False
+            cnt = 0
+            for ii in range(max(i - r, 0), min(i + r, H - 1) + 1):
+                for jj in range(max(j - r, 0), min(j + r, W - 1) + 1):
+                    if marked[ii, jj]:
+                        any_marked = True
+                    else:
+                        buf[cnt] = inv[ii, jj]
+                        cnt += 1
+            if not any_marked or cnt == 0:
+                continue
+            vals = np.sort(buf[:cnt])
+            out[i, j] = vals[cnt // 2]
+    return out
+
+
+def median_depth(inv: np.ndarray) -> np.ndarray:
+    """Disparity [H, W] float64 after the ``median`` baseline (see the module docstring) of disparity [H, W]."""
+    out = np.ascontiguousarray(inv, dtype=np.float64)
+    for side in MEDIAN_WINDOWS:
+        out = _median_pass(out, _edge_pixels(out, MEDIAN_EDGE), side // 2)
+    return out
 
 
 def denoise_passes(sigma: float) -> int:
@@ -410,7 +450,7 @@ def prepare_depth(depth: np.ndarray, rgb: np.ndarray | None, config):
     if mode == "snap":
         new, guard, softness = snap_depth(new, rgb, config, sigma)
     else:
-        new = median_depth(new, config)
+        new = median_depth(new)
     changed = new != inv
     d_out = np.where(changed, 1.0 / new, d64)
     return d_out, np.where(changed, new, inv), sigma, guard, softness >= SOFT_SHARE
