@@ -361,6 +361,9 @@ def snap_depth(inv: np.ndarray, rgb: np.ndarray | None, config, sigma: float):
     ramps = int(c1[:, 0].sum() + c2[:, 0].sum())
     steps = int(c1[:, 1].sum() + c2[:, 1].sum())
     softness = ramps / (ramps + steps) if ramps + steps else 0.0
+    if softness < SOFT_SHARE:
+        # the depth's steps are mostly sharp already (exact or sharp-edged depth): leave it as it is
+        return np.ascontiguousarray(inv, dtype=np.float64), np.zeros(inv.shape, dtype=bool), softness
     return np.maximum(out, 0.5 * float(np.min(inv))), guard, softness
 
 

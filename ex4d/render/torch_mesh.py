@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ..dwmesh import MeshConfig, _topology
 
-__all__ = ["TorchMesh", "build_dwmesh_torch", "render_torch", "grid_occlusion_torch"]
+__all__ = ["TorchMesh", "build_dwmesh_torch", "render_torch", "grid_occlusion_torch", "mesh_depth_and_occlusion_torch"]
 
 _FACES: dict = {}
 
@@ -87,8 +87,8 @@ def median3_torch(depth: torch.Tensor) -> torch.Tensor:
     return mn(p[4], p[2])
 
 
-def grid_occlusion_torch(depth: torch.Tensor, K, config: MeshConfig) -> torch.Tensor:
-    """Occluded flags [B, 2·(H−1)·(W−1)] bool of the grid faces of float64 z-depth [B, H, W] (as the numba kernel)."""
+def _classic_occlusion_torch(depth: torch.Tensor, K, config: MeshConfig) -> torch.Tensor:
+    """Flags [B, 2·(H−1)·(W−1)] of the angle, boundary or grazing criterion on float64 z-depth [B, H, W]."""
     if config.filter == "grazing" and config.prefilter:
         depth = median3_torch(depth)
     x, y, z = _points(depth, K)
@@ -146,6 +146,32 @@ def grid_occlusion_torch(depth: torch.Tensor, K, config: MeshConfig) -> torch.Te
     return (strong_f | (grown[:, None] & weak_f)).reshape(B, -1)
 
 
+def mesh_depth_and_occlusion_torch(depth: torch.Tensor, K, config: MeshConfig, rgb: torch.Tensor | None = None):
+    """(mesh z-depth [B, H, W] float64, occluded flags [B, 2·(H−1)·(W−1)] bool) of float64 z-depth [B, H, W]
+    (``rgb`` [B, H, W, 3] uint8 guides the snap): :func:`ex4d.dwmesh.mesh_depth_and_occlusion` frame by frame."""
+    import dataclasses
+
+    from .torch_edges import guard_faces_torch, prepare_depth_torch, step_faces_torch
+
+    d, inv, sig, guard, soft = prepare_depth_torch(depth, rgb, config)
+    if config.filter != "step":
+        flags = _classic_occlusion_torch(d, K, config)
+    else:
+        flags = step_faces_torch(inv, K, config, sig)
+        on = [config.soft_mode == "on" or (config.soft_mode == "auto" and s) for s in soft]
+        if any(on):
+            graz = _classic_occlusion_torch(d, K, dataclasses.replace(config, filter="grazing"))
+            flags = flags | (graz & torch.tensor(on, device=d.device)[:, None])
+    if guard is not None:
+        flags = flags | guard_faces_torch(guard)
+    return d, flags
+
+
+def grid_occlusion_torch(depth: torch.Tensor, K, config: MeshConfig, rgb: torch.Tensor | None = None) -> torch.Tensor:
+    """Occluded flags [B, 2·(H−1)·(W−1)] bool of the grid faces of float64 z-depth [B, H, W] (as the numba kernel)."""
+    return mesh_depth_and_occlusion_torch(depth, K, config, rgb)[1]
+
+
 def build_dwmesh_torch(rgb: torch.Tensor, depth: torch.Tensor, K, far: float, config: MeshConfig) -> TorchMesh:
     """The DW-Meshes of B frames on ``depth``'s device.
 
@@ -154,7 +180,7 @@ def build_dwmesh_torch(rgb: torch.Tensor, depth: torch.Tensor, K, far: float, co
     """
     dev = depth.device
     B, H, W = depth.shape
-    d64 = depth.to(torch.float64)
+    d64, grid_occ = mesh_depth_and_occlusion_torch(depth.to(torch.float64), K, config, rgb)
     x, y, z = _points(d64, K)
     grid = torch.stack([x, y, z], -1).reshape(B, -1, 3).to(torch.float32)
     _, _, ri, rj = _topology(H, W)
@@ -176,7 +202,7 @@ def build_dwmesh_torch(rgb: torch.Tensor, depth: torch.Tensor, K, far: float, co
     faces = _faces(H, W, dev)
     n_grid = 2 * (H - 1) * (W - 1)
     occluded = torch.ones((B, faces.shape[0]), dtype=torch.bool, device=dev)
-    occluded[:, :n_grid] = grid_occlusion_torch(d64, K, config)
+    occluded[:, :n_grid] = grid_occ
     alpha = None
     if config.alpha_mode == "vertex":
         alpha = torch.ones((B, vertices.shape[1]), dtype=torch.float32, device=dev)

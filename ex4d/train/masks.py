@@ -274,7 +274,9 @@ def round_trip(rgb: np.ndarray, depth: np.ndarray, K: np.ndarray, w2c: np.ndarra
     d_novel = np.where(np.isfinite(novel.depth), novel.depth, far).astype(np.float64)
     d_novel = np.maximum(d_novel, 1e-3 * far)
     color_novel = np.clip(novel.color * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    back_mesh = build_dwmesh(color_novel, d_novel, K, far=2.0 * float(d_novel.max()), config=config.mesh)
+    # the back mesh's depth is a render, not an estimate: no denoising or sharpening (they would move its edges)
+    back_cfg = dataclasses.replace(config.mesh, sharpen="none") if config.mesh.filter == "step" else config.mesh
+    back_mesh = build_dwmesh(color_novel, d_novel, K, far=2.0 * float(d_novel.max()), config=back_cfg)
     back_mesh = _flag_unknown(back_mesh, ~novel.mask)
     back = render_mesh(back_mesh, K, invert_w2c(w2c), H, W, backend=config.backend, device=device)
     same_surface = np.abs(back.depth - depth) <= config.depth_tolerance * depth
