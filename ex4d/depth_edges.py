@@ -31,7 +31,8 @@ Sharpening (:func:`snap_depth`, :func:`median_depth`)
 -----------------------------------------------------
 ``snap`` (ours) straightens estimators' ramps into steps, placed where the colour changes. It runs along the
 rows, then along the columns. On each line, an edge x (between pixels x and x+1, first difference
-d_x = δ_{x+1} − δ_x) is a ramp peak when |d_x| is a local maximum; the ramp extends over the neighbouring edges
+d_x = δ_{x+1} − δ_x) is a ramp peak when |d_x| is a local maximum (|d_{x−1}| ≤ |d_x|, |d_{x+1}| < (1 − 10⁻⁴)·|d_x|,
+so that a plane's equal slopes, which differ by rounding only, have none); the ramp extends over the neighbouring edges
 of the same sign with 0.15·|d_x| < |d| ≤ |d_x|, at most ``snap_reach`` pixels each way, to the shoulder pixels
 a < b.
 With the outer slopes s_a = (δ_a − δ_{a−2}) / 2 and s_b = (δ_{b+2} − δ_b) / 2, the ramp is a step when
@@ -182,6 +183,7 @@ def step_flags(inv: np.ndarray, K: np.ndarray, config, sigma: float) -> np.ndarr
 #: its shoulders; moving the split one pixel within the ramp costs SPLIT_COST_IN, one pixel beyond it (into
 #: what the depth calls a plateau) SPLIT_COST_OUT (8-bit RGB L1 units per pixel).
 RAMP_KEEP = 0.05
+PEAK_TOL = 1.0 - 1e-4   # a peak tops its right neighbour by more than rounding (planes' equal slopes differ by it)
 TOP_SHARE = 0.5
 PLANE_SHARE = 0.7
 PEAK_RATIO = 3.0
@@ -198,133 +200,174 @@ def _split_penalty(k, k0, a, b):  # pragma: no cover - compiled
     return SPLIT_COST_IN * inside + SPLIT_COST_OUT * (hi - lo - inside)
 
 
-@njit(cache=True, inline="always")
-def _cgrad(rgb, i, k):  # pragma: no cover - compiled
-    """L1 colour difference (int) between pixels k and k + 1 of row i."""
-    s = 0
-    for ch in range(3):
-        s += abs(np.int32(rgb[i, k + 1, ch]) - np.int32(rgb[i, k, ch]))
-    return s
+@njit(cache=True)
+def _snap_line(v, col, use_rgb, acr, reach, cpx, min_step, gpx, move_tol, o, g):  # pragma: no cover - compiled
+    """Snap one line: disparity v [n], colours col [n, 3] int32, ``acr`` [n] bool; writes o [n] (the new
+    disparity), g [n] (guard); returns (ramps straightened, sharp steps met)."""
+    n = v.shape[0]
+    ramps = 0
+    sharp = 0
+    for p in range(n):
+        o[p] = v[p]
+    best = np.full(n, 1e30)
+    ramp_owned = np.zeros(n, dtype=np.bool_)
+    d = np.empty(max(n - 1, 1))
+    for x in range(n - 1):
+        d[x] = v[x + 1] - v[x]
+    for x in range(n - 1):
+        m = abs(d[x])
+        if m == 0.0 or (x > 0 and abs(d[x - 1]) > m) or (x < n - 2 and abs(d[x + 1]) >= PEAK_TOL * m):
+            continue
+        if not (acr[x] or acr[x + 1]):
+            continue
+        sg = d[x] > 0.0
+        # how wide is the peak's top? a blurred step's neighbours come close to its peak (≥ half of it
+        # for a Gaussian of σ ≥ 0.9 px); a sharp step beside a steep surface (a limb) drops at once
+        wl = x > 0 and (d[x - 1] > 0.0) == sg and abs(d[x - 1]) >= TOP_SHARE * m
+        wr = x < n - 2 and (d[x + 1] > 0.0) == sg and abs(d[x + 1]) >= TOP_SHARE * m
+        kind = 0  # 0 sharp step, 1 flying pixel, 2 ramp
+        e0 = x
+        e1 = x
+        if wl and wr:
+            kind = 2
+            while (e0 > 0 and e0 > x - reach and (d[e0 - 1] > 0.0) == sg
+                   and RAMP_KEEP * m < abs(d[e0 - 1]) <= m):
+                e0 -= 1
+            while (e1 < n - 2 and e1 < x + reach and (d[e1 + 1] > 0.0) == sg
+                   and RAMP_KEEP * m < abs(d[e1 + 1]) <= m):
+                e1 += 1
+            lo = m
+            for e in range(e0, e1 + 1):
+                lo = min(lo, abs(d[e]))
+            if lo >= PLANE_SHARE * m:
+                continue  # an even slope: a steep plane, not a ramp
+        elif wl or wr:
+            # two edges alone: one mixed ("flying") pixel between two sides
+            kind = 1
+            e0 = x - 1 if wl else x
+            e1 = x if wl else x + 1
+            if (e0 > 0 and abs(d[e0 - 1]) >= TOP_SHARE * m) or (e1 < n - 2 and abs(d[e1 + 1]) >= TOP_SHARE * m):
+                continue
+        a = e0
+        b = e1 + 1
+        da = v[a]
+        db = v[b]
+        sa = (da - v[max(a - 2, 0)]) * 0.5
+        sb = (v[min(b + 2, n - 1)] - db) * 0.5
+        excess = abs((db - da) - (b - a) * ((sa + sb) * 0.5))
+        if not (excess > min_step * min(da, db) and m > PEAK_RATIO * max(abs(sa), abs(sb))):
+            continue
+        if kind == 0:
+            sharp += 1  # a sharp step: the depth already says where it is
+            continue
+        # the depth's own split: the last inner pixel nearer the left shoulder's value
+        k0 = a
+        for p in range(a + 1, b):
+            if abs(v[p] - da) <= abs(v[p] - db):
+                k0 = p
+        k = k0
+        cz = cpx if kind == 2 else 0
+        z0 = max(a - cz, 0)
+        z1 = min(b + cz, n - 1)
+        if use_rgb and kind == 2:
+            # the split goes to the strongest colour edge, each pixel away from the depth's own split costing
+            # SPLIT_COST_IN within the ramp and SPLIT_COST_OUT beyond it; ties: nearer k0, then left
+            best_gain = -(1 << 30)
+            for kk in range(z0, z1):
+                cg = abs(col[kk + 1, 0] - col[kk, 0]) + abs(col[kk + 1, 1] - col[kk, 1]) \
+                    + abs(col[kk + 1, 2] - col[kk, 2])
+                gain = cg - _split_penalty(kk, k0, a, b)
+                if gain > best_gain or (gain == best_gain and abs(kk - k0) < abs(k - k0)):
+                    best_gain = gain
+                    k = kk
+        # plateau slopes beyond the shoulders, used only where they lean away from the step (a blur's tail
+        # leans towards it)
+        up = db > da
+        if (sa > 0.0) == up:
+            sa = 0.0
+        if (sb > 0.0) != up:
+            sb = 0.0
+        if kind == 2:
+            ramps += 1
+            for p in range(max(k - gpx + 1, 0), min(k + gpx, n - 1) + 1):
+                g[p] = True
+        centre = x + 0.5
+        for p in range(z0, z1 + 1):
+            dist = abs(p - centre)
+            if dist >= best[p]:
+                continue
+            best[p] = dist
+            ramp_owned[p] = kind == 2
+            if p <= k:
+                o[p] = v[p] if p <= a else da + (p - a) * sa
+            else:
+                o[p] = v[p] if p >= b else db + (p - b) * sb
+    # a pixel a ramp moved far is a guess: it stays unknown
+    for p in range(n):
+        if ramp_owned[p] and abs(o[p] - v[p]) > move_tol * min(o[p], v[p]):
+            g[p] = True
+    return ramps, sharp
+
+
+_BLOCK = 16  # lines gathered at once: along columns, 16 neighbouring values share a cache line's reads
 
 
 @njit(parallel=True, cache=True)
-def _snap_rows(inv, rgb, use_rgb, reach, cpx, min_step, across, gpx, move_tol):  # pragma: no cover - compiled
-    """One snap pass along the rows of disparity [H, W] float64 (columns: call it on the transpose).
-
-    Returns (new disparity [H, W], guard [H, W] bool, counts [H, 2] int64: per row the ramps it straightened
-    and the sharp steps it met). ``across`` [H, W] bool: the depth changes along the rows at least as fast as
-    across them (only there may a peak start a ramp: a row running along an edge would see a long false ramp).
-
-    Every peak is judged on the input alone; a pixel in several zones follows the peak nearest to it
-    (|p − x − ½|, then the smaller x), so the result does not depend on the order of the work.
+def _snap_pass(inv, rgb, use_rgb, axis, reach, cpx, min_step, across, guard, gpx, move_tol):  # pragma: no cover - compiled
+    """One snap pass along the rows (axis 1) or the columns (axis 0) of disparity [H, W] float64: (new
+    disparity [H, W], counts [lines, 2] int64: per line the ramps it straightened and the sharp steps it met);
+    ORs its guard into ``guard`` [H, W] bool. ``across`` [H, W] bool: the depth changes along the pass's lines at
+    least as fast as across them (only there may a peak start a ramp: a line running along an edge would see a
+    long false ramp). Every peak is judged on the input alone; a pixel in several zones follows the peak
+    nearest to it (|p − x − ½|, then the smaller x), so the result does not depend on the order of the work.
     """
     H, W = inv.shape
-    n = W
-    out = inv.copy()
-    guard = np.zeros((H, W), dtype=np.bool_)
-    counts = np.zeros((H, 2), dtype=np.int64)
-    for i in prange(H):
-        best = np.full(n, 1e30)
-        ramp_owned = np.zeros(n, dtype=np.bool_)
-        d = np.empty(max(n - 1, 1))
-        for x in range(n - 1):
-            d[x] = inv[i, x + 1] - inv[i, x]
-        for x in range(n - 1):
-            m = abs(d[x])
-            if m == 0.0 or (x > 0 and abs(d[x - 1]) > m) or (x < n - 2 and abs(d[x + 1]) >= m):
-                continue
-            if not (across[i, x] or across[i, x + 1]):
-                continue
-            sg = d[x] > 0.0
-            # how wide is the peak's top? a blurred step's neighbours come close to its peak (≥ half of it
-            # for a Gaussian of σ ≥ 0.9 px); a sharp step beside a steep surface (a limb) drops at once
-            wl = x > 0 and (d[x - 1] > 0.0) == sg and abs(d[x - 1]) >= TOP_SHARE * m
-            wr = x < n - 2 and (d[x + 1] > 0.0) == sg and abs(d[x + 1]) >= TOP_SHARE * m
-            kind = 0  # 0 sharp step, 1 flying pixel, 2 ramp
-            e0 = x
-            e1 = x
-            if wl and wr:
-                kind = 2
-                while (e0 > 0 and e0 > x - reach and (d[e0 - 1] > 0.0) == sg
-                       and RAMP_KEEP * m < abs(d[e0 - 1]) <= m):
-                    e0 -= 1
-                while (e1 < n - 2 and e1 < x + reach and (d[e1 + 1] > 0.0) == sg
-                       and RAMP_KEEP * m < abs(d[e1 + 1]) <= m):
-                    e1 += 1
-                lo = m
-                for e in range(e0, e1 + 1):
-                    lo = min(lo, abs(d[e]))
-                if lo >= PLANE_SHARE * m:
-                    continue  # an even slope: a steep plane, not a ramp
-            elif wl or wr:
-                # two edges alone: one mixed ("flying") pixel between two sides
-                kind = 1
-                e0 = x - 1 if wl else x
-                e1 = x if wl else x + 1
-                if (e0 > 0 and abs(d[e0 - 1]) >= TOP_SHARE * m) or (e1 < n - 2 and abs(d[e1 + 1]) >= TOP_SHARE * m):
-                    continue
-            a = e0
-            b = e1 + 1
-            da = inv[i, a]
-            db = inv[i, b]
-            sa = (da - inv[i, max(a - 2, 0)]) * 0.5
-            sb = (inv[i, min(b + 2, n - 1)] - db) * 0.5
-            excess = abs((db - da) - (b - a) * ((sa + sb) * 0.5))
-            if not (excess > min_step * min(da, db) and m > PEAK_RATIO * max(abs(sa), abs(sb))):
-                continue
-            if kind == 0:
-                counts[i, 1] += 1  # a sharp step: the depth already says where it is
-                continue
-            # the depth's own split: the last inner pixel nearer the left shoulder's value
-            k0 = a
-            for p in range(a + 1, b):
-                v = inv[i, p]
-                if abs(v - da) <= abs(v - db):
-                    k0 = p
-            k = k0
-            cz = cpx if kind == 2 else 0
-            z0 = max(a - cz, 0)
-            z1 = min(b + cz, n - 1)
-            if use_rgb and kind == 2:
-                # the split goes to the strongest colour edge, each pixel away from the depth's own split costing
-                # SPLIT_COST_IN within the ramp and SPLIT_COST_OUT beyond it; ties: nearer k0, then left
-                best_gain = -(1 << 30)
-                for kk in range(z0, z1):
-                    g = _cgrad(rgb, i, kk) - _split_penalty(kk, k0, a, b)
-                    if g > best_gain or (g == best_gain and abs(kk - k0) < abs(k - k0)):
-                        best_gain = g
-                        k = kk
-            # plateau slopes beyond the shoulders, used only where they lean away from the step (a blur's tail
-            # leans towards it)
-            up = db > da
-            if (sa > 0.0) == up:
-                sa = 0.0
-            if (sb > 0.0) != up:
-                sb = 0.0
-            if kind == 2:
-                counts[i, 0] += 1
-                for p in range(max(k - gpx + 1, 0), min(k + gpx, n - 1) + 1):
-                    guard[i, p] = True
-            centre = x + 0.5
-            for p in range(z0, z1 + 1):
-                dist = abs(p - centre)
-                if dist >= best[p]:
-                    continue
-                best[p] = dist
-                ramp_owned[p] = kind == 2
-                orig = inv[i, p]
-                if p <= k:
-                    out[i, p] = orig if p <= a else da + (p - a) * sa
-                else:
-                    out[i, p] = orig if p >= b else db + (p - b) * sb
-        # a pixel a ramp moved far is a guess: it stays unknown
-        for p in range(n):
-            if ramp_owned[p]:
-                v = out[i, p]
-                orig = inv[i, p]
-                if abs(v - orig) > move_tol * min(v, orig):
-                    guard[i, p] = True
-    return out, guard, counts
+    L = H if axis == 1 else W
+    n = W if axis == 1 else H
+    out = np.empty((H, W))
+    counts = np.zeros((L, 2), dtype=np.int64)
+    nb = (L + _BLOCK - 1) // _BLOCK
+    for blk in prange(nb):
+        l0 = blk * _BLOCK
+        bl = min(_BLOCK, L - l0)
+        v = np.empty((bl, n))
+        acr = np.empty((bl, n), dtype=np.bool_)
+        col = np.zeros((bl, n, 3), dtype=np.int32)
+        o = np.empty((bl, n))
+        g = np.zeros((bl, n), dtype=np.bool_)
+        if axis == 1:
+            for q in range(bl):
+                for p in range(n):
+                    v[q, p] = inv[l0 + q, p]
+                    acr[q, p] = across[l0 + q, p]
+                    if use_rgb:
+                        for ch in range(3):
+                            col[q, p, ch] = rgb[l0 + q, p, ch]
+        else:
+            for p in range(n):
+                for q in range(bl):
+                    v[q, p] = inv[p, l0 + q]
+                    acr[q, p] = across[p, l0 + q]
+                    if use_rgb:
+                        for ch in range(3):
+                            col[q, p, ch] = rgb[p, l0 + q, ch]
+        for q in range(bl):
+            r, c = _snap_line(v[q], col[q], use_rgb, acr[q], reach, cpx, min_step, gpx, move_tol, o[q], g[q])
+            counts[l0 + q, 0] = r
+            counts[l0 + q, 1] = c
+        if axis == 1:
+            for q in range(bl):
+                for p in range(n):
+                    out[l0 + q, p] = o[q, p]
+                    if g[q, p]:
+                        guard[l0 + q, p] = True
+        else:
+            for p in range(n):
+                for q in range(bl):
+                    out[p, l0 + q] = o[q, p]
+                    if g[q, p]:
+                        guard[p, l0 + q] = True
+    return out, counts
 
 
 @njit(parallel=True, cache=True)
@@ -348,23 +391,20 @@ def snap_depth(inv: np.ndarray, rgb: np.ndarray | None, config, sigma: float):
     use = rgb is not None
     col = np.ascontiguousarray(rgb, dtype=np.uint8) if use else np.zeros((1, 1, 3), np.uint8)
     min_step = float(config.snap_min_step + config.step_noise * sigma)
-    out = np.ascontiguousarray(inv, dtype=np.float64)
-    rows = _row_dominant(out)
+    src = np.ascontiguousarray(inv, dtype=np.float64)
+    rows = _row_dominant(src)
+    guard = np.zeros(src.shape, dtype=bool)
     args = (int(config.snap_reach), int(config.snap_color_px), min_step)
-    tail = (int(config.snap_guard_px), float(config.snap_guard_move))
-    out, guard, c1 = _snap_rows(out, col, use, *args, rows, *tail)
-    col_t = np.ascontiguousarray(col.transpose(1, 0, 2)) if use else col
-    out_t, guard_t, c2 = _snap_rows(np.ascontiguousarray(out.T), col_t, use, *args, np.ascontiguousarray(~rows.T),
-                                    *tail)
-    out = np.ascontiguousarray(out_t.T)
-    guard |= guard_t.T
+    tail = (guard, int(config.snap_guard_px), float(config.snap_guard_move))
+    out, c1 = _snap_pass(src, col, use, 1, *args, rows, *tail)
+    out, c2 = _snap_pass(out, col, use, 0, *args, ~rows, *tail)
     ramps = int(c1[:, 0].sum() + c2[:, 0].sum())
     steps = int(c1[:, 1].sum() + c2[:, 1].sum())
     softness = ramps / (ramps + steps) if ramps + steps else 0.0
     if softness < SOFT_SHARE:
         # the depth's steps are mostly sharp already (exact or sharp-edged depth): leave it as it is
-        return np.ascontiguousarray(inv, dtype=np.float64), np.zeros(inv.shape, dtype=bool), softness
-    return np.maximum(out, 0.5 * float(np.min(inv))), guard, softness
+        return src, np.zeros(src.shape, dtype=bool), softness
+    return np.maximum(out, 0.5 * float(np.min(src))), guard, softness
 
 
 #: median baseline (3D-photo inpainting's bilateral median, scale-free): window sides of its passes, and the

@@ -122,7 +122,7 @@ def _snap_rows(inv, cg, use_rgb, reach, cpx, min_step, across, gpx, move_tol):
     acr = across.reshape(B * L, n)
     nd = n - 1
     idx = torch.arange(nd, device=dev)
-    pk = (ad > 0) & ((idx == 0) | (_left(ad) <= ad)) & ((idx == nd - 1) | (_right(ad) < ad)) \
+    pk = (ad > 0) & ((idx == 0) | (_left(ad) <= ad)) & ((idx == nd - 1) | (_right(ad) < E.PEAK_TOL * ad)) \
         & (acr[:, :-1] | acr[:, 1:])
     line, x = pk.nonzero(as_tuple=True)
     if line.numel() == 0:
