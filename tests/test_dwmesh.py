@@ -4,7 +4,7 @@ import trimesh
 
 from ex4d_testutil import box_on_plane
 from ex4d.cameras import default_intrinsics
-from ex4d.dwmesh import FILTERS, MeshConfig, build_dwmesh, export_ply
+from ex4d.dwmesh import FILTERS, MeshConfig, build_dwmesh, export_ply, mesh_depth_and_occlusion
 from ex4d.errors import Ex4dError
 
 
@@ -13,7 +13,9 @@ def test_mesh_is_closed_and_counts(shape):
     H, W = shape
     rng = np.random.default_rng(1)
     depth = rng.uniform(1, 3, (H, W))
-    mesh = build_dwmesh(rng.integers(0, 256, (H, W, 3), dtype=np.uint8), depth, default_intrinsics(W, H))
+    rgb = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    K = default_intrinsics(W, H)
+    mesh = build_dwmesh(rgb, depth, K, config=MeshConfig(sharpen="none"))
     assert mesh.vertices.shape == (H * W + 2 * (H + W) + 5, 3)
     assert mesh.faces.dtype == np.int32 and mesh.occluded.shape == (mesh.faces.shape[0],)
     tm = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
@@ -26,6 +28,11 @@ def test_mesh_is_closed_and_counts(shape):
     # one vertex per pixel, at its own depth; walls and cap are occluded
     np.testing.assert_allclose(mesh.vertices[: H * W, 2], depth.ravel(), rtol=1e-6)
     assert mesh.occluded[mesh.num_grid_faces:].all()
+    # by default the vertices sit at the denoised / sharpened depth the flags were decided on
+    default = build_dwmesh(rgb, depth, K)
+    md, occ = mesh_depth_and_occlusion(depth, K, MeshConfig(), rgb)
+    np.testing.assert_allclose(default.vertices[: H * W, 2], md.ravel(), rtol=1e-6)
+    assert np.array_equal(default.occluded[: default.num_grid_faces], occ)
 
 
 @pytest.mark.parametrize("filt", FILTERS)
@@ -71,7 +78,7 @@ def test_grazing_prefilter_ignores_depth_noise_but_keeps_edges():
     flat[H // 4 + 3 : 3 * H // 4 - 3, W // 4 + 3 : W // 2 - 3] = True
     share = {}
     for pre in (0, 3):
-        m = build_dwmesh(rgb, noisy, K, config=MeshConfig(prefilter=pre))
+        m = build_dwmesh(rgb, noisy, K, config=MeshConfig(filter="grazing", prefilter=pre))
         occ = m.occluded[: m.num_grid_faces].reshape(2, H - 1, W - 1).any(axis=0)
         share[pre] = occ[flat].mean()
         edge = occ[H // 4 + 2 : 3 * H // 4 - 2, W // 4 - 1]  # quads spanning the box's left edge

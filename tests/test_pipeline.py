@@ -36,7 +36,7 @@ def test_recon_outputs(example_files, tmp_path):
     assert len(list((out / "color").glob("*.png"))) == 9 and len(list((out / "mask").glob("*.png"))) == 9
     assert len(list((out / "meshes").glob("*.ply"))) == 9
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["run"]["trajectory"] == "ex4d-90" and cfg["run"]["recon"]["mesh"]["filter"] == "grazing"
+    assert cfg["run"]["trajectory"] == "ex4d-90" and cfg["run"]["recon"]["mesh"]["filter"] == "step"
     assert not (out / "output.mp4").exists()
 
 

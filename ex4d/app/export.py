@@ -4,7 +4,7 @@ The viewer (``web/src/scene.js``) draws one static grid of ``w·h`` vertices
 (one per pixel) and, per frame, swaps three textures: the vertex shader lifts
 each vertex to its z-depth along ((u−cx)/fx, (v−cy)/fy, 1), the fragment
 shader colours it from the frame and marks the faces that
-:func:`ex4d.dwmesh.grid_occlusion` flags (the same criterion as the run) as
+:func:`ex4d.dwmesh.mesh_depth_and_occlusion` flags (the same criterion as the run) as
 unknown. So the browser shows exactly the DW-Meshes the pipeline rendered,
 without shipping a mesh per frame.
 
@@ -47,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..dwmesh import MeshConfig, grid_occlusion
+from ..dwmesh import MeshConfig, mesh_depth_and_occlusion
 from ..errors import Ex4dError, check
 
 __all__ = ["MAGIC", "SceneData", "encode_scene", "decode_scene", "write_scene", "read_scene", "export_stride",
@@ -143,6 +143,9 @@ def encode_scene(frames: np.ndarray, depth: np.ndarray, K: np.ndarray, fps: floa
     check(h >= 2 and w >= 2, f"the export grid {w}×{h} is too small; raise max_size")
     Ks = np.array(K, dtype=np.float64)
     Ks[:2] /= s  # grid pixel (i, j) is source pixel (s·i, s·j): u_s = u / s exactly
+    # the depth and flags the run's meshes use (denoised and sharpened as the MeshConfig says)
+    prepared = [mesh_depth_and_occlusion(d[t], Ks, mesh, c[t]) for t in range(T)]
+    d = np.stack([p[0] for p in prepared]).astype(np.float32)
     dmin, dmax = float(d.min()), float(d.max())
     pivot = float(pivot_depth) if pivot_depth is not None else pivot_depth_from_depth(depth[0])
 
@@ -158,7 +161,7 @@ def encode_scene(frames: np.ndarray, depth: np.ndarray, K: np.ndarray, fps: floa
         return span
 
     for t in range(T):
-        occ = grid_occlusion(d[t], Ks, mesh).reshape(2, h - 1, w - 1)
+        occ = prepared[t][1].reshape(2, h - 1, w - 1)
         bits = (occ[0].astype(np.uint8) | (occ[1].astype(np.uint8) << 1))
         index.append({"depth": add(_quantize_depth(d[t], dmin, dmax).tobytes()),
                       "occ": add(np.ascontiguousarray(bits).tobytes()),

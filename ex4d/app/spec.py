@@ -14,7 +14,7 @@ Request fields (all optional but ``input``)::
      "trajectory": "<preset>" | "keyframes",
      "trajectory_options": {"yaw": 30, "pitch": 0, "dolly": 0, "zoom": 1, "ease": "smoothstep"}
                            | {"keyframes": [{"t": 0, "yaw": 0}, ...], "interpolation": "cubic"},
-     "filter": "grazing" | "angle" | "boundary",
+     "filter": "step" | "grazing" | "angle" | "boundary",
      "fill": "classical" | "none" | "ex4d"}
 """
 
@@ -30,7 +30,7 @@ from .uploads import AppLimits
 __all__ = ["ServerModels", "build_run_config", "TRAJECTORY_OPTION_KEYS", "DEPTH_KINDS"]
 
 DEPTH_KINDS = ("depth", "disparity", "depthcrafter")
-FILTERS = ("grazing", "angle", "boundary")
+FILTERS = ("step", "grazing", "angle", "boundary")
 #: Options the browser may set per trajectory kind (values are checked by make_trajectory).
 TRAJECTORY_OPTION_KEYS = {
     "motion": ("yaw", "pitch", "dolly", "zoom", "ease", "pivot_depth"),
@@ -149,6 +149,6 @@ def build_run_config(req: dict, job_input: dict, limits: AppLimits, models: Serv
     fill = _choice(req, "fill", "classical", models.fills())
     fill_options = {"wan": models.wan, **({"adapter": models.adapter} if models.adapter else {})} if fill == "ex4d" \
         else {}
-    mesh = MeshConfig(filter=_choice(req, "filter", "grazing", FILTERS))
+    mesh = MeshConfig(filter=_choice(req, "filter", MeshConfig().filter, FILTERS))
     return RunConfig(trajectory=name, trajectory_options=opts, recon=ReconConfig(mesh=mesh), fill=fill,
                      fill_options=fill_options, **kw)

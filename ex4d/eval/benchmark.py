@@ -66,10 +66,10 @@ class BenchmarkConfig:
 
     size: int = 256                                            #: frame side in pixels (square frames)
     frames: int = 9                                            #: frames per clip (scene times 0 … 1)
-    ranges: tuple = ("0-30", "0-60", "0-90", "-90-90")         #: yaw ranges in degrees, "lo-hi[@pitch]"
-    scenes: tuple = ("example", "layout")                      #: see ex4d.eval.scenes.SCENES
-    methods: tuple = ("original", "ours")                      #: original | ours | FILTER[:ALPHA][/SHARPEN]
-    variants: tuple = ("exact", "blur3", "noise0.5")           #: depth variants (ex4d.eval.degrade)
+    ranges: tuple = ("0-60", "-90-90", "-90-90@-15")           #: yaw ranges in degrees, "lo-hi[@pitch]"
+    scenes: tuple = ("example", "layout", "slopes", "spheres", "steps")  #: see ex4d.eval.scenes.SCENES
+    methods: tuple = ("original", "grazing", "ours")           #: original | ours | FILTER[:ALPHA][/SHARPEN]
+    variants: tuple = ("exact", "blur3", "fatten2+blur2.5+noise1")  #: depth variants (ex4d.eval.degrade)
     blur: tuple = ()                                           #: more variants: Gaussian blur, px
     noise: tuple = ()                                          #: more variants: relative noise std
     fill: str = "classical"                                    #: classical | none

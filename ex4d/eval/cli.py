@@ -66,28 +66,33 @@ def register(subparsers) -> None:
         description="Re-shoot synthetic dynamic scenes with exact depth along camera paths sweeping each yaw range, "
                     "and compare with the exact novel views: leak (known pixels showing a wrong surface or one hidden "
                     "in the source) and recall of the known-mask, PSNR of the known region, and PSNR/SSIM of the "
-                    "filled video; with exact, blurred and noisy depth; masking methods side by side (default: the "
-                    "original's angle filter with per-vertex alpha against ours, grazing with per-face flags). "
-                    "Writes report.json, report.md and PNG plots.\n\n"
+                    "filled video; with exact depth and depth made like an estimate (soft edges, fattened or shrunk "
+                    "foreground, noise); recall also against the knowable set (what no leak-free method can beat); "
+                    "masking methods side by side (default: the original's angle filter with per-vertex alpha, our "
+                    "previous grazing filter, and ours: the step filter on snapped depth). Writes report.json, "
+                    "report.md and PNG plots.\n\n"
                     "  ex4d benchmark novel-view --out bench_report/ --size 256 --frames 9")
     n.add_argument("--out", required=True, help="output folder (report.json, report.md, *.png)")
     n.add_argument("--size", type=int, default=d.size, help=f"frame side in pixels (default {d.size})")
     n.add_argument("--frames", type=int, default=d.frames, help=f"frames per clip (default {d.frames})")
     n.add_argument("--ranges", nargs="+", default=list(d.ranges), metavar="LO-HI",
                    help="yaw ranges in degrees: LO-HI, N (= 0-N) or +-N (= -N-N; a value starting with '-' "
-                        "reads as an option) (default: 0-30 0-60 0-90 +-90)")
+                        "reads as an option), each optionally @PITCH (degrees at the widest yaw, negative = from "
+                        f"below; default --pitch) (default: {' '.join(d.ranges)})")
     n.add_argument("--scenes", nargs="+", default=list(d.scenes), help="synthetic scenes: example, layout, "
                                                                       f"layout-N (default: {' '.join(d.scenes)})")
     n.add_argument("--filters", "--methods", dest="methods", nargs="+", default=list(d.methods), metavar="METHOD",
-                   help="masking methods: original (angle filter, per-vertex alpha), ours (grazing, per-face), or "
-                        "FILTER[:ALPHA] with FILTER grazing|angle|boundary, ALPHA face|vertex "
-                        f"(default: {' '.join(d.methods)})")
+                   help="masking methods: original (angle filter, per-vertex alpha, no sharpening), ours (the "
+                        "default DW-Mesh settings), or FILTER[:ALPHA][/SHARPEN] with FILTER step|grazing|angle|"
+                        "boundary, ALPHA face|vertex, SHARPEN auto|none|snap|median (auto: snap with step, none "
+                        f"with the others) (default: {' '.join(d.methods)})")
+    n.add_argument("--variants", nargs="+", default=list(d.variants), metavar="VARIANT",
+                   help="depth variants: exact, or steps joined with + (applied in order): blurPX, fattenPX, "
+                        "shrinkPX, noisePCT, e.g. fatten2+blur2.5+noise1 (default: %(default)s)")
     n.add_argument("--blur", nargs="*", type=float, default=list(d.blur), metavar="PX",
-                   help=f"depth variants blurred by a Gaussian of PX pixels (default: {' '.join(map(str, d.blur))}; "
-                        "none: --blur)")
+                   help="more variants blurred by a Gaussian of PX pixels (as blurPX)")
     n.add_argument("--noise", nargs="*", type=float, default=list(d.noise), metavar="REL",
-                   help=f"depth variants with multiplicative noise of relative std REL (default: "
-                        f"{' '.join(map(str, d.noise))}; none: --noise)")
+                   help="more variants with multiplicative noise of relative std REL (as noise<100·REL>)")
     n.add_argument("--fill", choices=("classical", "none"), default=d.fill,
                    help="fill to score against the truth (default: %(default)s)")
     n.add_argument("--fill-window", type=int, default=d.fill_window,
@@ -95,6 +100,8 @@ def register(subparsers) -> None:
     n.add_argument("--pitch", type=float, default=d.pitch,
                    help="pitch at the widest yaw, degrees (default %(default)s)")
     n.add_argument("--seed", type=int, default=d.seed, help="depth noise seed (default %(default)s)")
+    n.add_argument("--flicker", type=int, default=d.flicker, metavar="FRAMES",
+                   help="also measure flag flicker on still scenes over FRAMES frames (0: off; default %(default)s)")
     n.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     n.set_defaults(func=run_novel_view_command)
 
@@ -131,7 +138,8 @@ def run_novel_view_command(args: argparse.Namespace) -> int:
     from .report import write_benchmark_report
 
     config = BenchmarkConfig(size=args.size, frames=args.frames, ranges=tuple(args.ranges), scenes=tuple(args.scenes),
-                             methods=tuple(args.methods), blur=tuple(args.blur), noise=tuple(args.noise),
+                             methods=tuple(args.methods), variants=tuple(args.variants), blur=tuple(args.blur),
+                             noise=tuple(args.noise), flicker=args.flicker,
                              fill=args.fill, fill_window=args.fill_window, pitch=args.pitch, seed=args.seed)
     report = run_benchmark(config, progress=False, log=None if args.quiet else print)
     paths = write_benchmark_report(report, args.out)

@@ -192,10 +192,14 @@ def benchmark_markdown(report: dict) -> str:
     """The benchmark report as markdown: setup, mask-quality and fill tables (pooled over scenes), per-scene table."""
     c = report["config"]
     methods = list(dict.fromkeys(r["method"] for r in report["summary"]))
-    from .benchmark import METHODS
+    from .benchmark import parse_method
 
-    desc = ", ".join(f"**{m}** = {METHODS[m][0]} filter, per-{METHODS[m][1]} alpha" if m in METHODS else f"**{m}**"
-                     for m in methods)
+    def describe(m):
+        cfg = parse_method(m)
+        return f"**{m}** = {cfg.filter} filter, per-{cfg.alpha_mode} flags" + (
+            f", {cfg.sharpen_mode} sharpening" if cfg.sharpen_mode != "none" else "")
+
+    desc = "; ".join(describe(m) for m in methods)
     t = report["timings"]
     lines = [
         "# ex4d novel-view benchmark (synthetic scenes with exact ground truth)", "",
@@ -203,16 +207,41 @@ def benchmark_markdown(report: dict) -> str:
         f"methods: {desc}; fill: {c['fill']}" + (f" (window {c['fill_window']})" if c["fill"] != "none" else "")
         + f". {t['total_s']:.0f} s on {report['machine']['cpus']} CPUs.", "",
         "Each range is one camera path: frame i looks from yaw lo + (hi − lo)·i/(T−1) around the scene's subject, "
-        f"with pitch up to {c['pitch']:g}° at the widest yaw. **leak** = share of the pixels marked known that show "
-        "a wrong surface (its colour comes from more than "
+        f"with pitch up to {c['pitch']:g}° at the widest yaw (or the range's own @pitch). **leak** = share of the "
+        "pixels marked known that show a wrong surface (its colour comes from more than "
         f"{c['match_px']:g} source px away from the true surface's place in the source image *and* its depth is off "
-        f"by more than {100 * c['depth_tolerance']:g}%) or one hidden in the source; **recall** = share of the truly "
-        "source-visible pixels marked known; **known PSNR** = the render against the true novel view over the known "
+        f"by more than {100 * c['depth_tolerance']:g}%) or one hidden in the source; **in view** leaves out leaks "
+        "whose true surface lies outside the source's field of view; **recall** = share of the truly "
+        "source-visible pixels marked known; **knowable** = share of those whose novel ray passes no space behind a "
+        "surface the source saw (the most any leak-free method can know); **recall of knowable** = correct knowable "
+        "pixels / knowable pixels; **known PSNR** = the render against the true novel view over the known "
         "pixels; **fill PSNR/SSIM** = the completed video against the true novel view (pixels where the scene has "
-        "a surface; *gen.* = generated region only). Depth: exact, Gaussian-blurred, or with multiplicative noise.",
+        "a surface; *gen.* = generated region only). Depth variants (ex4d.eval.degrade): exact, blurN (Gaussian, "
+        "px), fattenN / shrinkN (the nearer / farther side of every step grown N px), noiseN (% white relative "
+        "noise), joined with + in the order applied.",
         "", "## Mask quality (pooled over scenes)", ""]
-    lines += _table(report["summary"], methods, [("leak %", "leak", ".2f", 100), ("recall %", "recall", ".1f", 100),
+    lines += _table(report["summary"], methods, [("leak %", "leak", ".2f", 100),
+                                                 ("leak in view %", "leak_in_view", ".2f", 100),
+                                                 ("recall %", "recall", ".1f", 100),
+                                                 ("recall of knowable %", "recall_knowable", ".1f", 100),
                                                  ("known PSNR", "known_psnr", ".2f", 1)], False)
+    know = {(r["depth"], r["range"]): r["knowable_share"] for r in report["summary"]}
+    if know:
+        lines += ["", "Knowable share of the truly visible pixels per range: " + ", ".join(
+            f"{_range_label(rg)} {_fmt(v, '.1f', 100)}%" for (dp, rg), v in know.items() if dp == "exact") + "."]
+    fl = report.get("flicker")
+    if fl:
+        lines += ["", f"## Flag flicker on still scenes ({fl['frames']} frames, pooled over scenes)", "",
+                  "Share of the flagged grid faces whose flag changes from one frame to the next (0 = stable), and "
+                  "the flagged share of all grid faces.", ""]
+        depths = list(dict.fromkeys(r["depth"] for r in fl["summary"]))
+        head = ["depth"] + [f"flicker % {m}" for m in methods] + [f"flagged % {m}" for m in methods]
+        lines += ["| " + " | ".join(head) + " |", "|---|" + "|".join(["---:"] * (len(head) - 1)) + "|"]
+        for dp in depths:
+            rows = {r["method"]: r for r in fl["summary"] if r["depth"] == dp}
+            cells = [dp] + [_fmt(rows[m]["flicker"], ".2f", 100) if m in rows else "—" for m in methods] \
+                + [_fmt(rows[m]["flagged_share"], ".2f", 100) if m in rows else "—" for m in methods]
+            lines.append("| " + " | ".join(cells) + " |")
     if c["fill"] != "none":
         lines += ["", f"## Fill ({c['fill']}) against the true novel view (pooled over scenes)", ""]
         lines += _table(report["summary"], methods, [("PSNR", "fill_psnr", ".2f", 1),
@@ -220,7 +249,8 @@ def benchmark_markdown(report: dict) -> str:
                                                      ("SSIM", "fill_ssim", ".3f", 1),
                                                      ("SSIM gen.", "fill_ssim_generated", ".3f", 1)], False)
     lines += ["", "## Per scene", ""]
-    lines += _table(report["results"], methods, [("leak %", "leak", ".2f", 100), ("recall %", "recall", ".1f", 100)]
+    lines += _table(report["results"], methods, [("leak %", "leak", ".2f", 100), ("recall %", "recall", ".1f", 100),
+                                                 ("recall of knowable %", "recall_knowable", ".1f", 100)]
                     + ([("fill PSNR", "fill_psnr", ".2f", 1)] if c["fill"] != "none" else []), True)
     if report.get("plots"):
         lines += ["", "Plots: " + ", ".join(f"`{p}`" for p in report["plots"])]
@@ -262,7 +292,8 @@ def plot_benchmark(report: dict, folder: str | os.PathLike) -> list[Path]:
         axes[0][0].legend(fontsize=7)
         out.append(_save(fig, folder / name))
 
-    panel_plot("mask_quality.png", [("leak % (lower better)", "leak", 100), ("recall % (higher better)", "recall", 100),
+    panel_plot("mask_quality.png", [("leak % (lower better)", "leak", 100),
+                                    ("recall of knowable % (higher better)", "recall_knowable", 100),
                                     ("known PSNR vs truth (dB)", "known_psnr", 1)])
     if report["config"]["fill"] != "none":
         panel_plot("fill.png", [("fill PSNR vs truth (dB)", "fill_psnr", 1),

@@ -49,8 +49,8 @@ def _add_mask_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--pitch", type=float, default=30.0, help="pitch uniform in ±PITCH degrees (30)")
     g.add_argument("--dolly", type=float, default=0.3, help="dolly uniform in ±DOLLY (0.3), on --dolly-probability")
     g.add_argument("--dolly-probability", type=float, default=0.3, help="share of cameras that dolly (0.3)")
-    g.add_argument("--filter", choices=["grazing", "angle", "boundary"], default="grazing",
-                   help="DW-Mesh occlusion filter of the round trip (as `ex4d recon`)")
+    g.add_argument("--filter", choices=["step", "grazing", "angle", "boundary"], default="step",
+                   help="DW-Mesh occlusion filter of the round trip (as `ex4d recon`; %(default)s)")
 
 
 def _mask_config(args):

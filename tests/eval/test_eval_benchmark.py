@@ -63,10 +63,17 @@ def test_parse_range_and_method():
         with pytest.raises(Ex4dError, match="camera range"):
             B.parse_range(bad)
     assert (B.parse_method("original").filter, B.parse_method("original").alpha_mode) == ("angle", "vertex")
-    assert (B.parse_method("ours").filter, B.parse_method("ours").alpha_mode) == ("grazing", "face")
+    assert (B.parse_method("ours").filter, B.parse_method("ours").alpha_mode) == ("step", "face")
+    assert B.parse_method("original").sharpen_mode == "none" and B.parse_method("ours").sharpen_mode == "snap"
     assert B.parse_method("boundary:vertex").alpha_mode == "vertex" and B.parse_method("angle").alpha_mode == "face"
+    assert B.parse_method("angle/snap").sharpen == "snap" and B.parse_method("step:vertex/none").sharpen_mode == "none"
+    assert B.parse_range_pitch("+-90@-15") == (-90, 90, -15) and B.range_name("+-90@-15") == "-90-90@-15"
+    with pytest.raises(Ex4dError, match="pitch"):
+        B.parse_range_pitch("0-30@x")
     with pytest.raises(Ex4dError, match="unknown masking method"):
         B.parse_method("sharp")
+    with pytest.raises(Ex4dError, match="unknown masking method"):
+        B.parse_method("step/blur")
     with pytest.raises(Ex4dError, match="ex4d eval"):
         B.BenchmarkConfig(fill="ex4d")
 
@@ -84,8 +91,8 @@ def test_range_cameras_sweep_the_range():
 @pytest.fixture(scope="module")
 def tiny_report():
     config = B.BenchmarkConfig(size=96, frames=3, ranges=("0-60", "+-90"), scenes=("example",),
-                               methods=("angle:face", "original", "ours"), blur=(3.0,), noise=(), fill="classical",
-                               fill_window=1)
+                               methods=("angle:face", "original", "ours"), variants=("exact", "blur3"), fill="classical",
+                               fill_window=1, flicker=3)
     return B.run_benchmark(config, progress=False)
 
 
@@ -96,6 +103,8 @@ def test_tiny_benchmark_numbers_are_sane(tiny_report):
         assert 0 <= r["leak"] <= 1 and 0 <= r["recall"] <= 1
         assert 8 < r["known_psnr"] < 60 and 5 < r["fill_psnr"] < 60 and -1 <= r["fill_ssim"] <= 1
         assert r["counts"]["correct"] <= min(r["counts"]["known"], r["counts"]["visible"])
+        assert r["counts"]["correct_knowable"] <= r["counts"]["knowable"] <= r["counts"]["visible"]
+        assert 0 <= r["leak_in_view"] <= r["leak"] and r["recall_knowable"] >= r["recall"] - 1e-9
     # exact depth: the angle filter hardly leaks, and keeps most of what is visible (at ±90° and 96 px, a
     # stretched face where the ball touches the floor passes the per-face angle test: ~2% of the known pixels)
     for rng in ("0-60", "-90-90"):
@@ -105,12 +114,19 @@ def test_tiny_benchmark_numbers_are_sane(tiny_report):
         assert rows[rng, "exact", "angle:face"]["recall"] > 0.8
         # soft depth makes every method leak more
         for m in ("angle:face", "original", "ours"):
-            assert rows[rng, "blur 3px", m]["leak"] > rows[rng, "exact", m]["leak"]
+            assert rows[rng, "blur3", m]["leak"] > rows[rng, "exact", m]["leak"]
+        # ours keeps at least 97 % of what can be known on exact depth, and leaks far less than the original on
+        # soft depth
+        assert rows[rng, "exact", "ours"]["recall_knowable"] > 0.97
+        assert rows[rng, "blur3", "ours"]["leak"] < 0.5 * rows[rng, "blur3", "original"]["leak"]
     # wider ranges see more of what the source never saw
     assert rows["-90-90", "exact", "ours"]["recall"] < rows["0-60", "exact", "ours"]["recall"]
     # frames at yaw 0 copy the source: nothing leaks, everything is kept
     per = next(r for r in tiny_report["results"] if r["range"] == "-90-90" and r["depth"] == "exact")["per_frame"]
-    assert per["yaw"][1] == 0 and per["leak"][1] == 0 and per["recall"][1] == 1
+    assert per["yaw"][1] == 0 and per["leak"][1] == 0 and per["recall"][1] == 1 and per["recall_knowable"][1] == 1
+    # the still-scene flicker test: exact depth never flickers (every frame is the same)
+    fl = {(r["depth"], r["method"]): r for r in tiny_report["flicker"]["summary"]}
+    assert fl["exact", "ours"]["flicker"] == 0 and 0 < fl["exact", "ours"]["flagged_share"] < 0.2
 
 
 def test_benchmark_report_files(tiny_report, tmp_path):
@@ -121,6 +137,7 @@ def test_benchmark_report_files(tiny_report, tmp_path):
     assert data["config"]["size"] == 96 and len(data["summary"]) == 12
     md = paths["md"].read_text()
     assert "| depth | range | leak % angle:face | leak % original | leak % ours |" in md
+    assert "recall of knowable % ours" in md and "## Flag flicker on still scenes" in md
     assert "-90…90°" in md and "## Fill (classical)" in md
     if have_matplotlib():
         assert {p.name for p in paths["plots"]} == {"mask_quality.png", "fill.png", "leak_vs_yaw.png"}

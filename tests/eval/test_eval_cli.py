@@ -129,14 +129,17 @@ def test_eval_without_reference(files, tmp_path):
 
 def test_benchmark_cli(tmp_path, capsys):
     out = tmp_path / "bench"
-    assert _run("benchmark", "novel-view", "--out", out, "--size", 32, "--frames", 2, "--ranges", "30", "+-30",
-                "--scenes", "example", "--filters", "ours", "--blur", "--noise", "--fill", "none", "-q") == 0
+    assert _run("benchmark", "novel-view", "--out", out, "--size", 32, "--frames", 2, "--ranges", "30", "+-30@-10",
+                "--scenes", "example", "--filters", "ours", "--variants", "exact", "--fill", "none", "-q") == 0
     rep = _load(out / "report.json")
-    assert [r["range"] for r in rep["summary"]] == ["0-30", "-30-30"] and rep["config"]["blur"] == []
+    assert [r["range"] for r in rep["summary"]] == ["0-30", "-30-30@-10"] and rep["config"]["blur"] == []
+    assert rep["results"][1]["per_frame"]["pitch"][0] == pytest.approx(-10)
     assert "| exact | 0…30° |" in (out / "report.md").read_text()
     assert "wrote" in capsys.readouterr().out
     with pytest.raises(Ex4dError, match="camera range"):
         _run("benchmark", "novel-view", "--out", out, "--ranges", "0-120")
     with pytest.raises(Ex4dError, match="unknown benchmark scene"):
         _run("benchmark", "novel-view", "--out", out, "--scenes", "forest")
+    with pytest.raises(Ex4dError, match="depth variant"):
+        _run("benchmark", "novel-view", "--out", out, "--variants", "smear3")
     assert _run("benchmark") == 2
