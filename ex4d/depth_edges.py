@@ -10,6 +10,11 @@ Noise level (:func:`noise_level`)
 divided by 0.3755·√6 (for white relative noise of std σ that median is 0.3755·√6·σ; planes contribute 0, and
 the min of the two directions ignores pixels beside straight edges). Exact depth gives σ̂ ≈ 0.
 
+Denoising (``denoise``): from σ̂ ≥ 0.1 % one 3×3 median of the disparity, from σ̂ ≥ 0.4 % two (a median keeps
+planes and steps where they are); σ̂ is then measured again, but kept at least 0.45·σ̂ (one pass) or 0.35·σ̂
+(two), the per-pixel share of white noise a 3×3 median leaves (its leftover noise is correlated, which the
+lattice statistic under-reads).
+
 The ``step`` criterion (:func:`step_flags`)
 -------------------------------------------
 For every pixel edge p → q = p + e (e one pixel right or down) with the pixels p − e and q + e beyond it
@@ -69,6 +74,8 @@ NOISE_SCALE = 0.3755 * math.sqrt(6.0)
 #: denoising: one 3×3 median of the disparity from σ̂ ≥ NOISE_MIN, two from σ̂ ≥ NOISE_STRONG.
 NOISE_MIN = 0.001
 NOISE_STRONG = 0.004
+#: per-pixel noise a 3×3 median leaves of white noise (std ratio), after 1 and 2 passes.
+MEDIAN_LEFT = {1: 0.45, 2: 0.35}
 #: a frame's depth is soft when at least this share of the steps the snap meets are ramps.
 SOFT_SHARE = 0.5
 
@@ -485,10 +492,13 @@ def prepare_depth(depth: np.ndarray, rgb: np.ndarray | None, config):
     if mode == "none":
         return d64, inv, sigma, None, False
     new = inv
-    for _ in range(denoise_passes(sigma) if config.denoise else 0):
+    passes = denoise_passes(sigma) if config.denoise else 0
+    for _ in range(passes):
         new = median3(new)
-    if new is not inv:
-        sigma = noise_level(new)
+    if passes:
+        # the medians' leftover noise is correlated, which the lattice statistic under-reads: keep at least the
+        # per-pixel share a 3×3 median leaves of white noise
+        sigma = max(noise_level(new), MEDIAN_LEFT[passes] * sigma)
     guard, softness = None, 0.0
     if mode == "snap":
         new, guard, softness = snap_depth(new, rgb, config, sigma)

@@ -333,7 +333,7 @@ def prepare_depth_torch(depth: torch.Tensor, rgb: torch.Tensor | None, config):
         sel = torch.tensor(passes, device=depth.device).view(B, 1, 1)
         new = torch.where(sel == 0, inv, torch.where(sel == 1, m1, m2))
         den = noise_level_torch(new)
-        sig = [den[i] if passes[i] else sig[i] for i in range(B)]
+        sig = [max(den[i], E.MEDIAN_LEFT[passes[i]] * sig[i]) if passes[i] else sig[i] for i in range(B)]
     guard, soft = None, [0.0] * B
     if mode == "snap":
         new, guard, soft = snap_torch(new, rgb, config, sig)
