@@ -84,9 +84,20 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         g.add_argument(f"--{name}", type=kind, default=S, help=text)
 
     g = p.add_argument_group("DW-Mesh and rendering")
-    g.add_argument("--filter", choices=["grazing", "angle", "boundary"], default=S,
-                   help="which faces count as occluded: grazing (ours, robust on estimated depth; default), "
-                        "angle (the original's default: smallest angle < 2.5°), boundary (the original's alternative)")
+    g.add_argument("--filter", choices=["step", "grazing", "angle", "boundary"], default=S,
+                   help="which faces count as occluded: step (default: a face whose disparity jump no slope beside "
+                        "it explains; keeps steep planes and limbs), grazing (the previous default: faces seen at "
+                        "> 84°), angle (the original's default: smallest angle < 2.5°), boundary (the original's "
+                        "alternative)")
+    g.add_argument("--sharpen", choices=["auto", "none", "snap", "median"], default=S,
+                   help="depth-edge pre-pass before meshing: snap (colour-guided: estimators' ramps become steps "
+                        "where the colour changes), median (3D-photo's bilateral median), none; auto (default) = "
+                        "snap with --filter step, none with the others")
+    g.add_argument("--soft", choices=["auto", "on", "off"], default=S,
+                   help="step filter: also drop faces seen at grazing angles (the grazing test) on soft, "
+                        "estimated depth: auto (default: where most depth steps are ramps), on, off")
+    g.add_argument("--step-min-angle", type=float, default=S,
+                   help="step filter: smallest break, as an angle from the viewing ray in degrees (45)")
     g.add_argument("--min-angle", type=float, default=S, help="angle filter threshold in degrees (2.5)")
     g.add_argument("--grazing", type=float, default=S, help="grazing filter threshold in degrees (84)")
     g.add_argument("--alpha-mode", choices=["face", "vertex"], default=S,
@@ -220,7 +231,8 @@ def _run_config(args: argparse.Namespace, with_fill: bool):
     recon = dict(base.get("recon", {}))
     mesh = dict(recon.get("mesh", {}))
     for flag, key in (("filter", "filter"), ("min_angle", "min_angle_deg"), ("grazing", "grazing_deg"),
-                      ("alpha_mode", "alpha_mode")):
+                      ("alpha_mode", "alpha_mode"), ("sharpen", "sharpen"), ("soft", "soft_mode"),
+                      ("step_min_angle", "step_min_deg")):
         if flag in a:
             mesh[key] = a[flag]
     if "backend" in a:
