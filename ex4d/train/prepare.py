@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 import time
@@ -116,6 +117,15 @@ class PrepareConfig:
         check(not (self.depth_dir and self.depth_model), "give either depth_dir (--depth-dir) or depth_model "
                                                          "(--depth-model), not both")
         check(0 <= self.crf <= 51, f"crf must be in 0..51, got {self.crf}")
+        check(isinstance(self.depth_scale, (int, float)) and math.isfinite(self.depth_scale) and self.depth_scale > 0,
+              f"depth_scale must be a finite number > 0, got {self.depth_scale!r}")
+        check(self.depth_kind in (None, "depth", "disparity", "depthcrafter"),
+              f"depth_kind must be depth, disparity or depthcrafter, got {self.depth_kind!r}")
+        from ..depth.common import DEPTH_MODELS
+
+        check(self.depth_model is None or self.depth_model in DEPTH_MODELS,
+              f"depth_model must be one of {', '.join(DEPTH_MODELS)}, got {self.depth_model!r}")
+        check(isinstance(self.seed, int) and self.seed >= 0, f"seed must be an integer >= 0, got {self.seed!r}")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -161,7 +171,11 @@ def find_videos(inputs: Iterable[str | os.PathLike]) -> list[Path]:
         if p.is_dir():
             found += sorted(f for f in p.rglob("*") if f.suffix.lower() in VIDEO_SUFFIXES and f.is_file())
         elif p.suffix.lower() == ".txt":
-            lines = [ln.strip() for ln in p.read_text().splitlines()]
+            try:
+                lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines()]
+            except (OSError, UnicodeDecodeError) as e:
+                raise Ex4dError(f"cannot read the video list {p} ({e}); expected a UTF-8 text file, one path a "
+                                f"line") from None
             found += [Path(ln) if Path(ln).is_absolute() else p.parent / ln for ln in lines if ln and not ln.startswith("#")]
         else:
             found.append(p)
@@ -377,9 +391,11 @@ def read_manifest(out: str | os.PathLike) -> list[dict]:
     records = []
     for line in path.read_text().splitlines():
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
+            record = json.loads(line)
+        except (ValueError, RecursionError):
             continue
+        if isinstance(record, dict) and isinstance(record.get("type"), str):
+            records.append(record)
     return records
 
 
@@ -406,10 +422,12 @@ def _check_config(out: Path, config: PrepareConfig) -> None:
     path = out / "config.json"
     mine = config.to_dict()
     if path.is_file():
-        try:
-            theirs = json.loads(path.read_text())["prepare"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise Ex4dError(f"{path} is not an ex4d prepare config ({e}); use another --out") from None
+        from .preflight import read_small_json
+
+        saved = read_small_json(path, "the config.json of an ex4d prepare dataset")
+        theirs = saved.get("prepare") if isinstance(saved, dict) else None
+        check(isinstance(theirs, dict), f"{path} is not an ex4d prepare config (no 'prepare' object); "
+                                        f"use another --out")
         diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
         check(not diff, f"{out} holds a dataset prepared with other settings (different: {', '.join(diff)}); "
                         f"re-run with the same settings to resume, or choose another --out")
@@ -442,22 +460,19 @@ def prepare_dataset(videos: Iterable[str | os.PathLike], out: str | os.PathLike,
         progress: show a progress bar.
         depth_fn: ``frames → depth`` callable overriding the config's depth source.
     """
-    check(executor in EXECUTORS, f"executor must be one of {EXECUTORS}, got {executor!r}")
+    from .preflight import check_prepare_inputs
+
     t_start = time.perf_counter()
-    out = Path(out)
+    out = check_prepare_inputs(out, config, executor, num_workers, gpus_per_worker, retries, depth_fn)
     files = find_videos(videos)
-    if depth_fn is None:
-        check(config.depth_dir is not None or config.depth_model is not None,
-              "no depth source: pass --depth-dir DIR (depth files named after the videos) or --depth-model NAME "
-              "--depth-weights DIR")
     _check_config(out, config)
     shutil.rmtree(out / ".tmp", ignore_errors=True)  # clips a killed run left half-written
     (out / "clips").mkdir(parents=True, exist_ok=True)
 
     finished = {}
     for r in read_manifest(out):
-        if r.get("type") == "video":
-            finished[r["video"]] = r["status"]
+        if r.get("type") == "video" and isinstance(r.get("video"), str):
+            finished[r["video"]] = r.get("status")
     jobs = []
     summary = PrepareSummary()
     for f in files:
