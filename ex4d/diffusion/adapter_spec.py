@@ -32,7 +32,6 @@ field              accepted                                meaning
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass
@@ -121,15 +120,14 @@ def _meta_int(meta: dict, name: str, source: str) -> int:
 
 
 def _meta_json(meta: dict, name: str, source: str, expected: str):
+    from ..io.json_input import parse_json
+
     raw = meta.get(name)
-    check(raw is not None, f"{source}: adapter metadata has no {name!r}; expected {expected}")
-    check(isinstance(raw, str) and len(raw) <= _MAX_JSON_CHARS,
-          f"{source}: metadata {name} is {len(raw) if isinstance(raw, str) else type(raw).__name__} characters "
-          f"long; expected {expected}")
+    check(isinstance(raw, str), f"{source}: adapter metadata has no {name!r}; expected {expected}")
     try:
-        return json.loads(raw)
-    except (ValueError, RecursionError):
-        raise Ex4dError(f"{source}: metadata {name} = {_show(raw)} is not valid JSON; expected {expected}") from None
+        return parse_json(raw, f"{source}: metadata {name}", max_bytes=_MAX_JSON_CHARS, max_depth=4)
+    except Ex4dError as e:
+        raise Ex4dError(f"{e}; expected {expected}") from None
 
 
 def _meta_names(meta: dict, name: str, source: str, wanted: tuple[str, ...]) -> None:

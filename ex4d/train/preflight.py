@@ -33,20 +33,9 @@ _MAX_JSON_BYTES = 16 << 20
 
 def read_small_json(path: Path, what: str, max_bytes: int = _MAX_JSON_BYTES):
     """The JSON value in ``path`` (at most ``max_bytes``), or Ex4dError naming the file and what it should be."""
-    try:
-        size = path.stat().st_size
-        check(size <= max_bytes, f"{path} is {size} bytes; {what} is at most {max_bytes} bytes")
-        data = path.read_bytes()
-    except OSError as e:
-        raise Ex4dError(f"cannot read {path} ({e.strerror or e}); expected {what}") from None
-    try:
-        from ..io.json_input import parse_json
-    except ImportError:  # pragma: no cover - until ex4d.io.json_input exists
-        try:
-            return json.loads(data)
-        except (ValueError, RecursionError) as e:
-            raise Ex4dError(f"{path} is not valid JSON ({str(e)[:100]}); expected {what}") from None
-    return parse_json(data, f"{path} ({what})", max_bytes=max_bytes)
+    from ..io.json_input import read_json
+
+    return read_json(path, f"{path} ({what})", max_bytes=max_bytes)
 
 
 # --------------------------------------------------------------------------- data
