@@ -21,6 +21,7 @@ competing for the CPU/GPU; finished jobs older than ``keep_hours`` are deleted.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import re
@@ -40,7 +41,8 @@ from .spec import ServerModels, build_run_config
 from .uploads import AppLimits, check_depth_file, check_video_file, sniff_depth, sniff_video
 from .worker import OUT_DIR, RUN_FILE, read_status
 
-__all__ = ["Job", "JobStore", "JobNotFound", "QueueFull", "SERVED_FILES", "new_token", "valid_token"]
+__all__ = ["Job", "JobStore", "JobNotFound", "QueueFull", "ServerBusy", "DiskFull", "UnknownSession", "SERVED_FILES",
+           "new_token", "valid_token", "worker_command"]
 
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{22}$")
 #: Output files the app serves (name → media type); nothing else of a job folder is reachable.
@@ -56,7 +58,46 @@ class JobNotFound(Ex4dError):
 
 
 class QueueFull(Ex4dError):
-    """Too many jobs are waiting."""
+    """Too many jobs are waiting, or too many uploads are in progress (HTTP 429: try again in a while)."""
+
+
+class ServerBusy(Ex4dError):
+    """The server holds as many jobs or sessions as it keeps (HTTP 503)."""
+
+
+class DiskFull(Ex4dError):
+    """The job folders use the disk space this server allows (HTTP 507)."""
+
+
+class UnknownSession(Ex4dError):
+    """A session token this server did not issue (or has forgotten): the page must be reloaded (HTTP 403)."""
+
+
+_BOOTSTRAP = (
+    "import importlib.util, os, sys\n"
+    "root, job = sys.argv[1], sys.argv[2]\n"
+    "spec = importlib.util.find_spec('ex4d')\n"
+    "found = spec and spec.origin and os.path.dirname(os.path.dirname(os.path.realpath(spec.origin)))\n"
+    "if found != root:\n"
+    "    sys.path.insert(0, root)\n"
+    "from ex4d.app.worker import main\n"
+    "sys.exit(main([job]))\n")
+
+
+def worker_command(python: str, job_dir: Path) -> list[str]:
+    """The command that runs one job: ``python -c BOOTSTRAP PACKAGE_ROOT JOB_DIR``.
+
+    The worker must import the same ex4d as the server, never an ``ex4d/`` folder
+    that happens to sit in the directory the server was started from: ``python -m``
+    would put that directory first on ``sys.path``. So the worker runs with its
+    job folder as working directory (which holds only fixed names) and
+    ``PYTHONSAFEPATH=1``, and the bootstrap puts the folder of the server's own
+    ex4d package first on ``sys.path`` when the interpreter would find another
+    one (or none) by itself.
+    """
+    import ex4d
+
+    return [python, "-c", _BOOTSTRAP, os.path.realpath(Path(ex4d.__file__).parents[1]), str(job_dir)]
 
 
 def new_token() -> str:
@@ -104,10 +145,16 @@ class JobStore:
 
     def __init__(self, root: str | os.PathLike, limits: AppLimits | None = None, models: ServerModels | None = None,
                  python: str | None = None):
-        self.root = Path(root)
-        if not self.root.exists():
-            self.root.mkdir(parents=True, mode=0o700)  # job folders are private to this user
-        check(self.root.is_dir(), f"--workdir {self.root} is not a folder")
+        root = Path(root)
+        try:
+            if not root.exists():
+                root.mkdir(parents=True, mode=0o700)  # job folders are private to this user
+        except OSError as e:
+            raise Ex4dError(f"cannot create the work folder {root} ({e.strerror or e}); choose another --workdir") \
+                from None
+        check(root.is_dir(), f"--workdir {root} is not a folder")
+        check(os.access(root, os.W_OK | os.X_OK), f"--workdir {root} is not writable; choose another --workdir")
+        self.root = root.resolve()  # workers run in their job folder: every path they get is absolute
         self.limits = limits or AppLimits()
         self.models = models or ServerModels()
         self.python = python or sys.executable
@@ -119,6 +166,9 @@ class JobStore:
         self._running: str | None = None
         self._job_locks: dict[str, threading.Lock] = {}
         self._thread: threading.Thread | None = None
+        self._sessions: dict[str, float] = {}  # token issued by this server → last seen (monotonic)
+        self._uploads: set[str] = set()  # jobs with an upload being streamed or checked
+        self._disk: tuple[float, int] = (-1e9, 0)  # (when measured, bytes) of the job folders
         self.cleanup()
 
     # ------------------------------------------------------------------ lifecycle
@@ -141,11 +191,78 @@ class JobStore:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    # ------------------------------------------------------------------ sessions
+    def issue_session(self) -> str:
+        """A new session token that this server remembers (the only kind it accepts)."""
+        with self._lock:
+            if len(self._sessions) >= self.limits.max_sessions:
+                busy = {j.session for j in self._jobs.values() if j.state in ("queued", "running")}
+                idle = sorted((t for t in self._sessions if t not in busy), key=self._sessions.get)
+                if not idle:
+                    raise ServerBusy(f"this server has {len(self._sessions)} sessions with work in progress, the "
+                                     f"most it keeps; try again later")
+                for t in idle[: max(1, len(self._sessions) - self.limits.max_sessions + 1)]:
+                    self._forget_session(t)
+            token = new_token()
+            self._sessions[token] = time.monotonic()
+            return token
+
+    def known_session(self, token) -> bool:
+        """True if ``token`` was issued by :meth:`issue_session` and not forgotten since (and marks it as seen)."""
+        if not valid_token(token):
+            return False
+        with self._lock:
+            if token not in self._sessions:
+                return False
+            self._sessions[token] = time.monotonic()
+            return True
+
+    def _forget_session(self, token: str) -> None:
+        self._sessions.pop(token, None)
+        for job in [j for j in self._jobs.values() if j.session == token and j.state not in ("queued", "running")]:
+            self._delete(job)
+
+    # ------------------------------------------------------------------ capacity
+    def disk_used(self, max_age: float = 2.0) -> int:
+        """Bytes used by the job folders (measured at most every ``max_age`` seconds)."""
+        when, used = self._disk
+        now = time.monotonic()
+        if now - when <= max_age:
+            return used
+        used = 0
+        for dirpath, _, files in os.walk(self.root):
+            for name in files:
+                try:
+                    used += os.lstat(os.path.join(dirpath, name)).st_size
+                except OSError:
+                    pass
+        self._disk = (now, used)
+        return used
+
+    def disk_left(self) -> int:
+        """Bytes the job folders may still grow by (the disk cap and the file system's free space)."""
+        try:
+            free = shutil.disk_usage(self.root).free - self.limits.min_free_bytes
+        except OSError:
+            free = 0
+        return max(0, min(self.limits.max_disk_bytes - self.disk_used(), free))
+
+    def check_disk(self, need: int = 0) -> None:
+        """DiskFull unless ``need`` more bytes fit."""
+        left = self.disk_left()
+        if left <= need:
+            raise DiskFull(f"the server's job storage is full ({self.disk_used() / 1024**3:.1f} GB used of "
+                           f"{self.limits.max_disk_gb:g} GB allowed, or the disk is nearly full); try again once "
+                           f"older jobs have expired")
+
     # ------------------------------------------------------------------ access
     def create(self, session: str) -> Job:
-        """A new empty job owned by ``session``."""
-        check(valid_token(session), "no session: reload the page")
+        """A new empty job owned by ``session`` (a token from :meth:`issue_session`)."""
+        if not self.known_session(session):
+            raise UnknownSession("this session was not issued by this server (it may have restarted); reload the "
+                                 "page")
         self.cleanup()
+        self.check_disk()
         with self._lock:
             mine = sorted((j for j in self._jobs.values() if j.session == session), key=lambda j: j.created)
             while len(mine) >= self.limits.max_jobs_per_session:
@@ -153,6 +270,14 @@ class JobStore:
                 check(old is not None, f"you have {len(mine)} jobs queued or running; wait for one to finish")
                 self._delete(old)
                 mine.remove(old)
+            if len(self._jobs) >= self.limits.max_jobs:
+                # Make room from jobs that never ran and sat idle for 10 minutes (never from results).
+                stale = sorted((j for j in self._jobs.values() if j.state == "created"
+                                and time.time() - j.created > 600), key=lambda j: j.created)
+                for old in stale[: len(self._jobs) - self.limits.max_jobs + 1]:
+                    self._delete(old)
+            if len(self._jobs) >= self.limits.max_jobs:
+                raise ServerBusy(f"this server holds {len(self._jobs)} jobs, the most it keeps; try again later")
             job_id = new_token()
             d = self.root / job_id
             d.mkdir(mode=0o700)
@@ -170,6 +295,24 @@ class JobStore:
                 raise JobNotFound("no such job (it may have expired); start a new one")
             return job
 
+    def redact(self, text: str, job: Job | None = None) -> str:
+        """``text`` as the browser may see it: no server paths (see :mod:`ex4d.app.redact`)."""
+        from .redact import redact_text
+
+        return redact_text(text, job.dir if job is not None else None, self.root, self._hidden_paths())
+
+    def _hidden_paths(self) -> list[str]:
+        m = self.models
+        return [p for p in (m.wan, m.adapter, *m.depth_weights.values()) if p]
+
+    def served_config(self, job: Job) -> dict:
+        """The job's ``out/config.json`` with every path relative to the job folder (or reduced to its name)."""
+        from ..io.json_input import read_json
+        from .redact import redact_json
+
+        config = read_json(job.dir / OUT_DIR / "config.json", "config.json")
+        return redact_json(config, job.dir, self.root, self._hidden_paths())
+
     def job_lock(self, job: Job) -> threading.Lock:
         return self._job_locks[job.id]
 
@@ -183,6 +326,23 @@ class JobStore:
         return path
 
     # ------------------------------------------------------------------ uploads
+    @contextlib.contextmanager
+    def upload_slot(self, job: Job):
+        """Hold one of the server's ``max_concurrent_uploads`` slots (and the job's only one) while uploading."""
+        with self._lock:
+            if job.id in self._uploads:
+                raise QueueFull("an upload to this job is already in progress; wait for it to finish")
+            if len(self._uploads) >= self.limits.max_concurrent_uploads:
+                raise QueueFull(f"{len(self._uploads)} uploads are in progress, the most this server takes at once; "
+                                f"try again in a moment")
+            self._uploads.add(job.id)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._uploads.discard(job.id)
+                self._disk = (-1e9, 0)  # measure again
+
     def upload_path(self, job: Job, kind: str) -> Path:
         """Temporary file an upload of ``kind`` (video | depth) is streamed into."""
         check(kind in ("video", "depth"), f"unknown upload kind {kind!r}; expected video or depth")
@@ -241,6 +401,7 @@ class JobStore:
     def submit(self, job: Job, request: dict) -> int:
         """Queue a run of ``request``; returns its position (1 = next). Raises QueueFull or Ex4dError."""
         config = self.run_config(job, request)
+        self.check_disk()
         with self._lock:
             check(job.state not in ("queued", "running"), "this job is already queued or running")
             waiting = len(self._queue)
@@ -272,7 +433,8 @@ class JobStore:
     def status(self, job: Job) -> dict:
         """What the browser polls: state, queue position, progress, error, available files."""
         with self._lock:
-            out = {"id": job.id, "state": job.state, "error": job.error, "created": job.created,
+            out = {"id": job.id, "state": job.state, "error": self.redact(job.error, job) if job.error else None,
+                   "created": job.created,
                    "started": job.started, "finished": job.finished,
                    "video": job.video["info"] if job.video else None,
                    "depth": job.depth["info"] if job.depth else None}
@@ -283,7 +445,7 @@ class JobStore:
             out["progress"] = {k: st.get(k) for k in ("stage", "done", "total")}
             if job.state == "done":
                 out["summary"] = st.get("summary")
-                out["message"] = st.get("message")
+                out["message"] = self.redact(str(st.get("message") or ""), job)
         out["files"] = sorted(n for n in SERVED_FILES if (job.dir / OUT_DIR / n).is_file()) \
             if job.state == "done" else []
         return out
@@ -302,8 +464,8 @@ class JobStore:
                 job.state, job.started = "running", time.time()
                 self._running = job.id
                 log = open(job.dir / "log.txt", "ab")
-                env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-                job.proc = subprocess.Popen([self.python, "-m", "ex4d.app.worker", str(job.dir)], stdout=log,
+                env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONSAFEPATH": "1"}
+                job.proc = subprocess.Popen(worker_command(self.python, job.dir), cwd=job.dir, stdout=log,
                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                             start_new_session=True)
                 job.save()
@@ -337,7 +499,10 @@ class JobStore:
         with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w") as z:
             for p in sorted(out.rglob("*")):
                 rel = p.relative_to(out)
-                if p.is_file() and not p.is_symlink() and rel.parts[0] not in _ZIP_SKIP:
+                if str(rel) == "config.json":  # paths relative to the job, as served
+                    z.writestr(f"ex4d-{job.id[:8]}/{rel}", json.dumps(self.served_config(job), indent=2) + "\n",
+                               compress_type=zipfile.ZIP_DEFLATED)
+                elif p.is_file() and not p.is_symlink() and rel.parts[0] not in _ZIP_SKIP:
                     kind = zipfile.ZIP_STORED if p.suffix == ".mp4" else zipfile.ZIP_DEFLATED
                     z.write(p, f"ex4d-{job.id[:8]}/{rel}", compress_type=kind)
         return path
