@@ -104,6 +104,25 @@ def _depth_weights(items: list[str]) -> dict:
     return out
 
 
+_LIMIT_FLAGS = {"max_duration_s": "--max-duration", "max_concurrent_uploads": "--max-uploads"}
+
+
+def _limits(args):
+    """The AppLimits of the flags; an error names the flag."""
+    from .uploads import AppLimits
+
+    try:
+        return AppLimits(max_upload_mb=args.max_upload_mb, max_duration_s=args.max_duration,
+                         max_frames=args.max_frames, max_res=args.max_res, max_queue=args.max_queue, keep_hours=args.keep_hours,
+                         max_depth_mb=args.max_depth_mb, max_jobs=args.max_jobs,
+                         max_jobs_per_session=args.max_jobs_per_session, max_disk_gb=args.max_disk_gb,
+                         min_free_gb=args.min_free_gb, max_concurrent_uploads=args.max_uploads,
+                         max_sessions=args.max_sessions)
+    except Ex4dError as e:
+        name = str(e).split(" ", 1)[0]
+        raise Ex4dError(str(e).replace(name, _LIMIT_FLAGS.get(name, "--" + name.replace("_", "-")), 1)) from None
+
+
 def _check_server_flags(args) -> None:
     check(0 <= args.port <= 65535, f"--port must be in 0..65535, got {args.port}")
     check(bool(args.host) and not any(c.isspace() for c in args.host), f"--host {args.host!r} is not an address")
@@ -113,7 +132,6 @@ def _cmd_app(args) -> int:
     from .jobs import JobStore
     from .server import check_frontend, create_app, serve
     from .spec import ServerModels
-    from .uploads import AppLimits
 
     check_frontend()
     check(args.adapter is None or args.wan is not None, "--adapter needs --wan")
@@ -121,12 +139,15 @@ def _cmd_app(args) -> int:
         v = getattr(args, flag)
         check(v is None or Path(v).exists(), f"--{flag} {v} does not exist")
     _check_server_flags(args)
-    limits = AppLimits(max_upload_mb=args.max_upload_mb, max_duration_s=args.max_duration, max_frames=args.max_frames,
-                       max_res=args.max_res, max_queue=args.max_queue, keep_hours=args.keep_hours,
-                       max_depth_mb=args.max_depth_mb, max_jobs=args.max_jobs,
-                       max_jobs_per_session=args.max_jobs_per_session, max_disk_gb=args.max_disk_gb,
-                       min_free_gb=args.min_free_gb, max_concurrent_uploads=args.max_uploads,
-                       max_sessions=args.max_sessions)
+    limits = _limits(args)
+    if args.wan:
+        from ..diffusion.loading import detect_layout
+
+        detect_layout(args.wan)
+    if args.adapter:
+        from ..diffusion.checkpoint import inspect_adapter
+
+        inspect_adapter(args.adapter)  # a bad adapter fails now, not in every job
     models = ServerModels(depth_weights=_depth_weights(args.depth_weights),
                           wan=str(Path(args.wan).resolve()) if args.wan else None,
                           adapter=str(Path(args.adapter).resolve()) if args.adapter else None)

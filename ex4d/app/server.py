@@ -428,7 +428,8 @@ def _bind(host: str, port: int):
         sock.bind((host, port))
     except OSError as e:
         sock.close()
-        raise Ex4dError(f"cannot listen on {host}:{port} ({e.strerror}); choose another --port") from None
+        raise Ex4dError(f"cannot listen on {host}:{port} ({e.strerror}); check --host, or choose another --port") \
+            from None
     sock.listen(64)
     return sock
 

@@ -48,15 +48,14 @@ class AppLimits:
             v = getattr(self, name)
             ok = (isinstance(v, int) if integer else isinstance(v, (int, float))) and not isinstance(v, bool)
             check(ok and math.isfinite(v) and lo <= v <= hi,
-                  f"{name.replace('_', ' ')} must be {'an integer' if integer else 'a number'} in [{lo:g}, {hi:g}], "
-                  f"got {v!r}")
+                  f"{name} must be {'an integer' if integer else 'a number'} in [{lo:g}, {hi:g}], got {v!r}")
 
         number("max_upload_mb", 1e-3, 1e6)
         number("max_duration_s", 1e-3, 1e6)
         number("max_source_pixels", 1, 1 << 30, integer=True)
         number("max_frames", 1, 10000, integer=True)
         check(isinstance(self.max_res, int) and 64 <= self.max_res <= 4096 and self.max_res % 16 == 0,
-              f"max resolution must be a multiple of 16 in [64, 4096], got {self.max_res!r}")
+              f"max_res must be a multiple of 16 in [64, 4096], got {self.max_res!r}")
         number("max_depth_mb", 1e-3, 1e6)
         number("max_queue", 1, 10000, integer=True)
         number("max_jobs_per_session", 1, 10000, integer=True)

@@ -455,3 +455,35 @@ def test_fuzzed_run_requests_never_give_5xx(tmp_path):
                 store.cancel(store._jobs[job])
         one()
         assert hypothesis is not None
+
+
+# --------------------------------------------------------------------------- the app's own flags
+
+
+def test_bad_app_and_view_flags(tmp_path, capsys, run_out):
+    from ex4d.app.server import static_dir
+    from ex4d.cli import main
+
+    need_web_stack()
+    if not (static_dir() / "view.js").is_file():
+        pytest.skip("the front-end is not built: bash scripts/setup_app.sh")
+    (tmp_path / "file").write_text("x")
+    app = ["app", "--no-browser", "--workdir", str(tmp_path / "w")]
+    cases = [(["--port", "70000"], "--port"), (["--port", "-1"], "--port"), (["--max-upload-mb", "inf"], "--max-upload-mb"),
+             (["--max-upload-mb", "nan"], "--max-upload-mb"), (["--max-depth-mb", "0"], "--max-depth-mb"),
+             (["--max-duration", "-1"], "--max-duration"), (["--max-res", "100"], "--max-res"),
+             (["--max-jobs", "0"], "--max-jobs"), (["--max-disk-gb", "inf"], "--max-disk-gb"),
+             (["--max-uploads", "0"], "--max-uploads"), (["--keep-hours", "nan"], "--keep-hours"),
+             (["--max-sessions", "0"], "--max-sessions"), (["--workdir", str(tmp_path / "file")], "not a folder"),
+             (["--workdir", str(tmp_path / "file" / "sub")], "cannot create"), (["--host", "no such host!"], "--host"),
+             (["--wan", str(tmp_path / "none")], "does not exist"), (["--wan", str(tmp_path)], "neither Wan layout"),
+             (["--depth-weights", "depth-anything-v2=" + str(tmp_path / "none")], "not a folder")]
+    for flags, words in cases:
+        assert main([*app, *flags]) == 2, flags
+        err = capsys.readouterr().err
+        assert words in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, (flags, err)
+    for flags, words in ((["--port", "99999"], "--port"), (["--max-size", "0"], "--max-size"),
+                         (["--max-size", "100000000"], "--max-size")):
+        assert main(["view", str(run_out), "--no-browser", *flags]) == 2, flags
+        err = capsys.readouterr().err
+        assert words in err and "Traceback" not in err, err
