@@ -10,24 +10,24 @@ and what is accepted, so a malformed adapter never runs (``alpha = nan``
 would otherwise give an all-black video) and never allocates from a size it
 declares (``num_layers = 100000000``).
 
-Metadata of our format (all values are strings, as safetensors stores them)
-=================  ======================================  =====================================
-field              accepted                                meaning
-=================  ======================================  =====================================
-``format``         ``ex4d-adapter``
-``format_version`` ``1``
-``rank``           integer 1..4096, ≤ ``dim`` and ``ffn_dim``  LoRA rank r
-``alpha``          finite number in (0, 1e6]               LoRA alpha (scaling = alpha / r)
-``targets``        JSON list: exactly the ten LoRA layers  diffusers layer names
-``original_targets`` (optional) JSON list of the original names
-``num_layers``     integer 1..1024                         DiT blocks
-``dim``            integer 1..131072                       DiT width D
-``ffn_dim``        integer 1..131072                       DiT feed-forward width F
-``z_dim``          integer 1..1024                         VAE latent channels z
-``hidden``         integer 1..131072                       camera encoder width H
-``patch_size``     JSON list of 3 integers 1..16           DiT patch size (t, h, w)
-``source``         any text (shown, never used)
-=================  ======================================  =====================================
+Metadata of our format (all values are strings, as safetensors stores them):
+
+======================  =============================================  ====================================
+field                   accepted                                       meaning
+======================  =============================================  ====================================
+``format``              ``ex4d-adapter``
+``format_version``      ``1``
+``rank``                integer 1..4096, ≤ ``dim`` and ``ffn_dim``         LoRA rank r
+``alpha``               finite number in (0, 1e6]                      LoRA alpha (scaling = alpha / r)
+``targets``             JSON list of exactly the ten LoRA layers       diffusers layer names
+``original_targets``    (optional) JSON list of the original names
+``num_layers``          integer 1..1024                                DiT blocks
+``dim``, ``ffn_dim``    integers 1..131072                             DiT width D, feed-forward width F
+``z_dim``               integer 1..1024                                VAE latent channels z
+``hidden``              integer 1..131072                              camera encoder width H
+``patch_size``          JSON list of 3 integers 1..16                  DiT patch size (t, h, w)
+``source``              any text (shown, never used)
+======================  =============================================  ====================================
 """
 
 from __future__ import annotations
