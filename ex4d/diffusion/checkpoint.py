@@ -66,6 +66,7 @@ FORMAT_VERSION = "1"
 ENCODER_KEYS = ("latent_encoder.0", "latent_encoder.2", "latent_encoder.4", "latent_patch_embedding")
 _ORIGINAL_LORA_RE = re.compile(r"^blocks\.([0-9]{1,9})\.(.+)\.lora_([AB])\.default\.weight$")
 _MAX_LISTED = 12
+_MAX_HEADER = 16 << 20  # bytes of a safetensors JSON header (1024 blocks of LoRA need ~3 MiB)
 
 
 @dataclass
@@ -314,7 +315,10 @@ def _safetensors_spec(f, path: Path, expected: AdapterSpec | None) -> AdapterSpe
           f"{path}: metadata format_version = {str(meta.get('format_version'))[:40]!r}; this ex4d reads "
           f"{FORMAT_VERSION!r} (a file from another ex4d version; convert it again with `ex4d convert-adapter`)")
     spec = spec_from_metadata(meta, str(path))
-    slices = {k: f.get_slice(k) for k in f.keys()}
+    keys = f.keys()
+    n = len(encoder_shapes(spec)) + len(LORA_TARGETS) * 2 * spec.num_layers
+    check(len(keys) <= 2 * n + 64, f"{path} holds {len(keys)} tensors; an EX-4D adapter for {spec.describe()} has {n}")
+    slices = {k: f.get_slice(k) for k in keys}
     shapes = {k: tuple(s.get_shape()) for k, s in slices.items()}
     expected_shapes = {f"encoder.{k}": v for k, v in encoder_shapes(spec).items()}
     expected_shapes.update({f"lora.{k}": v for k, v in canonical_lora_shapes(spec).items()})
@@ -325,16 +329,27 @@ def _safetensors_spec(f, path: Path, expected: AdapterSpec | None) -> AdapterSpe
     return spec
 
 
-def load_adapter_safetensors(path: str | os.PathLike, expected: AdapterSpec | None = None) -> AdapterWeights:
-    """Load our safetensors format, checking metadata, every key, shape, dtype and value (in that order)."""
+def _open_safetensors(path: Path):
+    """``safe_open`` of ``path`` after checking that its JSON header is of adapter size (≤ 16 MiB)."""
     from safetensors import safe_open
 
-    path = Path(path)
     _check_file(path)
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    check(len(head) == 8, f"cannot read {path} as safetensors: the file is {len(head)} bytes long")
+    header = int.from_bytes(head, "little")
+    check(header <= _MAX_HEADER, f"cannot read {path} as an ex4d adapter: its safetensors header is {header:,} bytes "
+                                 f"(an adapter's is under {_MAX_HEADER >> 20} MiB)")
     try:
-        f = safe_open(str(path), framework="pt", device="cpu")
-    except Exception as e:  # not safetensors, truncated, header too large …
+        return safe_open(str(path), framework="pt", device="cpu")
+    except Exception as e:  # not safetensors, truncated, malformed header …
         raise Ex4dError(f"cannot read {path} as safetensors: {str(e)[:300]}") from None
+
+
+def load_adapter_safetensors(path: str | os.PathLike, expected: AdapterSpec | None = None) -> AdapterWeights:
+    """Load our safetensors format, checking metadata, every key, shape, dtype and value (in that order)."""
+    path = Path(path)
+    f = _open_safetensors(path)
     with f:
         spec = _safetensors_spec(f, path, expected)
         encoder, lora = {}, {}
@@ -356,14 +371,7 @@ def inspect_adapter(path: str | os.PathLike, expected: AdapterSpec | None = None
     """
     path = Path(path)
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
-        _check_file(path)
-        try:
-            f = safe_open(str(path), framework="pt", device="cpu")
-        except Exception as e:
-            raise Ex4dError(f"cannot read {path} as safetensors: {str(e)[:300]}") from None
-        with f:
+        with _open_safetensors(path) as f:
             return _safetensors_spec(f, path, expected)
     sd = _unwrap(_read_original(path), str(path))
     return _original_spec(sd, str(path), expected, 16.0, False)
