@@ -110,12 +110,23 @@ async def read_body(request, limit: int, what: str) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise too_big
     chunks, size = [], 0
-    async for chunk in request.stream():
+    async for chunk in _stream(request):
         size += len(chunk)
         if size > limit:
             raise too_big
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def _stream(request):
+    """``request.stream()``, with a client that went away mid-body as an Ex4dError (not a server error)."""
+    from starlette.requests import ClientDisconnect
+
+    try:
+        async for chunk in request.stream():
+            yield chunk
+    except ClientDisconnect:
+        raise Ex4dError("the request was interrupted before its body arrived") from None
 
 
 def _security_headers(app, csp: str = _CSP):
@@ -246,7 +257,7 @@ def create_app(store: JobStore, host: str = "127.0.0.1"):
             size = 0
             try:
                 with open(tmp, "wb") as f:
-                    async for chunk in request.stream():
+                    async for chunk in _stream(request):
                         size += len(chunk)
                         if size > limit:
                             raise _TooLarge(f"the file is larger than this app's limit of "
