@@ -197,7 +197,10 @@ class JobStore:
         with self._lock:
             if len(self._sessions) >= self.limits.max_sessions:
                 busy = {j.session for j in self._jobs.values() if j.state in ("queued", "running")}
-                idle = sorted((t for t in self._sessions if t not in busy), key=self._sessions.get)
+                owners = {j.session for j in self._jobs.values()}
+                # Forget sessions without jobs first (a crawler's), then the longest idle.
+                idle = sorted((t for t in self._sessions if t not in busy),
+                              key=lambda t: (t in owners, self._sessions[t]))
                 if not idle:
                     raise ServerBusy(f"this server has {len(self._sessions)} sessions with work in progress, the "
                                      f"most it keeps; try again later")

@@ -80,20 +80,15 @@ def no_paths(value, *roots):
 # --------------------------------------------------------------------------- the worker's import path
 
 
-def test_jobs_run_when_started_from_a_folder_holding_ex4d(tmp_path, monkeypatch):
+def shadowing_cwd(tmp_path, monkeypatch):
+    """Work from a folder holding a broken ``ex4d/`` package (as a clone would), with PYTHONPATH naming it."""
     evil = tmp_path / "evil"
     for sub in ("ex4d", "ex4d/app"):
         (evil / sub).mkdir(parents=True)
         (evil / sub / "__init__.py").write_text("raise ImportError('the ex4d/ of the working directory was imported')\n")
     (evil / "ex4d" / "app" / "worker.py").write_text("raise SystemExit(7)\n")
     monkeypatch.chdir(evil)
-    monkeypatch.setenv("PYTHONPATH", ".")  # even a PYTHONPATH naming the working directory
-    with server(tmp_path) as (url, store):
-        c = Client(url).session()
-        job = new_job(c)
-        assert c.post(f"/api/jobs/{job}/run", example_request())[0] == 202
-        st = wait_done(c, job)
-        assert st["state"] == "done", (st, (store.root / job / "log.txt").read_text()[-2000:])
+    monkeypatch.setenv("PYTHONPATH", ".")
 
 
 def test_worker_command_imports_the_servers_package(tmp_path):
@@ -305,7 +300,8 @@ def test_a_depth_bomb_upload_is_refused(tmp_path, example_files):
 # --------------------------------------------------------------------------- no server paths
 
 
-def test_messages_and_served_config_name_no_server_paths(tmp_path, example_files):
+def test_jobs_run_from_a_folder_holding_ex4d_and_name_no_server_paths(tmp_path, example_files, monkeypatch):
+    shadowing_cwd(tmp_path, monkeypatch)  # the job below must still run (the worker imports the server's ex4d)
     with server(tmp_path) as (url, store):
         c = Client(url).session()
         job = new_job(c)
@@ -318,7 +314,7 @@ def test_messages_and_served_config_name_no_server_paths(tmp_path, example_files
                                                     "depth_kind": "depth", "trajectory": "orbit"})
         assert status == 202
         st = wait_done(c, job)
-        assert st["state"] == "done", st
+        assert st["state"] == "done", (st, (store.root / job / "log.txt").read_text()[-2000:])
         no_paths(st, store.root, tmp_path)
         status, config = c.get(f"/api/jobs/{job}/files/config.json")
         assert status == 200
@@ -441,7 +437,7 @@ def test_fuzzed_run_requests_never_give_5xx(tmp_path):
         lock = threading.Lock()
         count = [0]
 
-        @settings(max_examples=120, deadline=None, derandomize=True,
+        @settings(max_examples=80, deadline=None, derandomize=True,
                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
         @given(requests)
         def one(req):
