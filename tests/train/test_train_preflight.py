@@ -20,14 +20,14 @@ def no_heavy(monkeypatch):
     import accelerate
 
     import ex4d.diffusion.loading as loading
-    import ex4d.train.prepare as prepare
+    import ex4d.train.ray_run as ray_run
 
     def boom(*a, **k):
         raise AssertionError("a heavy step ran before the inputs were checked")
 
     monkeypatch.setattr(loading, "load_wan", boom)
     monkeypatch.setattr(accelerate, "Accelerator", boom)
-    monkeypatch.setattr(prepare, "_run_ray", boom)
+    monkeypatch.setattr(ray_run, "run_on_ray", boom)
     return boom
 
 
