@@ -66,7 +66,7 @@ class StereoConfig:
     ipd: float | None = None          #: baseline in scene units (None: z_near / ipd_ratio)
     convergence: float | None = None  #: zero-parallax z-depth in scene units (None: z_near; inf: parallel)
     window: int = 4                   #: lifted left-eye neighbours t±1, ±2, ±4, … up to this fill disocclusions
-    depth_tolerance: float = 0.02     #: a neighbour's surface may be this much (relative) in front of the occluder
+    depth_tolerance: float = 0.02     #: a neighbour's surface may be this much (relative) in front of the occluder's far side
     near_percentile: float = 2.0      #: z_near = this percentile of the lifted depth
     ipd_ratio: float = 30.0           #: default ipd = z_near / ipd_ratio (the 1/30 rule)
     gap_px: float = 0.5               #: a face across a depth edge opens a gap in the right eye past this many px
@@ -244,10 +244,12 @@ def render_right_eye(frames: Sequence[LiftedFrame], geometry: StereoGeometry, co
                      progress: bool = True) -> RightEye:
     """The right eye of the lifted left-eye frames (one per output frame), before its fill.
 
-    Frame t's own lifted mesh gives the known pixels; its unknown ones take a
-    lifted neighbour's surface where that surface is behind frame t's nearest
-    (occluding) surface there, or anywhere when frame t shows nothing there; the
-    farthest such candidate wins (disocclusions reveal background, which rarely moves).
+    Frame t's own lifted mesh (:func:`eye_mesh`) gives the known pixels; its
+    unknown ones take a lifted neighbour's valid surface where that lies behind
+    the far corner of frame t's face there (the face across the depth edge: what
+    the baseline uncovers is behind it; a foreground that moved into the gap is
+    not), or anywhere when frame t shows no scene surface there (outside its view);
+    the farthest candidate wins (disocclusions reveal background, which rarely moves).
     """
     from .render import render_mesh
     from .render.numba_raster import quantize_rgb
@@ -285,16 +287,20 @@ def render_right_eye(frames: Sequence[LiftedFrame], geometry: StereoGeometry, co
         quantize_rgb(r.color, color[t])
         known[t] = r.mask
         # the border walls and back cap are not scene surfaces: outside the left eye's view
-        depth[t] = np.where((r.face_id >= 0) & (r.face_id < m.num_grid_faces), r.depth, np.inf)
+        grid = (r.face_id >= 0) & (r.face_id < m.num_grid_faces)
+        depth[t] = np.where(grid, r.depth, np.inf)
         hole = ~known[t]
+        # a disocclusion shows what lies behind the face across the depth edge: behind its far corner
+        # (the right eye's z is the left eye's: the baseline is along x)
+        behind = np.full((H, W), -np.inf, np.float32)
+        behind[grid] = m.vertices[m.faces[r.face_id[grid]], 2].max(axis=-1) * (1 - config.depth_tolerance)
         best = np.full((H, W), -np.inf, np.float32)
         for off in _offsets(config.window):
             s = t + off
             if not (0 <= s < T) or not hole.any():
                 continue
             c = render_lifted([frames[s]], K_r[t], w2c_r[t], H, W, lift_config, backend=backend, meshes=[mesh(s)])
-            ok = hole & c.mask & (c.depth > best)
-            ok &= ~np.isfinite(depth[t]) | (c.depth >= depth[t] * (1 - config.depth_tolerance))
+            ok = hole & c.mask & (c.depth > best) & (c.depth >= behind)
             if ok.any():
                 color[t][ok] = c.color[ok]
                 best[ok] = c.depth[ok]
