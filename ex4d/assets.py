@@ -3,8 +3,9 @@
 Each output frame, lifted into 3D (:mod:`ex4d.lift`), becomes one triangle mesh:
 the frame's pixel grid (every s-th pixel, s = ceil(max(W, H) / ``max_size``))
 at its completed depth, with the faces that :mod:`ex4d.dwmesh` flags as
-occluded (across depth edges) left out, so the mesh holds the surfaces the
-video shows and nothing stretched between them. Vertex colours are the
+occluded (across depth edges) left out, and any face whose corners' depths
+differ by more than 25 %, so the mesh holds the surfaces the video shows and
+nothing stretched between them. Vertex colours are the
 output frame's pixels.
 
 Coordinates
@@ -96,12 +97,20 @@ def _subsample(frame: LiftedFrame, s: int) -> LiftedFrame:
                        measured=frame.measured[::s, ::s], K=K, w2c=frame.w2c)
 
 
-def frame_mesh(frame: LiftedFrame, max_size: int = 128, config: LiftConfig | None = None) -> AssetMesh:
-    """The export mesh of one lifted frame: its valid grid faces, in the asset (glTF) world frame."""
+def frame_mesh(frame: LiftedFrame, max_size: int = 128, config: LiftConfig | None = None,
+               max_depth_ratio: float = 1.25) -> AssetMesh:
+    """The export mesh of one lifted frame: its valid grid faces, in the asset (glTF) world frame.
+
+    Faces whose corners' depths differ by more than ``max_depth_ratio`` are left
+    out too: between neighbouring pixels that is an edge, not a surface (the
+    DW-Mesh filter's median prefilter passes a few such faces at objects' corners).
+    """
     f = _subsample(frame, asset_stride(frame.width, frame.height, max_size))
     mesh = lifted_mesh(f, config=config)
     n_grid = f.height * f.width
     faces = mesh.faces[: mesh.num_grid_faces][~mesh.occluded[: mesh.num_grid_faces]]
+    z = mesh.vertices[:, 2][faces]
+    faces = faces[z.max(axis=1) <= max_depth_ratio * z.min(axis=1)]
     used = np.zeros(n_grid, bool)
     used[faces.ravel()] = True
     remap = np.cumsum(used) - 1

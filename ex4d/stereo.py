@@ -192,11 +192,16 @@ def eye_mesh(frame: LiftedFrame, ipd: float, lift_config: LiftConfig | None = No
     Two changes to :func:`ex4d.lift.lifted_mesh`, both about what a horizontal
     baseline does to a depth map:
 
-    * A face flagged occluded (across a depth edge, or steep) opens a gap in the
-      right eye only as wide as the disparity range of its corners,
-      ``fx·ipd·(1/z_min − 1/z_max)``. Where that is at most ``gap_px`` there is
-      no gap to show: the face stays valid and the right eye shows the edge as
-      the left eye does. Wider ones stay unknown: they are the band the baseline opens.
+    * Faces flagged occluded (across a depth edge, or steep) open a gap in the
+      right eye only as wide as the disparity drop across them, summed over a
+      ramp of flagged quads along a row (:func:`_opening_runs`; a quad from pixel
+      a to b widens by ``fx·ipd·(1/z_a − 1/z_b)`` px). Where that is at most
+      ``gap_px`` there is no gap to show: the faces are valid and the right eye
+      shows the edge as the left eye does. Wider ones are unknown: they are the
+      band the baseline opens. An unflagged quad is judged alone the same way,
+      which catches the faces at objects' corners that the DW-Mesh filter's
+      median prefilter lets through (with the default IPD a real surface widens
+      a quad that much only past ~86° of slant).
     * The pixel grid is extended by half a pixel on every side (the border
       pixels' colour and depth): the right eye's top and bottom rows (and the
       columns at zero parallax) fall exactly on the grid's outer edges, where the
@@ -226,11 +231,36 @@ def eye_mesh(frame: LiftedFrame, ipd: float, lift_config: LiftConfig | None = No
     grid[ring, 1] = ((v - K[1, 2]) / K[1, 1] * z)[ring]
     n = mesh.num_grid_faces
     occluded = mesh.occluded.copy()
-    tri = mesh.faces[:n]
-    inv = 1.0 / verts[:, 2].astype(np.float64)[tri]
-    gap = frame.K[0, 0] * ipd * (inv.max(1) - inv.min(1))
-    occluded[:n] &= gap > gap_px
+    disp = frame.K[0, 0] * ipd / z  # disparity of every grid vertex (the convergence shift is common to all)
+    opened = _opening_runs(mesh.occluded[:n].reshape(2, Hp - 1, Wp - 1).any(axis=0), disp, gap_px)
+    occluded[:n] = np.tile(opened.ravel(), 2)
     return replace(mesh, vertices=verts, occluded=occluded)
+
+
+def _opening_runs(flagged: np.ndarray, disp: np.ndarray, gap_px: float) -> np.ndarray:
+    """Quads [h, w] bool that open a gap wider than ``gap_px`` in the right eye.
+
+    The right eye moves a vertex of disparity d by −d, so quad (i, j) widens by
+    its drop ``disp[·, j] − disp[·, j+1]`` (the larger of its two rows). A depth
+    edge widens one quad by the whole drop; an estimated depth spreads it over
+    the few quads of a ramp, so the drops of a run of consecutive flagged quads
+    along a row are summed: the run's quads that widen (drop > gap_px / 10)
+    open when the run's widening exceeds ``gap_px``. Flagged quads that do not
+    widen (a steep floor beside the edge, a horizontal edge) stay valid. An
+    unflagged quad opens when it alone widens by more than ``gap_px`` (the
+    DW-Mesh filter's median prefilter passes faces at objects' corners).
+    """
+    h, w = flagged.shape
+    drop = np.maximum(disp[:-1, :-1] - disp[:-1, 1:], disp[1:, :-1] - disp[1:, 1:])
+    widen = np.maximum(drop, 0.0).ravel()
+    flat = flagged.ravel()
+    col = np.tile(np.arange(w), h)
+    # runs: stretches of flagged quads within a row (an unflagged quad is a run of its own)
+    start = ~flat | (col == 0) | ~np.r_[False, flat[:-1]]
+    run = np.cumsum(start) - 1
+    total = np.add.reduceat(widen, np.flatnonzero(start))[run]
+    opened = np.where(flat, (total > gap_px) & (widen > 0.1 * gap_px), widen > gap_px)
+    return opened.reshape(h, w)
 
 
 def _offsets(window: int) -> list[int]:

@@ -183,18 +183,28 @@ def test_fill_right_eye_classical_keeps_what_the_left_eye_saw():
         fill_right_eye(eye, "ex4d", {})
 
 
-def test_eye_mesh_opens_only_faces_wider_than_the_gap():
+def test_eye_mesh_opens_only_edges_that_widen_past_the_gap():
     H, W = 24, 32
-    depth = np.full((H, W), 6.0, np.float32)
-    depth[:, 16:] = 3.0
     K = default_intrinsics(W, H)
-    frame = LiftedFrame(rgb=np.zeros((H, W, 3), np.uint8), depth=depth, measured=np.ones((H, W), bool), K=K,
-                        w2c=np.eye(4))
-    gap = K[0, 0] * (1 / 3.0 - 1 / 6.0)  # px per unit of ipd across the step
-    wide, narrow = eye_mesh(frame, 2.0 / gap), eye_mesh(frame, 0.25 / gap)
+
+    def frame(depth):
+        return LiftedFrame(rgb=np.zeros((H, W, 3), np.uint8), depth=depth.astype(np.float32),
+                           measured=np.ones((H, W), bool), K=K, w2c=np.eye(4))
+
+    near_left = np.full((H, W), 6.0)
+    near_left[:, :16] = 3.0          # the right eye sees behind the near side's right edge: a gap opens
+    gap = K[0, 0] * (1 / 3.0 - 1 / 6.0)  # px of widening per unit of ipd across the step
+    wide, narrow = eye_mesh(frame(near_left), 2.0 / gap), eye_mesh(frame(near_left), 0.25 / gap)
     n = wide.num_grid_faces
-    assert wide.occluded[:n].sum() > 0 and narrow.occluded[:n].sum() == 0
+    opened = wide.occluded[:n].reshape(2, H + 1, W + 1)
+    assert opened[:, :, 16].all() and opened.sum() == 2 * (H + 1)  # just the quads across the step, every row
+    assert narrow.occluded[:n].sum() == 0
     assert wide.occluded[n:].all() and narrow.occluded[n:].all()  # border walls and back cap stay occluded
+    # the mirrored step closes (the near side covers the far one): nothing to open
+    assert eye_mesh(frame(near_left[:, ::-1].copy()), 2.0 / gap).occluded[:n].sum() == 0
+    # a horizontal step widens nothing either (the baseline is horizontal)
+    assert eye_mesh(frame(np.where(np.arange(H)[:, None] < 12, 3.0, 6.0)
+                          * np.ones((1, W))), 2.0 / gap).occluded[:n].sum() == 0
 
 
 def test_neighbours_fill_disocclusions_with_background_never_with_a_moved_foreground():
