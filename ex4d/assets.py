@@ -22,7 +22,8 @@ GLB (:func:`write_glb`)
   buffer) do not apply. An animation ``play`` shows node t alone from t/fps
   to (t+1)/fps by stepping its scale between 0 and 1 (``STEP`` sampler; the
   portable form of visibility: Blender's importer and three.js's
-  ``AnimationMixer`` play it). Without the animation, frame 0 shows.
+  ``AnimationMixer`` play it; the clip lasts T/fps). Without the animation,
+  frame 0 shows.
 * ``COLOR_0`` is linear RGBA (glTF's colour space for vertex colours: sRGB
   pixels are linearised), unsigned-short normalised; the material is unlit
   (``KHR_materials_unlit``, double sided) so the colours look as in the video.
@@ -215,11 +216,14 @@ def write_glb(path: str | os.PathLike, frames: Sequence[LiftedFrame], fps: float
     root = g.Node(name="ex4d_scene", children=list(range(len(nodes))))
     nodes.append(root)
 
-    times = add((np.arange(T) / float(fps)).astype(np.float32), g.FLOAT, g.SCALAR, minmax=True)
+    # keys at t/fps for every frame and one more at T/fps, so the last frame shows for a whole frame too
+    times = add((np.arange(T + 1) / float(fps)).astype(np.float32), g.FLOAT, g.SCALAR, minmax=True)
     samplers, channels = [], []
     for t in range(T):
-        keys = np.zeros((T, 3), np.float32)
+        keys = np.zeros((T + 1, 3), np.float32)
         keys[t] = 1.0
+        if t == T - 1:
+            keys[T] = 1.0
         samplers.append(g.AnimationSampler(input=times, output=add(keys, g.FLOAT, g.VEC3), interpolation="STEP"))
         channels.append(g.AnimationChannel(sampler=len(samplers) - 1, target=g.AnimationChannelTarget(node=t, path="scale")))
     cam = T  # the output camera's node index
@@ -227,7 +231,9 @@ def write_glb(path: str | os.PathLike, frames: Sequence[LiftedFrame], fps: float
     for i in range(1, T):  # neighbours in one hemisphere: linear interpolation takes the short way
         if np.dot(quats[i], quats[i - 1]) < 0:
             quats[i] = -quats[i]
-    for data, target in ((mats[:, :3, 3].astype(np.float32), "translation"), (quats.astype(np.float32), "rotation")):
+    trans = np.concatenate([mats[:, :3, 3], mats[-1:, :3, 3]])
+    quats = np.concatenate([quats, quats[-1:]])
+    for data, target in ((trans.astype(np.float32), "translation"), (quats.astype(np.float32), "rotation")):
         samplers.append(g.AnimationSampler(input=times, output=add(data, g.FLOAT, g.VEC3 if target == "translation" else g.VEC4),
                                            interpolation="LINEAR"))
         channels.append(g.AnimationChannel(sampler=len(samplers) - 1, target=g.AnimationChannelTarget(node=cam, path=target)))
