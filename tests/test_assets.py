@@ -112,3 +112,23 @@ def test_ply_sequence_and_bad_outputs(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(Ex4dError, match="not a folder"):
         write_ply_sequence(tmp_path / "file", frames, 12.0, progress=False)
+
+
+def test_glb_passes_the_khronos_gltf_validator(tmp_path):
+    """The reference validator of the glTF spec (npm gltf-validator, installed by scripts/setup_app.sh)."""
+    import json
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    web = Path(__file__).resolve().parents[1] / "web"
+    node = shutil.which("node")
+    if node is None or not (web / "node_modules" / "gltf-validator").is_dir():
+        pytest.skip("node or web/node_modules/gltf-validator missing: bash scripts/setup_app.sh")
+    frames = _frames()
+    path = write_glb(tmp_path / "scene.glb", frames, 12.0, max_size=64, source_K=frames[0].K, progress=False)
+    res = subprocess.run([node, str(web / "validate-gltf.mjs"), str(path)], capture_output=True, text=True)
+    report = json.loads(res.stdout)
+    assert res.returncode == 0 and report["issues"]["numErrors"] == 0, report["issues"]
+    assert report["issues"]["numWarnings"] == 0, report["issues"]["messages"]
+    assert report["info"]["animationCount"] == 1 and report["info"]["drawCallCount"] == T
