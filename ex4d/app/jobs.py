@@ -309,13 +309,13 @@ class JobStore:
         m = self.models
         return [p for p in (m.wan, m.adapter, *m.depth_weights.values()) if p]
 
-    def served_config(self, job: Job) -> dict:
-        """The job's ``out/config.json`` with every path relative to the job folder (or reduced to its name)."""
+    def served_json(self, job: Job, name: str = "config.json"):
+        """The job's ``out/NAME`` (a JSON output) with every path relative to the job folder (or reduced to its name)."""
         from ..io.json_input import read_json
         from .redact import redact_json
 
-        config = read_json(job.dir / OUT_DIR / "config.json", "config.json")
-        return redact_json(config, job.dir, self.root, self._hidden_paths())
+        value = read_json(job.dir / OUT_DIR / name, name, max_bytes=64 << 20)
+        return redact_json(value, job.dir, self.root, self._hidden_paths())
 
     def job_lock(self, job: Job) -> threading.Lock:
         return self._job_locks[job.id]
@@ -503,9 +503,9 @@ class JobStore:
         with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w") as z:
             for p in sorted(out.rglob("*")):
                 rel = p.relative_to(out)
-                if str(rel) == "config.json":  # paths relative to the job, as served
-                    z.writestr(f"ex4d-{job.id[:8]}/{rel}", json.dumps(self.served_config(job), indent=2) + "\n",
-                               compress_type=zipfile.ZIP_DEFLATED)
+                if len(rel.parts) == 1 and SERVED_FILES.get(rel.name) == "application/json":  # as served
+                    z.writestr(f"ex4d-{job.id[:8]}/{rel}", json.dumps(self.served_json(job, rel.name), indent=2)
+                               + "\n", compress_type=zipfile.ZIP_DEFLATED)
                 elif p.is_file() and not p.is_symlink() and rel.parts[0] not in _ZIP_SKIP:
                     kind = zipfile.ZIP_STORED if p.suffix == ".mp4" else zipfile.ZIP_DEFLATED
                     z.write(p, f"ex4d-{job.id[:8]}/{rel}", compress_type=kind)

@@ -316,8 +316,8 @@ def create_app(store: JobStore, host: str = "127.0.0.1"):
         job = job_of(request)
         name = request.path_params["name"]
         path = store.file(job, name)
-        if name == "config.json":  # names files: shown relative to the job, never as server paths
-            return JSONResponse(await run_in_threadpool(store.served_config, job),
+        if SERVED_FILES[name] == "application/json":  # may name files: relative to the job, never server paths
+            return JSONResponse(await run_in_threadpool(store.served_json, job, name),
                                 headers={"Cache-Control": "no-cache"})
         return FileResponse(path, media_type=SERVED_FILES[name], headers={"Cache-Control": "no-cache"})
 
