@@ -11,17 +11,19 @@ Layout of the work root (``ex4d app --workdir``, mode 0700)::
     ROOT/<job id>/results.zip     the download
 
 Job ids are 128-bit random tokens and every job belongs to the browser
-session that created it: a request for a malformed id, an unknown one or
-someone else's gets the same "no such job". File names that can be served
-are a fixed list. Jobs run one after another in a worker process
-(``python -m ex4d.app.worker``), so several users' jobs queue instead of
-competing for the CPU/GPU; finished jobs older than ``keep_hours`` are deleted.
+session that created it (a token this server issued and remembers, see
+:mod:`.capacity`): a request for a malformed id, an unknown one or someone
+else's gets the same "no such job". File names that can be served are a fixed
+list. Jobs run one after another in a worker process (:func:`worker_command`:
+in the job's folder, importing the server's own ex4d), so several users' jobs
+queue instead of competing for the CPU/GPU; the number of job folders, the
+queue, the disk they use and the uploads at once are bounded for the whole
+server; finished jobs older than ``keep_hours`` are deleted.
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
 import json
 import os
 import re
@@ -37,12 +39,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import Ex4dError, check
+from .capacity import (DiskBudget, DiskFull, QueueFull, ServerBusy, SessionRegistry, UnknownSession, UploadSlots,
+                       new_token)
 from .spec import ServerModels, build_run_config
 from .uploads import AppLimits, check_depth_file, check_video_file, sniff_depth, sniff_video
 from .worker import OUT_DIR, RUN_FILE, read_status
 
 __all__ = ["Job", "JobStore", "JobNotFound", "QueueFull", "ServerBusy", "DiskFull", "UnknownSession", "SERVED_FILES",
-           "new_token", "valid_token", "worker_command"]
+           "new_token", "valid_token", "worker_command"]  # the capacity errors are re-exported from .capacity
 
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{22}$")
 #: Output files the app serves (name → media type); nothing else of a job folder is reachable.
@@ -56,22 +60,6 @@ FINAL_STATES = ("done", "error", "cancelled")
 
 class JobNotFound(Ex4dError):
     """No job with this id belongs to this session."""
-
-
-class QueueFull(Ex4dError):
-    """Too many jobs are waiting, or too many uploads are in progress (HTTP 429: try again in a while)."""
-
-
-class ServerBusy(Ex4dError):
-    """The server holds as many jobs or sessions as it keeps (HTTP 503)."""
-
-
-class DiskFull(Ex4dError):
-    """The job folders use the disk space this server allows (HTTP 507)."""
-
-
-class UnknownSession(Ex4dError):
-    """A session token this server did not issue (or has forgotten): the page must be reloaded (HTTP 403)."""
 
 
 _BOOTSTRAP = (
@@ -99,11 +87,6 @@ def worker_command(python: str, job_dir: Path) -> list[str]:
     import ex4d
 
     return [python, "-c", _BOOTSTRAP, os.path.realpath(Path(ex4d.__file__).parents[1]), str(job_dir)]
-
-
-def new_token() -> str:
-    """A fresh 128-bit URL-safe random token (22 characters)."""
-    return secrets.token_urlsafe(16)
 
 
 def valid_token(value) -> bool:
@@ -167,9 +150,9 @@ class JobStore:
         self._running: str | None = None
         self._job_locks: dict[str, threading.Lock] = {}
         self._thread: threading.Thread | None = None
-        self._sessions: dict[str, float] = {}  # token issued by this server → last seen (monotonic)
-        self._uploads: set[str] = set()  # jobs with an upload being streamed or checked
-        self._disk: tuple[float, int] = (-1e9, 0)  # (when measured, bytes) of the job folders
+        self.sessions = SessionRegistry(self.limits.max_sessions)
+        self.uploads = UploadSlots(self.limits.max_concurrent_uploads)
+        self.disk = DiskBudget(self.root, self.limits.max_disk_bytes, self.limits.min_free_bytes)
         self.cleanup()
 
     # ------------------------------------------------------------------ lifecycle
@@ -194,70 +177,18 @@ class JobStore:
 
     # ------------------------------------------------------------------ sessions
     def issue_session(self) -> str:
-        """A new session token that this server remembers (the only kind it accepts)."""
+        """A new session token that this server remembers (the only kind it accepts); see :mod:`.capacity`."""
         with self._lock:
-            if len(self._sessions) >= self.limits.max_sessions:
-                busy = {j.session for j in self._jobs.values() if j.state in ("queued", "running")}
-                owners = {j.session for j in self._jobs.values()}
-                # Forget sessions without jobs first (a crawler's), then the longest idle.
-                idle = sorted((t for t in self._sessions if t not in busy),
-                              key=lambda t: (t in owners, self._sessions[t]))
-                if not idle:
-                    raise ServerBusy(f"this server has {len(self._sessions)} sessions with work in progress, the "
-                                     f"most it keeps; try again later")
-                for t in idle[: max(1, len(self._sessions) - self.limits.max_sessions + 1)]:
-                    self._forget_session(t)
-            token = new_token()
-            self._sessions[token] = time.monotonic()
+            busy = {j.session for j in self._jobs.values() if j.state in ("queued", "running")}
+            token, forgotten = self.sessions.issue(busy, {j.session for j in self._jobs.values()})
+            for old in forgotten:  # their jobs can no longer be reached
+                for job in [j for j in self._jobs.values() if j.session == old]:
+                    self._delete(job)
             return token
 
     def known_session(self, token) -> bool:
         """True if ``token`` was issued by :meth:`issue_session` and not forgotten since (and marks it as seen)."""
-        if not valid_token(token):
-            return False
-        with self._lock:
-            if token not in self._sessions:
-                return False
-            self._sessions[token] = time.monotonic()
-            return True
-
-    def _forget_session(self, token: str) -> None:
-        self._sessions.pop(token, None)
-        for job in [j for j in self._jobs.values() if j.session == token and j.state not in ("queued", "running")]:
-            self._delete(job)
-
-    # ------------------------------------------------------------------ capacity
-    def disk_used(self, max_age: float = 2.0) -> int:
-        """Bytes used by the job folders (measured at most every ``max_age`` seconds)."""
-        when, used = self._disk
-        now = time.monotonic()
-        if now - when <= max_age:
-            return used
-        used = 0
-        for dirpath, _, files in os.walk(self.root):
-            for name in files:
-                try:
-                    used += os.lstat(os.path.join(dirpath, name)).st_size
-                except OSError:
-                    pass
-        self._disk = (now, used)
-        return used
-
-    def disk_left(self) -> int:
-        """Bytes the job folders may still grow by (the disk cap and the file system's free space)."""
-        try:
-            free = shutil.disk_usage(self.root).free - self.limits.min_free_bytes
-        except OSError:
-            free = 0
-        return max(0, min(self.limits.max_disk_bytes - self.disk_used(), free))
-
-    def check_disk(self, need: int = 0) -> None:
-        """DiskFull unless ``need`` more bytes fit."""
-        left = self.disk_left()
-        if left <= need:
-            raise DiskFull(f"the server's job storage is full ({self.disk_used() / 1024**3:.1f} GB used of "
-                           f"{self.limits.max_disk_gb:g} GB allowed, or the disk is nearly full); try again once "
-                           f"older jobs have expired")
+        return valid_token(token) and self.sessions.known(token)
 
     # ------------------------------------------------------------------ access
     def create(self, session: str) -> Job:
@@ -266,7 +197,7 @@ class JobStore:
             raise UnknownSession("this session was not issued by this server (it may have restarted); reload the "
                                  "page")
         self.cleanup()
-        self.check_disk()
+        self.disk.check()
         with self._lock:
             mine = sorted((j for j in self._jobs.values() if j.session == session), key=lambda j: j.created)
             while len(mine) >= self.limits.max_jobs_per_session:
@@ -330,23 +261,6 @@ class JobStore:
         return path
 
     # ------------------------------------------------------------------ uploads
-    @contextlib.contextmanager
-    def upload_slot(self, job: Job):
-        """Hold one of the server's ``max_concurrent_uploads`` slots (and the job's only one) while uploading."""
-        with self._lock:
-            if job.id in self._uploads:
-                raise QueueFull("an upload to this job is already in progress; wait for it to finish")
-            if len(self._uploads) >= self.limits.max_concurrent_uploads:
-                raise QueueFull(f"{len(self._uploads)} uploads are in progress, the most this server takes at once; "
-                                f"try again in a moment")
-            self._uploads.add(job.id)
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._uploads.discard(job.id)
-                self._disk = (-1e9, 0)  # measure again
-
     def upload_path(self, job: Job, kind: str) -> Path:
         """Temporary file an upload of ``kind`` (video | depth) is streamed into."""
         check(kind in ("video", "depth"), f"unknown upload kind {kind!r}; expected video or depth")
@@ -405,7 +319,7 @@ class JobStore:
     def submit(self, job: Job, request: dict) -> int:
         """Queue a run of ``request``; returns its position (1 = next). Raises QueueFull or Ex4dError."""
         config = self.run_config(job, request)
-        self.check_disk()
+        self.disk.check()
         with self._lock:
             check(job.state not in ("queued", "running"), "this job is already queued or running")
             waiting = len(self._queue)

@@ -251,9 +251,9 @@ def create_app(store: JobStore, host: str = "127.0.0.1"):
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise _TooLarge(f"the file is larger than this app's limit of {store.limits.max_upload_mb:g} MB")
-        with store.upload_slot(job):  # bounded: uploads at once (memory of the checks), one per job
-            store.check_disk(int(declared) if declared is not None and declared.isdigit() else 0)
-            room = store.disk_left()
+        with store.uploads.hold(job.id):  # bounded: uploads at once (memory of the checks), one per job
+            store.disk.check(int(declared) if declared is not None and declared.isdigit() else 0)
+            room = store.disk.left()
             size = 0
             try:
                 with open(tmp, "wb") as f:
@@ -272,7 +272,10 @@ def create_app(store: JobStore, host: str = "127.0.0.1"):
             if size == 0:
                 tmp.unlink(missing_ok=True)
                 raise Ex4dError("the upload is empty")
-            info = await run_in_threadpool(store.accept_upload, job, kind, tmp)
+            try:
+                info = await run_in_threadpool(store.accept_upload, job, kind, tmp)
+            finally:
+                store.disk.invalidate()
         return JSONResponse({"kind": kind, "info": info})
 
     async def remove_upload(request: Request):

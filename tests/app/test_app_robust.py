@@ -174,7 +174,7 @@ def test_disk_cap(tmp_path, example_files):
         job = new_job(c)
         assert c.put(f"/api/jobs/{job}/upload/video", example_files["video"].read_bytes())[0] == 200
         (store.root / job / "filler").write_bytes(b"\0" * 250_000)
-        store._disk = (-1e9, 0)
+        store.disk.invalidate()
         status, body = c.put(f"/api/jobs/{job}/upload/depth", example_files["depth"].read_bytes())
         assert status == 507 and "storage is full" in body["error"], body
         assert c.post("/api/jobs")[0] == 507
@@ -197,7 +197,7 @@ def test_concurrent_uploads_are_bounded(tmp_path, example_files):
         conn.endheaders()
         conn.send(data[:100])  # the upload stays open
         t0 = time.monotonic()
-        while not store._uploads and time.monotonic() - t0 < 10:
+        while not store.uploads.active and time.monotonic() - t0 < 10:
             time.sleep(0.02)
         status, body = b.put(f"/api/jobs/{jb}/upload/video", data)
         assert status == 429 and "uploads are in progress" in body["error"], body
