@@ -141,24 +141,22 @@ def _snap_rows(inv, cg, use_rgb, reach, cpx, min_step, across, gpx, move_tol):
     wr = (x < nd - 1) & ((dat(x + 1) > 0) == sg) & (dat(x + 1).abs() >= E.TOP_SHARE * m)
     ramp = wl & wr
     fly = wl ^ wr
-    # ramp walks
-    e0 = x.clone()
-    e1 = x.clone()
-    lo = m.clone()
-    alive = ramp.clone()
-    for k in range(1, reach + 1):
-        v = dat(x - k)
-        ok = alive & (x - k >= 0) & ((v > 0) == sg) & (v.abs() > E.RAMP_KEEP * m) & (v.abs() <= m)
-        e0 = torch.where(ok, x - k, e0)
-        lo = torch.where(ok, torch.minimum(lo, v.abs()), lo)
-        alive = ok
-    alive = ramp.clone()
-    for k in range(1, reach + 1):
-        v = dat(x + k)
-        ok = alive & (x + k <= nd - 1) & ((v > 0) == sg) & (v.abs() > E.RAMP_KEEP * m) & (v.abs() <= m)
-        e1 = torch.where(ok, x + k, e1)
-        lo = torch.where(ok, torch.minimum(lo, v.abs()), lo)
-        alive = ok
+    # ramp walks: all reach steps at once, kept while every step before holds ([P, reach] tensors)
+    ks = torch.arange(1, reach + 1, device=dev)
+
+    def walk(pos, inside):
+        v = d[line[:, None], pos.clamp(0, nd - 1)]
+        ok = inside & ((v > 0) == sg[:, None]) & (v.abs() > E.RAMP_KEEP * m[:, None]) & (v.abs() <= m[:, None])
+        ok = torch.cumprod(ok.to(torch.int8), 1).bool() & ramp[:, None]
+        low = torch.where(ok, v.abs(), torch.full_like(v, math.inf)).amin(1)
+        return ok.sum(1), low
+
+    pl = x[:, None] - ks[None]
+    pr = x[:, None] + ks[None]
+    nl, lo_l = walk(pl, pl >= 0)
+    nr, lo_r = walk(pr, pr <= nd - 1)
+    e0, e1 = x - nl, x + nr
+    lo = torch.minimum(m, torch.minimum(lo_l, lo_r))
     keep = ~(ramp & (lo >= E.PLANE_SHARE * m))
     # flying pixels: two edges alone
     f0 = torch.where(wl, x - 1, x)
@@ -181,59 +179,58 @@ def _snap_rows(inv, cg, use_rgb, reach, cpx, min_step, across, gpx, move_tol):
     if sel.numel() == 0:
         return out, guard, counts
     line, x, frame, a, b, da, db, sa, sb, ramp = (t[sel] for t in (line, x, frame, a, b, da, db, sa, sb, ramp))
+    def at2(t, pos):                                                          # t[line, pos] for pos [P, O]
+        return t[line[:, None], pos.clamp(0, t.shape[1] - 1)]
+
     # the depth's own split: the last inner pixel nearer the left shoulder's value
-    k0 = a.clone()
-    for o in range(1, 2 * reach + 1):
-        p = a + o
-        v = at(flat, p)
-        k0 = torch.where((p < b) & ((v - da).abs() <= (v - db).abs()), p, k0)
+    p = a[:, None] + torch.arange(1, 2 * reach + 1, device=dev)[None]
+    v = at2(flat, p)
+    cond = (p < b[:, None]) & ((v - da[:, None]).abs() <= (v - db[:, None]).abs())
+    k0 = torch.maximum(a, torch.where(cond, p, a[:, None]).amax(1))
     k = k0
     cz = torch.where(ramp, cpx, 0)
     z0 = (a - cz).clamp(min=0)
     z1 = (b + cz).clamp(max=n - 1)
     if use_rgb:
-        big = torch.full_like(x, 1 << 62)
-        best = big
-        for o in range(0, 2 * reach + 2 * cpx + 2):
-            kk = z0 + o
-            lo_ = torch.minimum(kk, k0)
-            hi_ = torch.maximum(kk, k0)
-            inside = (torch.minimum(hi_, b - 1) - torch.maximum(lo_, a)).clamp(min=0)
-            pen = E.SPLIT_COST_IN * inside + E.SPLIT_COST_OUT * (hi_ - lo_ - inside)
-            g = at(cg, kk).to(torch.int64) - pen
-            key = (1_000_000 - g) * 100_000_000 + (kk - k0).abs() * 10_000 + kk
-            best = torch.where(ramp & (kk < z1) & (key < best), key, best)
-        k = torch.where(best < big, best % 10_000, k0)
+        # argmax of colour gain − penalty; ties: nearer k0, then the left one (one int64 key per candidate)
+        kk = z0[:, None] + torch.arange(0, 2 * reach + 2 * cpx + 2, device=dev)[None]
+        k0c, ac, bc = k0[:, None], a[:, None], b[:, None]
+        lo_ = torch.minimum(kk, k0c)
+        hi_ = torch.maximum(kk, k0c)
+        inside = (torch.minimum(hi_, bc - 1) - torch.maximum(lo_, ac)).clamp(min=0)
+        pen = E.SPLIT_COST_IN * inside + E.SPLIT_COST_OUT * (hi_ - lo_ - inside)
+        g = at2(cg, kk).to(torch.int64) - pen
+        key = (1_000_000 - g) * 100_000_000 + (kk - k0c).abs() * 10_000 + kk
+        key = torch.where(kk < z1[:, None], key, torch.full_like(key, 1 << 62)).amin(1)
+        k = torch.where(ramp & (key < (1 << 62)), key % 10_000, k0)
     up = db > da
     sa = torch.where((sa > 0) == up, torch.zeros_like(sa), sa)
     sb = torch.where((sb > 0) != up, torch.zeros_like(sb), sb)
     counts[:, 0].index_add_(0, frame, ramp.to(torch.int64))
     gflat = guard.view(B * L, n)
-    for o in range(2 * gpx):
-        p = k - gpx + 1 + o
-        ok = ramp & (p >= 0) & (p <= n - 1)
-        gflat[line[ok], p[ok]] = True
+    if gpx > 0:
+        p = k[:, None] - gpx + 1 + torch.arange(2 * gpx, device=dev)[None]
+        ok = ramp[:, None] & (p >= 0) & (p <= n - 1)
+        gflat[line[:, None].expand_as(p)[ok], p[ok]] = True
     # zones: a pixel follows the nearest peak (|p − x − ½|, then the smaller x): the key 2|p − x − ½|·n + x
     span = reach + cpx + 2
+    o = torch.arange(-span, span + 1, device=dev)[None]
+    p = x[:, None] + o
+    ok = (p >= z0[:, None]) & (p <= z1[:, None])
+    lin = line[:, None].expand_as(p)
+    key = (2 * o - 1).abs() * n + x[:, None]
     owner = torch.full((B * L * n,), 1 << 62, dtype=torch.int64, device=dev)
-    offs = range(-span, span + 1)
-    for o in offs:
-        p = x + o
-        ok = (p >= z0) & (p <= z1)
-        owner.scatter_reduce_(0, (line * n + p)[ok], (abs(2 * o - 1) * n + x)[ok], reduce="amin")
+    owner.scatter_reduce_(0, (lin * n + p)[ok], key[ok], reduce="amin")
+    ok &= owner[(lin * n + p).clamp(0, B * L * n - 1)] == key
+    orig = at2(flat, p)
+    pf = p.to(torch.float64)
+    left = torch.where(p <= a[:, None], orig, da[:, None] + (pf - a[:, None].to(torch.float64)) * sa[:, None])
+    right = torch.where(p >= b[:, None], orig, db[:, None] + (pf - b[:, None].to(torch.float64)) * sb[:, None])
+    v = torch.where(p <= k[:, None], left, right)
     oflat = out.view(B * L, n)
+    oflat[lin[ok], p[ok]] = v[ok]
     ramp_owned = torch.zeros((B * L, n), dtype=torch.bool, device=dev)
-    for o in offs:
-        p = x + o
-        ok = (p >= z0) & (p <= z1)
-        ok &= owner[(line * n + p).clamp(0, B * L * n - 1)] == (abs(2 * o - 1) * n + x)
-        orig = at(flat, p)
-        pf = p.to(torch.float64)
-        left = torch.where(p <= a, orig, da + (pf - a.to(torch.float64)) * sa)
-        right = torch.where(p >= b, orig, db + (pf - b.to(torch.float64)) * sb)
-        v = torch.where(p <= k, left, right)
-        oflat[line[ok], p[ok]] = v[ok]
-        ramp_owned[line[ok], p[ok]] = ramp[ok]
+    ramp_owned[lin[ok], p[ok]] = ramp[:, None].expand_as(p)[ok]
     moved = ramp_owned & ((oflat - flat).abs() > move_tol * torch.minimum(oflat, flat))
     gflat |= moved
     return out, guard, counts
