@@ -22,21 +22,32 @@ pixel of content at each side; we keep every pixel at its own depth.
 Faces across depth discontinuities stay in the mesh (they occlude what is
 behind them) but are flagged ``occluded``: a renderer marks the pixels where
 such a face is the nearest surface as unknown. Wall and cap faces are always
-occluded. Three criteria decide the grid faces:
+occluded. Four criteria decide the grid faces:
 
-* ``angle`` (the original's default): the face's smallest interior angle is
-  below ``min_angle_deg`` (2.5°).
-* ``boundary`` (the original's alternative): z-extent / max(x-extent, y-extent)
-  of the face is above ``boundary_ratio`` (2).
-* ``grazing`` (ours, the default): the angle between the face normal and the
+* ``step`` (ours, the default): a face is occluded when one of its edges is a
+  depth step — its disparity jump lies past the slopes beside it, which a
+  plane at any angle, a crease or a limb never does — or is too steep to have
+  been sampled (> ``step_max_deg``). Formulas in :mod:`ex4d.depth_edges`. It
+  keeps the steep continuous surfaces (floors, walls seen at grazing angles,
+  sphere limbs) that slope thresholds lose, and flags steps of every height.
+* ``grazing`` (the previous default): the angle between the face normal and the
   source camera's viewing ray exceeds ``grazing_deg``; then, because depth
   estimators blur edges into ramps several pixels wide, faces within
   ``grow_px`` pixels of such an edge that are still steeper than
   ``grazing_weak_deg`` are flagged too (hysteresis, as in Canny's edge
-  detector). The test runs on the depth after a 3×3 median (``prefilter``),
-  so pixel noise of depth estimates is not taken for edges; the mesh itself
-  keeps the depth as given. On exact depth it behaves like ``angle``; on soft
-  depth it removes the "rubber" faces that pass the angle test.
+  detector). The test runs on the depth after a 3×3 median (``prefilter``).
+* ``angle`` (the original's default): the face's smallest interior angle is
+  below ``min_angle_deg`` (2.5°).
+* ``boundary`` (the original's alternative): z-extent / max(x-extent, y-extent)
+  of the face is above ``boundary_ratio`` (2).
+
+Before the criterion, ``sharpen`` decides how the depth is prepared, and the
+mesh is built on the prepared depth (:func:`mesh_depth_and_occlusion`):
+``snap`` (the default with ``step``) denoises noisy depth and straightens
+estimators' soft ramps into steps where the colour changes (and, on such soft
+depth, joins the grazing test); ``median`` is 3D-photo inpainting's
+bilateral-median sharpening; ``none`` (the default with the other criteria)
+keeps the depth as given.
 
 ``alpha_mode="vertex"`` reproduces the original's masking: instead of
 per-face flags, every vertex of an occluded face gets alpha 0 (and colour 0),
@@ -54,10 +65,11 @@ import numpy as np
 from numba import njit, prange
 
 from .cameras import check_intrinsics
+from .depth_edges import guard_faces, median3, prepare_depth, step_flags
 from .errors import Ex4dError, check
 
 __all__ = ["DWMesh", "MeshConfig", "FILTERS", "SHARPEN_MODES", "build_dwmesh", "default_far", "grid_faces",
-           "grid_occlusion", "mesh_depth_and_occlusion", "export_ply"]
+           "grid_occlusion", "mesh_depth_and_occlusion", "median3", "export_ply"]
 
 FILTERS = ("step", "grazing", "angle", "boundary")
 ALPHA_MODES = ("face", "vertex")
@@ -79,19 +91,19 @@ class MeshConfig:
     prefilter: int = 3               #: grazing filter: 3×3 median of the depth before the test (0: off)
     alpha_mode: str = "face"         #: face (per-face flags) | vertex (the original's per-vertex alpha)
     far_scale: float = 2.0           #: border ring and back cap at far_scale × the clip's largest depth
-    step_min_deg: float = 45.0       #: step filter: a break must rise at least this steeply (degrees from the ray)
+    step_min_deg: float = 45.0       #: step filter: a break rises at least this steeply (degrees from the ray)
     step_max_deg: float = 88.5       #: step filter: any face steeper than this breaks (too steep to be sampled)
-    step_ratio: float = 0.25         #: step filter: … and exceed this share of the face's own disparity change
-    step_noise: float = 6.0          #: step filter: … and this many times the frame's depth-noise level
+    step_ratio: float = 0.25         #: step filter: a break's excess is at least this share of its jump
+    step_noise: float = 6.0          #: step filter: … and this many times the frame's depth-noise level σ̂
     step_like: float = 0.6           #: step filter: beside a break, a jump must match the other slope this well
-    sharpen: str = "auto"            #: depth-edge sharpening: auto | none | snap | median
+    soft_mode: str = "auto"          #: step filter: also the grazing test: on soft depth (auto) | on | off
+    sharpen: str = "auto"            #: depth pre-pass: auto (snap with step, else none) | none | snap | median
+    denoise: bool = True             #: pre-pass: 3×3 medians of the depth where it is noisy (σ̂ ≥ 0.1 %)
     snap_reach: int = 12             #: snap: longest half-ramp (pixels) it straightens
     snap_color_px: int = 3           #: snap: how far (pixels) colour may move an edge beyond its depth ramp
-    snap_min_step: float = 0.02      #: snap: smallest depth step (relative) it sharpens
-    snap_guard_px: int = 1           #: snap: faces this close (pixels) to a straightened ramp's new edge stay unknown
-    soft_mode: str = "auto"          #: step filter: grazing test too (on), never (off), on soft depth (auto)
+    snap_min_step: float = 0.02      #: snap: smallest depth step (relative) it straightens
+    snap_guard_px: int = 1           #: snap: faces this close (pixels) to a straightened edge stay unknown
     snap_guard_move: float = 0.03    #: snap: … and faces on pixels it moved by more than this (relative depth)
-    denoise: bool = True             #: before sharpening, 3×3 medians of the depth where it is noisy (σ̂ ≥ 0.1 %)
 
     def __post_init__(self):
         check(self.filter in FILTERS, f"unknown mesh filter {self.filter!r}; choose one of {', '.join(FILTERS)}")
@@ -291,45 +303,6 @@ def _classify(depth, K, kind, t_strong, t_weak):  # pragma: no cover - compiled
 
 
 @njit(parallel=True, cache=True)
-def median3(depth):  # pragma: no cover - compiled
-    """3×3 median [H, W] float64 of [H, W] float64, borders replicated (exact: no arithmetic).
-
-    A 19-exchange selection network (Paeth) per pixel: no sorting, no allocation.
-    """
-    H, W = depth.shape
-    out = np.empty((H, W))
-    for i in prange(H):
-        i0 = max(i - 1, 0)
-        i2 = min(i + 1, H - 1)
-        for j in range(W):
-            j0 = max(j - 1, 0)
-            j2 = min(j + 1, W - 1)
-            p0 = depth[i0, j0]; p1 = depth[i0, j]; p2 = depth[i0, j2]
-            p3 = depth[i, j0]; p4 = depth[i, j]; p5 = depth[i, j2]
-            p6 = depth[i2, j0]; p7 = depth[i2, j]; p8 = depth[i2, j2]
-            p1, p2 = min(p1, p2), max(p1, p2)
-            p4, p5 = min(p4, p5), max(p4, p5)
-            p7, p8 = min(p7, p8), max(p7, p8)
-            p0, p1 = min(p0, p1), max(p0, p1)
-            p3, p4 = min(p3, p4), max(p3, p4)
-            p6, p7 = min(p6, p7), max(p6, p7)
-            p1, p2 = min(p1, p2), max(p1, p2)
-            p4, p5 = min(p4, p5), max(p4, p5)
-            p7, p8 = min(p7, p8), max(p7, p8)
-            p3 = max(p0, p3)
-            p5 = min(p5, p8)
-            p4, p7 = min(p4, p7), max(p4, p7)
-            p6 = max(p3, p6)
-            p4 = max(p1, p4)
-            p2 = min(p2, p5)
-            p4 = min(p4, p7)
-            p4, p2 = min(p4, p2), max(p4, p2)
-            p4 = max(p6, p4)
-            out[i, j] = min(p4, p2)
-    return out
-
-
-@njit(parallel=True, cache=True)
 def _grid_vertices(depth, K):  # pragma: no cover - compiled
     """Camera-space points [H·W, 3] float32 of z-depth [H, W] (unprojected in float64)."""
     H, W = depth.shape
@@ -388,8 +361,6 @@ def mesh_depth_and_occlusion(depth: np.ndarray, K: np.ndarray, config: MeshConfi
     The depth is ``depth`` after the configured sharpening (:mod:`ex4d.depth_edges`; ``snap`` is guided by
     ``rgb`` [H, W, 3] uint8 where given), the flags are the configured criterion's on it.
     """
-    from .depth_edges import guard_faces, prepare_depth, step_flags
-
     K = np.ascontiguousarray(K, dtype=np.float64)
     d64, inv, sigma, guard, soft = prepare_depth(depth, rgb, config)
     flags = step_flags(inv, K, config, sigma) if config.filter == "step" else _classic_occlusion(d64, K, config)

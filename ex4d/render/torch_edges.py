@@ -14,11 +14,13 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 from .. import depth_edges as E
+from .. import depth_snap as S
 
-__all__ = ["noise_level_torch", "step_faces_torch", "snap_torch", "median_torch", "prepare_depth_torch",
-           "guard_faces_torch"]
+__all__ = ["noise_level_torch", "median3_torch", "step_faces_torch", "snap_torch", "median_torch",
+           "prepare_depth_torch", "guard_faces_torch"]
 
 
 def _left(t: torch.Tensor, k: int = 1) -> torch.Tensor:
@@ -122,7 +124,7 @@ def _snap_rows(inv, cg, use_rgb, reach, cpx, min_step, across, gpx, move_tol):
     acr = across.reshape(B * L, n)
     nd = n - 1
     idx = torch.arange(nd, device=dev)
-    pk = (ad > 0) & ((idx == 0) | (_left(ad) <= ad)) & ((idx == nd - 1) | (_right(ad) < E.PEAK_TOL * ad)) \
+    pk = (ad > 0) & ((idx == 0) | (_left(ad) <= ad)) & ((idx == nd - 1) | (_right(ad) < S.PEAK_TOL * ad)) \
         & (acr[:, :-1] | acr[:, 1:])
     line, x = pk.nonzero(as_tuple=True)
     if line.numel() == 0:
@@ -137,8 +139,8 @@ def _snap_rows(inv, cg, use_rgb, reach, cpx, min_step, across, gpx, move_tol):
     def dat(pos):
         return at(d, pos)
 
-    wl = (x > 0) & ((dat(x - 1) > 0) == sg) & (dat(x - 1).abs() >= E.TOP_SHARE * m)
-    wr = (x < nd - 1) & ((dat(x + 1) > 0) == sg) & (dat(x + 1).abs() >= E.TOP_SHARE * m)
+    wl = (x > 0) & ((dat(x - 1) > 0) == sg) & (dat(x - 1).abs() >= S.TOP_SHARE * m)
+    wr = (x < nd - 1) & ((dat(x + 1) > 0) == sg) & (dat(x + 1).abs() >= S.TOP_SHARE * m)
     ramp = wl & wr
     fly = wl ^ wr
     # ramp walks: all reach steps at once, kept while every step before holds ([P, reach] tensors)
@@ -146,7 +148,7 @@ def _snap_rows(inv, cg, use_rgb, reach, cpx, min_step, across, gpx, move_tol):
 
     def walk(pos, inside):
         v = d[line[:, None], pos.clamp(0, nd - 1)]
-        ok = inside & ((v > 0) == sg[:, None]) & (v.abs() > E.RAMP_KEEP * m[:, None]) & (v.abs() <= m[:, None])
+        ok = inside & ((v > 0) == sg[:, None]) & (v.abs() > S.RAMP_KEEP * m[:, None]) & (v.abs() <= m[:, None])
         ok = torch.cumprod(ok.to(torch.int8), 1).bool() & ramp[:, None]
         low = torch.where(ok, v.abs(), torch.full_like(v, math.inf)).amin(1)
         return ok.sum(1), low
@@ -157,12 +159,12 @@ def _snap_rows(inv, cg, use_rgb, reach, cpx, min_step, across, gpx, move_tol):
     nr, lo_r = walk(pr, pr <= nd - 1)
     e0, e1 = x - nl, x + nr
     lo = torch.minimum(m, torch.minimum(lo_l, lo_r))
-    keep = ~(ramp & (lo >= E.PLANE_SHARE * m))
+    keep = ~(ramp & (lo >= S.PLANE_SHARE * m))
     # flying pixels: two edges alone
     f0 = torch.where(wl, x - 1, x)
     f1 = torch.where(wl, x, x + 1)
-    alone = ~(((f0 > 0) & (dat(f0 - 1).abs() >= E.TOP_SHARE * m)) |
-              ((f1 < nd - 1) & (dat(f1 + 1).abs() >= E.TOP_SHARE * m)))
+    alone = ~(((f0 > 0) & (dat(f0 - 1).abs() >= S.TOP_SHARE * m)) |
+              ((f1 < nd - 1) & (dat(f1 + 1).abs() >= S.TOP_SHARE * m)))
     keep &= ~fly | alone
     e0 = torch.where(fly, f0, e0)
     e1 = torch.where(fly, f1, e1)
@@ -172,7 +174,7 @@ def _snap_rows(inv, cg, use_rgb, reach, cpx, min_step, across, gpx, move_tol):
     sb = (at(flat, b + 2) - db) * 0.5
     excess = ((db - da) - (b - a).to(torch.float64) * ((sa + sb) * 0.5)).abs()
     ms = min_step[frame]
-    valid = keep & (excess > ms * torch.minimum(da, db)) & (m > E.PEAK_RATIO * torch.maximum(sa.abs(), sb.abs()))
+    valid = keep & (excess > ms * torch.minimum(da, db)) & (m > S.PEAK_RATIO * torch.maximum(sa.abs(), sb.abs()))
     sharp = valid & ~ramp & ~fly
     counts[:, 1].index_add_(0, frame, sharp.to(torch.int64))
     sel = (valid & (ramp | fly)).nonzero(as_tuple=True)[0]
@@ -198,7 +200,7 @@ def _snap_rows(inv, cg, use_rgb, reach, cpx, min_step, across, gpx, move_tol):
         lo_ = torch.minimum(kk, k0c)
         hi_ = torch.maximum(kk, k0c)
         inside = (torch.minimum(hi_, bc - 1) - torch.maximum(lo_, ac)).clamp(min=0)
-        pen = E.SPLIT_COST_IN * inside + E.SPLIT_COST_OUT * (hi_ - lo_ - inside)
+        pen = S.SPLIT_COST_IN * inside + S.SPLIT_COST_OUT * (hi_ - lo_ - inside)
         g = at2(cg, kk).to(torch.int64) - pen
         key = (1_000_000 - g) * 100_000_000 + (kk - k0c).abs() * 10_000 + kk
         key = torch.where(kk < z1[:, None], key, torch.full_like(key, 1 << 62)).amin(1)
@@ -261,7 +263,7 @@ def snap_torch(inv: torch.Tensor, rgb: torch.Tensor | None, config, sigmas: list
     c = (c1 + c2).cpu().tolist()
     soft = [r / (r + s) if r + s else 0.0 for r, s in c]
     floor = inv.reshape(B, -1).amin(1).view(B, 1, 1) * 0.5
-    on = torch.tensor([s >= E.SOFT_SHARE for s in soft], device=dev).view(B, 1, 1)
+    on = torch.tensor([s >= S.SOFT_SHARE for s in soft], device=dev).view(B, 1, 1)
     return torch.where(on, torch.maximum(out, floor), inv), guard & on, soft
 
 
@@ -279,13 +281,11 @@ def _edge_pixels(inv: torch.Tensor, thr: float) -> torch.Tensor:
 
 def median_torch(inv: torch.Tensor) -> torch.Tensor:
     """The ``median`` baseline on disparity [B, H, W] float64, as :func:`ex4d.depth_edges.median_depth`."""
-    import torch.nn.functional as F
-
     out = inv.clone()
     B, H, W = inv.shape
-    for side in E.MEDIAN_WINDOWS:
+    for side in S.MEDIAN_WINDOWS:
         r = side // 2
-        marked = _edge_pixels(out, E.MEDIAN_EDGE)
+        marked = _edge_pixels(out, S.MEDIAN_EDGE)
         new = out.clone()
         for bi in range(B):
             mk = F.pad(marked[bi].to(torch.float64)[None, None], (r, r, r, r), value=0.0)
@@ -311,11 +311,38 @@ def median_torch(inv: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def median3_torch(depth: torch.Tensor) -> torch.Tensor:
+    """3×3 median [B, H, W] of [B, H, W] (borders replicated), exact: only min/max, no arithmetic.
+
+    The same 19-exchange selection network as the numba ``median3``, on whole
+    shifted views: about 30 elementwise kernels, against a sort per pixel for
+    ``unfold(...).median`` (the slowest kernel of the GPU recon before).
+    """
+    H, W = depth.shape[-2:]
+    q = F.pad(depth[:, None], (1, 1, 1, 1), mode="replicate")[:, 0]
+    p = [q[:, i:i + H, j:j + W] for i in range(3) for j in range(3)]
+    mn, mx = torch.minimum, torch.maximum
+
+    def sort2(a, b):
+        p[a], p[b] = mn(p[a], p[b]), mx(p[a], p[b])
+
+    for a, b in ((1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 5), (7, 8)):
+        sort2(a, b)
+    p[3] = mx(p[0], p[3])
+    p[5] = mn(p[5], p[8])
+    sort2(4, 7)
+    p[6] = mx(p[3], p[6])
+    p[4] = mx(p[1], p[4])
+    p[2] = mn(p[2], p[5])
+    p[4] = mn(p[4], p[7])
+    sort2(4, 2)
+    p[4] = mx(p[6], p[4])
+    return mn(p[4], p[2])
+
+
 def prepare_depth_torch(depth: torch.Tensor, rgb: torch.Tensor | None, config):
     """(mesh depth [B, H, W] float64, its disparity, σ̂ per frame, guard [B, H, W] or None, soft [B] bool list)
     of float64 z-depth [B, H, W], as :func:`ex4d.depth_edges.prepare_depth` frame by frame."""
-    from .torch_mesh import median3_torch
-
     inv = 1.0 / depth
     sig = noise_level_torch(inv)
     mode = config.sharpen_mode
@@ -338,4 +365,4 @@ def prepare_depth_torch(depth: torch.Tensor, rgb: torch.Tensor | None, config):
         new = median_torch(new)
     changed = new != inv
     d_out = torch.where(changed, 1.0 / new, depth)
-    return d_out, torch.where(changed, new, inv), sig, guard, [s >= E.SOFT_SHARE for s in soft]
+    return d_out, torch.where(changed, new, inv), sig, guard, [s >= S.SOFT_SHARE for s in soft]

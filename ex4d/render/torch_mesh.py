@@ -17,8 +17,10 @@ import torch
 import torch.nn.functional as F
 
 from ..dwmesh import MeshConfig, _topology
+from .torch_edges import guard_faces_torch, median3_torch, prepare_depth_torch, step_faces_torch
 
-__all__ = ["TorchMesh", "build_dwmesh_torch", "render_torch", "grid_occlusion_torch", "mesh_depth_and_occlusion_torch"]
+__all__ = ["TorchMesh", "build_dwmesh_torch", "render_torch", "grid_occlusion_torch", "mesh_depth_and_occlusion_torch",
+           "median3_torch"]
 
 _FACES: dict = {}
 
@@ -56,35 +58,6 @@ def _points(depth: torch.Tensor, K) -> tuple[torch.Tensor, torch.Tensor, torch.T
 def _dilate(x: torch.Tensor) -> torch.Tensor:
     """8-neighbour dilation of bool [B, h, w]."""
     return F.max_pool2d(x[:, None].to(torch.float32), 3, stride=1, padding=1)[:, 0] > 0
-
-
-def median3_torch(depth: torch.Tensor) -> torch.Tensor:
-    """3×3 median [B, H, W] of [B, H, W] (borders replicated), exact: only min/max, no arithmetic.
-
-    The same 19-exchange selection network as the numba ``median3``, on whole
-    shifted views: about 30 elementwise kernels, against a sort per pixel for
-    ``unfold(...).median`` (the slowest kernel of the GPU recon before).
-    """
-    H, W = depth.shape[-2:]
-    q = F.pad(depth[:, None], (1, 1, 1, 1), mode="replicate")[:, 0]
-    p = [q[:, i:i + H, j:j + W] for i in range(3) for j in range(3)]
-    mn, mx = torch.minimum, torch.maximum
-
-    def sort2(a, b):
-        p[a], p[b] = mn(p[a], p[b]), mx(p[a], p[b])
-
-    for a, b in ((1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 5), (7, 8)):
-        sort2(a, b)
-    p[3] = mx(p[0], p[3])
-    p[5] = mn(p[5], p[8])
-    sort2(4, 7)
-    p[6] = mx(p[3], p[6])
-    p[4] = mx(p[1], p[4])
-    p[2] = mn(p[2], p[5])
-    p[4] = mn(p[4], p[7])
-    sort2(4, 2)
-    p[4] = mx(p[6], p[4])
-    return mn(p[4], p[2])
 
 
 def _classic_occlusion_torch(depth: torch.Tensor, K, config: MeshConfig) -> torch.Tensor:
@@ -150,8 +123,6 @@ def mesh_depth_and_occlusion_torch(depth: torch.Tensor, K, config: MeshConfig, r
     """(mesh z-depth [B, H, W] float64, occluded flags [B, 2·(H−1)·(W−1)] bool) of float64 z-depth [B, H, W]
     (``rgb`` [B, H, W, 3] uint8 guides the snap): :func:`ex4d.dwmesh.mesh_depth_and_occlusion` frame by frame."""
     import dataclasses
-
-    from .torch_edges import guard_faces_torch, prepare_depth_torch, step_faces_torch
 
     d, inv, sig, guard, soft = prepare_depth_torch(depth, rgb, config)
     if config.filter != "step":
