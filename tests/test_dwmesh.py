@@ -151,3 +151,15 @@ def test_mesh_arrays_are_c_contiguous():
     m = build_dwmesh(rgb, depth, default_intrinsics(10, 8))
     for name in ("vertices", "faces", "colors", "occluded"):
         assert getattr(m, name).flags["C_CONTIGUOUS"], name
+
+
+def test_cli_mesh_flags_reach_the_config():
+    from ex4d.cli import _run_config, build_parser
+
+    args = build_parser().parse_args(["recon", "--example", "--out", "x", "--filter", "step", "--sharpen", "none",
+                                      "--soft", "off", "--step-min-angle", "50"])
+    mesh = _run_config(args, with_fill=False).recon.mesh
+    assert (mesh.filter, mesh.sharpen, mesh.soft_mode, mesh.step_min_deg) == ("step", "none", "off", 50.0)
+    args = build_parser().parse_args(["recon", "--example", "--out", "x", "--filter", "angle"])
+    mesh = _run_config(args, with_fill=False).recon.mesh
+    assert mesh.filter == "angle" and mesh.sharpen_mode == "none"   # the original's rule stays as it was
