@@ -116,7 +116,8 @@ def main():
                 rows.append({"filter": filt, "depth": vname, "kernel": f"{name} clip API", "frames": args.frames,
                              "mesh_ms": 1000 * res.timings["mesh_s"] / args.frames,
                              "render_ms": 1000 * res.timings["render_s"] / args.frames,
-                             "total_ms": 1000 * clip[name][0] / args.frames, "clip_s_49": 49 * clip[name][0] / args.frames,
+                             "total_ms": 1000 * clip[name][0] / args.frames,
+                             "clip_s_49": 49 * clip[name][0] / args.frames,
                              "first_call_s": first, "known": float(res.mask.mean())})
             if "torch-cuda" in clip:
                 a, b = clip["numba"][1], clip["torch-cuda"][1]

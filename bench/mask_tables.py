@@ -50,7 +50,8 @@ def psnr_table(report: dict, method: str = "ours") -> list[str]:
     rows = {(r["depth"], r["range"]): r for r in s if r["method"] == method}
     variants = [v for v in dict.fromkeys(r["depth"] for r in s) if v != "exact"]
     ranges = list(dict.fromkeys(r["range"] for r in s))
-    out = ["| depth | " + " | ".join(_label(g) for g in ranges) + " |", "|---|" + "|".join(["---:"] * len(ranges)) + "|"]
+    out = ["| depth | " + " | ".join(_label(g) for g in ranges) + " |",
+           "|---|" + "|".join(["---:"] * len(ranges)) + "|"]
     out.append("| exact | " + " | ".join(f"{rows['exact', g]['known_psnr']:.2f}" for g in ranges) + " |")
     for v in variants:
         out.append(f"| {v} | " + " | ".join(

@@ -19,8 +19,8 @@ lattice statistic under-reads).
 The ``step`` criterion (:func:`step_flags`)
 -------------------------------------------
 For every pixel edge p → q = p + e (e one pixel right or down) with the pixels p − e and q + e beyond it
-(replicated at the border): the jump j = δ_q − δ_p and the slopes s₋ = δ_p − δ_{p−e}, s₊ = δ_{q+e} − δ_q on
-either side. A continuous surface — a plane at any angle, a crease, a curved surface up to a sphere's limb —
+(replicated at the border): the jump j = δ_q − δ_p and the slopes s₋ = δ_p − δ_{p−e},
+s₊ = δ_{q+e} − δ_q on either side. A continuous surface — a plane at any angle, a crease, a curved surface up to a sphere's limb —
 has its jump between the slopes beside it; a depth step jumps past both. With m = min(δ_p, δ_q), the floor
 F = tan(step_min_deg)/f + step_noise·σ̂ and the ceiling C = tan(step_max_deg)/f + step_noise·σ̂ (f = fx for
 horizontal edges, fy for vertical ones):

@@ -49,7 +49,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["SOFT_SHARE", "RAMP_KEEP", "PEAK_TOL", "TOP_SHARE", "PLANE_SHARE", "PEAK_RATIO", "SPLIT_COST_IN", "SPLIT_COST_OUT",
+__all__ = ["SOFT_SHARE", "RAMP_KEEP", "PEAK_TOL", "TOP_SHARE", "PLANE_SHARE", "PEAK_RATIO", "SPLIT_COST_IN",
+           "SPLIT_COST_OUT",
            "MEDIAN_WINDOWS", "MEDIAN_EDGE", "snap_depth", "median_depth"]
 
 #: a frame's depth is soft when at least this share of the steps the snap meets are ramps.
@@ -188,7 +189,8 @@ _BLOCK = 16  # lines gathered at once: along columns, 16 neighbouring values sha
 
 
 @njit(parallel=True, cache=True)
-def _snap_pass(inv, rgb, use_rgb, axis, reach, cpx, min_step, across, guard, gpx, move_tol):  # pragma: no cover - compiled
+def _snap_pass(inv, rgb, use_rgb, axis, reach, cpx, min_step, across, guard, gpx,
+               move_tol):  # pragma: no cover - compiled
     """One snap pass along the rows (axis 1) or the columns (axis 0) of disparity [H, W] float64: (new
     disparity [H, W], counts [lines, 2] int64: per line the ramps it straightened and the sharp steps it met);
     ORs its guard into ``guard`` [H, W] bool. ``across`` [H, W] bool: the depth changes along the pass's lines at

@@ -181,7 +181,8 @@ CONFIGS = [MeshConfig(), MeshConfig(sharpen="none"), MeshConfig(sharpen="median"
            MeshConfig(snap_guard_px=0, snap_color_px=0, snap_reach=4)]
 
 
-@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"{c.filter}-{c.sharpen}-{c.soft_mode}-{c.denoise}-{c.snap_reach}")
+@pytest.mark.parametrize("cfg", CONFIGS,
+                         ids=lambda c: f"{c.filter}-{c.sharpen}-{c.soft_mode}-{c.denoise}-{c.snap_reach}")
 def test_numba_and_torch_give_the_same_depth_and_flags(cfg):
     """The GPU path's pre-pass and criterion (torch) equal the CPU kernels (numba) bit for bit, frame by frame."""
     from ex4d.render.torch_mesh import mesh_depth_and_occlusion_torch

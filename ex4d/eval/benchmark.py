@@ -51,7 +51,8 @@ from .degrade import degrade, parse_variant, variant_name
 from .knowable import knowable_mask
 from .scenes import get_scene, render_source, render_truth, visible_in_source
 
-__all__ = ["BenchmarkConfig", "METHODS", "parse_range", "parse_range_pitch", "parse_method", "range_cameras", "depth_variants",
+__all__ = ["BenchmarkConfig", "METHODS", "parse_range", "parse_range_pitch", "parse_method", "range_cameras",
+           "depth_variants",
            "run_benchmark", "summarize", "ratio", "range_name",
            "shown_source_coords"]
 
@@ -194,7 +195,8 @@ def depth_variants(config: BenchmarkConfig) -> list[str]:
 
 
 def _empty_acc() -> dict:
-    keys = ("known", "visible", "correct", "leak_out_of_view", "knowable", "correct_knowable", "has", "known_sse", "known_n", "fill_sse", "fill_n", "gen_sse", "gen_n",
+    keys = ("known", "visible", "correct", "leak_out_of_view", "knowable", "correct_knowable", "has", "known_sse",
+            "known_n", "fill_sse", "fill_n", "gen_sse", "gen_n",
             "fill_ssim_sum", "fill_ssim_n", "gen_ssim_sum", "gen_ssim_n", "pixels")
     return {k: 0.0 for k in keys}
 

@@ -14,8 +14,8 @@ is stricter than :func:`ex4d.eval.scenes.visible_in_source` (the 2×2 depth rang
 of a surface between its last pixel centre and its silhouette (a sphere's limb band, which a side view
 magnifies) was never sampled, and no DW-Mesh face can show it without also bridging the step.
 
-Condition 2 is decided by marching the segment o → X against that surface. The segment is clipped to the part of the source frustum
-in front of the source camera (outside it the source saw nothing, so nothing there is "behind" what it saw),
+Condition 2 is decided by marching the segment o → X against that surface. The segment is clipped to the part
+of the source frustum in front of the source camera (outside it the source saw nothing, so nothing there is "behind" what it saw),
 then walked in equal image-space steps of at most ``step_px`` source pixels; along the projected segment 1/z of
 the ray is linear (perspective-correct), so every sample is exact. A sample is behind when its z-depth exceeds
 the surface's by more than the relative tolerance ``tol``: z > z_surface · (1 + tol).

@@ -311,7 +311,8 @@ def random_scene(seed: int) -> SyntheticScene:
     # one moving object: a sphere crossing the room
     r = float(rng.uniform(0.2, 0.45))
     x0, x1, z0, z1 = (float(v) for v in rng.uniform(-1.8, 1.8, 2).tolist() + rng.uniform(2.0, 5.0, 2).tolist())
-    parts.append(_obj(sv, sf, lambda t: (rot_y(2.0 * t), np.array([x0 + (x1 - x0) * t, floor_y - r, z0 + (z1 - z0) * t]),
+    parts.append(_obj(sv, sf, lambda t: (rot_y(2.0 * t),
+                                         np.array([x0 + (x1 - x0) * t, floor_y - r, z0 + (z1 - z0) * t]),
                                          np.full(3, r)), rng))
     return kit_scene(f"random-{seed}", parts, float(rng.uniform(2.8, 3.6)),
                      f"held-out room with {n} seeded objects (seed {seed}) and a moving sphere")
