@@ -19,6 +19,13 @@ __all__ = ["main", "build_parser"]
 S = argparse.SUPPRESS
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors: ``ex4d run: error: … (see ex4d run --help)``, exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def _trajectory_help() -> str:
     from .trajectory import PRESETS
 
@@ -126,7 +133,7 @@ def _add_fill(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ex4d", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Camera-controllable 4D video from one monocular video (EX-4D reimplementation).",
         epilog="examples:\n"
@@ -278,25 +285,22 @@ def _cmd_example(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
+    """Run one ``ex4d`` command; returns the exit status (0 ok, 2 bad input, 130 Ctrl-C, 1 internal error)."""
+    from .errors import report_error
+    from .interrupt import sigint_deferred_in_native
+
+    prog, resume = "ex4d", False
     try:
-        return int(args.func(args) or 0)
-    except Ex4dError as e:
-        print(f"ex4d {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except ImportError as e:
-        if "pip install" not in str(e):  # not one of our "install the X extra" messages: a bug, show it
-            raise
-        print(f"ex4d {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"\nex4d {args.command}: interrupted; finished stages are kept, re-run the same command to resume",
-              file=sys.stderr)
-        return 130
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        prog, resume = f"ex4d {args.command}", args.command in ("run", "recon")
+        with sigint_deferred_in_native():
+            return int(args.func(args) or 0)
+    except BaseException as e:  # noqa: BLE001 - every ending is decided in one place (report_error)
+        return report_error(e, prog, resume_hint=resume)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -50,13 +50,15 @@ from .dwmesh import MeshConfig, export_ply
 from .errors import Ex4dError, check
 from .fill import FILL_BACKENDS, ClassicalFillConfig
 from .io.atomic import atomic_save_npz, atomic_write_json
+from .io.outdir import STATE_DIR, OutputFolder
 from .recon import ReconConfig, render_novel_views
 
 __all__ = ["RunConfig", "run_pipeline", "RunSummary", "STATE_DIR"]
 
-STATE_DIR = ".ex4d"
 _OUR_FILES = {"color.mp4", "mask.mp4", "cameras.json", "cameras_ex4d.npz", "config.json", "output.mp4",
-              "preview.mp4", "color", "mask", "meshes", STATE_DIR}
+              "preview.mp4", "color", "mask", "output", "meshes", STATE_DIR}
+#: Timings that are parts of another (recon_s holds mesh_s and raster_s): not added up in the summary.
+_PART_TIMES = {"mesh_s", "raster_s"}
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,7 @@ class RunSummary:
 
     def line(self) -> str:
         reused = f", reused {', '.join(self.reused)}" if self.reused else ""
-        total = sum(v for k, v in self.timings.items() if isinstance(v, float))
+        total = sum(v for k, v in self.timings.items() if isinstance(v, float) and k not in _PART_TIMES)
         return (f"{self.num_frames} frames {self.width}×{self.height}, known {100 * self.known_fraction:.1f}% "
                 f"of novel-view pixels, {total:.1f} s{reused} → {self.out}")
 
@@ -174,10 +176,13 @@ class _State:
 
     def __init__(self, out: Path):
         self.path = out / STATE_DIR / "stages.json"
-        try:
-            self.keys = json.loads(self.path.read_text()) if self.path.exists() else {}
-        except (OSError, json.JSONDecodeError):
-            self.keys = {}
+        from .io.json_input import read_json
+
+        try:  # unreadable or odd records mean "nothing finished": every stage is recomputed
+            keys = read_json(self.path, "stage records") if self.path.exists() else {}
+        except Ex4dError:
+            keys = {}
+        self.keys = {k: v for k, v in keys.items() if isinstance(v, str)} if isinstance(keys, dict) else {}
 
     def done(self, stage: str, key: str, files: list[Path]) -> bool:
         return self.keys.get(stage) == key and all(f.exists() for f in files)
@@ -189,30 +194,6 @@ class _State:
     def forget(self, stage: str) -> None:
         if self.keys.pop(stage, None) is not None:
             atomic_write_json(self.path, self.keys)
-
-
-def _prepare_out(out: Path, config: RunConfig, overwrite: bool) -> None:
-    """Create ``out``; refuse to touch a folder with foreign files or another run's parameters."""
-    if out.exists() and not out.is_dir():
-        raise Ex4dError(f"--out {out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    entries = {p.name for p in out.iterdir()}
-    if not entries or overwrite:
-        return
-    prev = out / "config.json"
-    if STATE_DIR not in entries:
-        raise Ex4dError(f"--out {out} is not empty and holds no ex4d run; choose an empty or new folder, "
-                        "or pass --overwrite")
-    if prev.exists():
-        try:
-            old = json.loads(prev.read_text()).get("run", {})
-        except (OSError, json.JSONDecodeError):
-            old = {}
-        new = json.loads(json.dumps(config.to_dict(), default=str))
-        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-        if changed:
-            raise Ex4dError(f"--out {out} holds a run with other parameters (changed: {', '.join(changed)}); "
-                            "pass --overwrite to replace it (unchanged stages are reused), or choose another --out")
 
 
 # ---------------------------------------------------------------------------------------------- stages
@@ -330,17 +311,49 @@ def _versions() -> dict:
             "numba": numba.__version__, "torch": torch.__version__}
 
 
+def _config_record(config: RunConfig) -> dict:
+    """The run's parameters as JSON values (what config.json's ``run`` holds)."""
+    return json.loads(json.dumps(config.to_dict(), default=str))
+
+
+def _writes(config: RunConfig, fill: bool) -> set[str]:
+    """Top-level names a run with ``config`` writes (the rest of an overwritten folder's outputs is removed)."""
+    names = {"color.mp4", "mask.mp4", "cameras.json", "cameras_ex4d.npz", "config.json", STATE_DIR}
+    filled = fill and config.fill != "none"
+    if config.png:
+        names |= {"color", "mask"} | ({"output"} if filled else set())
+    if config.save_mesh:
+        names.add("meshes")
+    if filled:
+        names |= {"output.mp4", "preview.mp4"}
+    return names
+
+
 def run_pipeline(config: RunConfig, out: str | os.PathLike, overwrite: bool = False, fill: bool = True,
                  progress: bool = True, log=print) -> RunSummary:
-    """Run the job described by ``config`` into folder ``out``; ``fill=False`` stops after the recon stage."""
-    from .io.video import write_png_frames, write_video
-    from .trajectory import make_trajectory
+    """Run the job described by ``config`` into folder ``out``; ``fill=False`` stops after the recon stage.
 
+    The folder is held for the whole run (:class:`ex4d.io.outdir.OutputFolder`): checked, marked,
+    locked against a second run, cleaned of a killed run's temp files; with ``overwrite`` every
+    output this run does not rewrite is removed first.
+    """
     out = Path(out)
     if fill:
         _check_fill_ready(config)
-    _prepare_out(out, config, overwrite)
-    state = _State(out)
+    with OutputFolder(out, _config_record(config), overwrite=overwrite, ours=_OUR_FILES, label="--out") as folder:
+        state = _State(out)
+        if overwrite:
+            folder.remove_outputs(keep=_writes(config, fill), state_keep={"stages.json", "depth.npz", "render.npz"})
+            if not (fill and config.fill != "none"):
+                state.forget("fill")
+        return _run_stages(config, out, state, fill, progress)
+
+
+def _run_stages(config: RunConfig, out: Path, state: "_State", fill: bool, progress: bool) -> RunSummary:
+    """The stages, in a folder held by :func:`run_pipeline`."""
+    from .io.video import write_png_frames, write_video
+    from .trajectory import make_trajectory
+
     np.random.seed(config.seed)
     timings: dict = {}
     reused: list[str] = []
@@ -417,7 +430,7 @@ def run_pipeline(config: RunConfig, out: str | os.PathLike, overwrite: bool = Fa
     summary = RunSummary(out=out, num_frames=T, width=W, height=H, known_fraction=float(mask[novel].mean()),
                          timings=timings, reused=reused)
     atomic_write_json(out / "config.json", {
-        "run": json.loads(json.dumps(config.to_dict(), default=str)),
+        "run": _config_record(config),
         "versions": _versions(),
         "inputs": ident,
         "intrinsics": K.tolist(),
