@@ -252,11 +252,15 @@ def _run_config(args: argparse.Namespace, with_fill: bool):
     return RunConfig.from_dict({k: (v.to_dict() if k == "recon" else v) for k, v in d.items()})
 
 
+def _warn(command: str):
+    return lambda message: print(f"ex4d {command}: warning: {message}", file=sys.stderr)
+
+
 def _cmd_recon(args) -> int:
     from .pipeline import run_pipeline
 
     summary = run_pipeline(_run_config(args, with_fill=False), args.out, overwrite=args.overwrite, fill=False,
-                           progress=not args.quiet)
+                           progress=not args.quiet, warn=_warn("recon"))
     print(summary.line())
     return 0
 
@@ -265,7 +269,7 @@ def _cmd_run(args) -> int:
     from .pipeline import run_pipeline
 
     summary = run_pipeline(_run_config(args, with_fill=True), args.out, overwrite=args.overwrite, fill=True,
-                           progress=not args.quiet)
+                           progress=not args.quiet, warn=_warn("run"))
     print(summary.line())
     return 0
 

@@ -8,7 +8,7 @@ traceback and exits with status 2; anything else is a bug.
 
 from __future__ import annotations
 
-__all__ = ["Ex4dError", "check", "report_error", "environment_error_message", "BUG_REPORT"]
+__all__ = ["Ex4dError", "Ex4dWarning", "check", "warn", "collect_warnings", "report_error", "environment_error_message", "BUG_REPORT"]
 
 
 class Ex4dError(ValueError):
@@ -92,3 +92,47 @@ def report_error(exc: BaseException, prog: str, resume_hint: bool = False) -> in
     traceback.print_exception(exc)
     print(f"{prog}: internal error ({type(exc).__name__}): {BUG_REPORT}", file=sys.stderr)
     return 1
+
+
+class Ex4dWarning(UserWarning):
+    """Something about the input that is probably wrong but not certainly (implausible depth, ~0 % known pixels)."""
+
+
+def warn(message: str) -> None:
+    """Emit ``message`` as an :class:`Ex4dWarning` (the CLI prints it; a run records it in config.json)."""
+    import warnings
+
+    warnings.warn(message, Ex4dWarning, stacklevel=2)
+
+
+def collect_warnings(echo=None):
+    """Context manager yielding a list that receives every :class:`Ex4dWarning` message raised inside it.
+
+    Each message is also passed to ``echo`` at once (default: printed to stderr as ``ex4d: warning: …``);
+    other warnings are shown as usual.
+    """
+    import contextlib
+    import sys
+    import warnings
+
+    @contextlib.contextmanager
+    def _collect():
+        messages: list[str] = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", Ex4dWarning)
+            shown = warnings.showwarning
+
+            def show(message, category, filename, lineno, file=None, line=None):
+                if not issubclass(category, Ex4dWarning):
+                    return shown(message, category, filename, lineno, file, line)
+                text = " ".join(str(message).split())
+                messages.append(text)
+                if echo is None:
+                    print(f"ex4d: warning: {text}", file=sys.stderr)
+                else:
+                    echo(text)
+
+            warnings.showwarning = show
+            yield messages
+
+    return _collect()

@@ -45,12 +45,13 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .cameras import check_intrinsics, default_intrinsics, intrinsics_from_focal, intrinsics_from_fov, scale_intrinsics
+from .cameras import check_intrinsics, default_intrinsics, intrinsics_from_focal, intrinsics_from_fov
 from .dwmesh import MeshConfig, export_ply
-from .errors import Ex4dError, check
+from .errors import Ex4dError, check, collect_warnings
 from .fill import FILL_BACKENDS, ClassicalFillConfig
 from .io.atomic import atomic_save_npz, atomic_write_json
 from .io.outdir import STATE_DIR, OutputFolder
+from .plausibility import check_camera_file, check_depth_values, check_known_fraction, check_path_start
 from .recon import ReconConfig, render_novel_views
 
 __all__ = ["RunConfig", "run_pipeline", "RunSummary", "STATE_DIR"]
@@ -216,6 +217,19 @@ def _load_frames(config: RunConfig):
     return fr.frames, fr.fps / config.stride, None, None, fr.indices, fr.total_frames, ident
 
 
+def _check_scene(config: RunConfig, depth, K, traj, width: int, height: int) -> None:
+    """Plausibility of the depth and of a camera file against the scene (ex4d.plausibility): warnings, or a refusal."""
+    source = f"--depth {config.depth}" if config.depth else "depth"
+    check_depth_values(depth, config.recon.near, source)
+    if traj.name == "file":
+        from .io.camera_files import load_camera_file
+
+        convention = load_camera_file(config.trajectory).convention
+        check_camera_file(traj.w2c, traj.K, width, height, depth[0], K, config.recon.near,
+                          f"--trajectory {config.trajectory}", convention)
+    check_path_start(traj.w2c[0], traj.K[0], K, traj.name if traj.name != "file" else config.trajectory)
+
+
 def _intrinsics(config: RunConfig, width: int, height: int, example_K) -> np.ndarray:
     if config.focal is not None:
         return intrinsics_from_focal(width, height, config.focal)
@@ -224,11 +238,17 @@ def _intrinsics(config: RunConfig, width: int, height: int, example_K) -> np.nda
     if config.intrinsics is not None:
         from .io.camera_files import load_camera_file
 
+        from .errors import warn
+        from .io.camera_files import fit_camera_size
+
         cam = load_camera_file(config.intrinsics)
-        K = cam.K[0]
-        if (cam.width, cam.height) != (width, height):
-            K = scale_intrinsics(K, width / cam.width, height / cam.height)
-        return check_intrinsics(K, f"intrinsics from {config.intrinsics}")
+        source = f"--intrinsics {config.intrinsics}"
+        if not np.allclose(cam.K, cam.K[0]):
+            warn(f"{source}: its intrinsics vary over its {cam.num_frames} cameras; the first camera's K is used")
+        K, note = fit_camera_size(cam.K[:1], cam.width, cam.height, width, height, source)
+        if note:
+            warn(note)
+        return check_intrinsics(K[0], f"intrinsics from {config.intrinsics}")
     if example_K is not None:
         return example_K
     return default_intrinsics(width, height)
@@ -237,7 +257,7 @@ def _intrinsics(config: RunConfig, width: int, height: int, example_K) -> np.nda
 def _depth_stage(config: RunConfig, frames, example_depth, indices, total, frames_key, out: Path, state: _State,
                  progress: bool):
     """(depth [T,H,W] float32, key, reused?)."""
-    from .io.depth import load_depth_file, default_depth_kind, match_depth_to_frames, resize_depth, to_depth
+    from .io.depth import default_depth_kind, fit_depth_to_frames, load_depth_file, match_depth_to_frames, to_depth
 
     T, H, W = frames.shape[:3]
     cache = out / STATE_DIR / "depth.npz"
@@ -261,9 +281,7 @@ def _depth_stage(config: RunConfig, frames, example_depth, indices, total, frame
         raw = load_depth_file(config.depth, key=config.depth_key)
         raw = match_depth_to_frames(raw, indices, total)
         kind = config.depth_kind or default_depth_kind(config.depth, config.depth_key)
-        depth = to_depth(raw, kind, scale=config.depth_scale)
-        if depth.shape[1:] != (H, W):
-            depth = resize_depth(depth, H, W)
+        depth = fit_depth_to_frames(to_depth(raw, kind, scale=config.depth_scale), H, W, f"--depth {config.depth}")
     else:
         from .depth import estimate_depth
 
@@ -330,26 +348,29 @@ def _writes(config: RunConfig, fill: bool) -> set[str]:
 
 
 def run_pipeline(config: RunConfig, out: str | os.PathLike, overwrite: bool = False, fill: bool = True,
-                 progress: bool = True, log=print) -> RunSummary:
+                 progress: bool = True, log=print, warn=None) -> RunSummary:
     """Run the job described by ``config`` into folder ``out``; ``fill=False`` stops after the recon stage.
 
     The folder is held for the whole run (:class:`ex4d.io.outdir.OutputFolder`): checked, marked,
     locked against a second run, cleaned of a killed run's temp files; with ``overwrite`` every
-    output this run does not rewrite is removed first.
+    output this run does not rewrite is removed first. Warnings about the inputs and the result
+    (:mod:`ex4d.plausibility`) go to ``warn(message)`` (default: stderr) and into config.json.
     """
     out = Path(out)
     if fill:
         _check_fill_ready(config)
-    with OutputFolder(out, _config_record(config), overwrite=overwrite, ours=_OUR_FILES, label="--out") as folder:
+    with OutputFolder(out, _config_record(config), overwrite=overwrite, ours=_OUR_FILES, label="--out") as folder, \
+            collect_warnings(warn) as notes:
         state = _State(out)
         if overwrite:
             folder.remove_outputs(keep=_writes(config, fill), state_keep={"stages.json", "depth.npz", "render.npz"})
             if not (fill and config.fill != "none"):
                 state.forget("fill")
-        return _run_stages(config, out, state, fill, progress)
+        return _run_stages(config, out, state, fill, progress, notes)
 
 
-def _run_stages(config: RunConfig, out: Path, state: "_State", fill: bool, progress: bool) -> RunSummary:
+def _run_stages(config: RunConfig, out: Path, state: "_State", fill: bool, progress: bool,
+                notes: list[str]) -> RunSummary:
     """The stages, in a folder held by :func:`run_pipeline`."""
     from .io.video import write_png_frames, write_video
     from .trajectory import make_trajectory
@@ -373,6 +394,7 @@ def _run_stages(config: RunConfig, out: Path, state: "_State", fill: bool, progr
 
     K = _intrinsics(config, W, H, example_K)
     traj = make_trajectory(config.trajectory, T, K, W, H, depth0=depth[0], **config.trajectory_options)
+    _check_scene(config, depth, K, traj, W, H)
 
     # ----- recon: meshes + renders
     render_cache = out / STATE_DIR / "render.npz"
@@ -427,7 +449,7 @@ def _run_stages(config: RunConfig, out: Path, state: "_State", fill: bool, progr
         timings["fill_s"] = time.perf_counter() - t0
 
     novel = [t for t in range(T) if not np.allclose(traj.w2c[t], np.eye(4))] or list(range(T))
-    summary = RunSummary(out=out, num_frames=T, width=W, height=H, known_fraction=float(mask[novel].mean()),
+    summary = RunSummary(out=out, num_frames=T, width=W, height=H, known_fraction=check_known_fraction(mask, novel),
                          timings=timings, reused=reused)
     atomic_write_json(out / "config.json", {
         "run": _config_record(config),
@@ -438,6 +460,7 @@ def _run_stages(config: RunConfig, out: Path, state: "_State", fill: bool, progr
         "fps": fps,
         "summary": {"num_frames": T, "width": W, "height": H, "known_fraction": summary.known_fraction},
         "timings": timings,
+        "warnings": list(notes),
         "reproduce": "ex4d run --config config.json --out OUT" if fill else "ex4d recon --config config.json --out OUT",
     })
     return summary

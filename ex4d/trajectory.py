@@ -68,7 +68,6 @@ makes sense only for pipelines that render every frame.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -77,7 +76,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .cameras import check_intrinsics, check_w2c, look_at_w2c, scale_intrinsics
+from .cameras import check_intrinsics, check_w2c, look_at_w2c
 from .errors import Ex4dError, check
 
 __all__ = [
@@ -467,27 +466,26 @@ def _camera_file_trajectory(path: Path, num_frames: int, width: int, height: int
     check(cams.num_frames == num_frames,
           f"{path} has {cams.num_frames} cameras but the clip has num_frames={num_frames}; "
           "make them equal (e.g. --num-frames)")
-    K = cams.K
-    if (cams.width, cams.height) != (width, height):
-        K = np.stack([scale_intrinsics(k, width / cams.width, height / cams.height) for k in K])
+    from .errors import warn
+    from .io.camera_files import fit_camera_size
+
+    K, note = fit_camera_size(cams.K, cams.width, cams.height, width, height, str(path))
+    if note:
+        warn(note)
     return Trajectory(w2c=cams.w2c, K=K, name="file", params={"spec": str(path.resolve())})
 
 
 def _load_json(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise Ex4dError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
-    except UnicodeDecodeError:
-        raise Ex4dError(f"{path}: not a UTF-8 text file") from None
+    from .io.json_input import read_json
+
+    return read_json(path, f"trajectory file {path}")
 
 
 # ----------------------------------------------------------------------------- entry
 
 def _unknown_spec(spec) -> Ex4dError:
-    lines = "\n".join(f"  {n}: {h}" for n, h in PRESETS.items())
-    return Ex4dError(f"unknown trajectory {spec!r}. Give a preset name, or a .json (keyframes or cameras.json) / "
-                     f".npz (original EX-4D cameras) file. Presets:\n{lines}")
+    return Ex4dError(f"unknown trajectory {spec!r}: give a preset ({', '.join(PRESETS)}; `ex4d run --help` "
+                     "describes them), or a .json (keyframes or cameras.json) / .npz (original EX-4D cameras) file")
 
 
 def make_trajectory(spec: str | os.PathLike, num_frames: int, K: np.ndarray, width: int, height: int,
