@@ -7,12 +7,10 @@ with status 2; Ctrl-C exits with 130 and keeps every finished stage.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from . import __version__
-from .errors import Ex4dError
 
 __all__ = ["main", "build_parser"]
 
@@ -183,10 +181,11 @@ def _run_config(args: argparse.Namespace, with_fill: bool):
 
     base: dict = {}
     if args.config:
-        try:
-            base = json.loads(Path(args.config).read_text())["run"]
-        except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
-            raise Ex4dError(f"--config {args.config}: not a readable ex4d config.json ({e})")
+        from .io.json_input import check_fields, read_json, require
+
+        what = f"--config {args.config}"
+        base = require(read_json(args.config, what), "run", dict, f"{what} (an ex4d config.json)")
+        base = check_fields(RunConfig, base, f"{what}: 'run'")
     a = vars(args)
     direct = {"video": "video", "example": "example", "example_size": "example_size", "num_frames": "num_frames",
               "start": "start", "stride": "stride", "max_res": "max_res", "allow_short": "allow_short",

@@ -107,6 +107,10 @@ class RunConfig:
               "--adapter ex4d.ckpt (the released EX-4D adapter); or use --fill classical, which needs no weights")
         check(self.example_size >= 64 and self.example_size % 16 == 0,
               f"example size must be a multiple of 16, ≥ 64, got {self.example_size}")
+        if self.fill == "classical":
+            from .io.json_input import check_fields
+
+            ClassicalFillConfig(**check_fields(ClassicalFillConfig, self.fill_options, "classical fill options"))
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -224,13 +224,15 @@ def run_inputs(out: str | os.PathLike):
     out = Path(out)
     cfg_path = out / "config.json"
     check(cfg_path.is_file(), f"{out} holds no ex4d run (no config.json); run `ex4d run ... --out {out}` first")
-    try:
-        record = json.loads(cfg_path.read_text())
-        config = RunConfig.from_dict(record["run"])
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
-        raise Ex4dError(f"{cfg_path}: not a readable ex4d config.json ({e})") from None
-    K = np.asarray(record.get("intrinsics"), dtype=np.float64)
-    check(K.shape == (3, 3), f"{cfg_path}: no 3×3 'intrinsics'; re-run the job with this version of ex4d")
+    from ..io.json_input import check_fields, expect, float_array, read_json, require
+
+    record = expect(read_json(cfg_path, "run record"), dict, str(cfg_path))
+    what = f"{cfg_path} (an ex4d config.json)"
+    config = RunConfig.from_dict(check_fields(RunConfig, require(record, "run", dict, what), f"{cfg_path}: 'run'"))
+    check("intrinsics" in record, f"{cfg_path}: no 3×3 'intrinsics'; re-run the job with this version of ex4d")
+    K = float_array(record["intrinsics"], f"{cfg_path}: 'intrinsics'", (3, 3))
+    check(record.get("fps") is None or (isinstance(record["fps"], (int, float)) and not isinstance(record["fps"], bool)
+                                        and record["fps"] > 0), f"{cfg_path}: 'fps' must be a positive number")
     cache = out / STATE_DIR / "depth.npz"
     if config.example:
         from ..example import make_example
@@ -264,10 +266,13 @@ def export_run_scene(out: str | os.PathLike, max_size: int = 512, cache: bool = 
         return path
     frames, depth, K, fps, config = run_inputs(out)
     pivot = None
+    from ..io.json_input import read_json
+
     try:
-        params = json.loads(cfg.read_text()).get("trajectory", {}).get("params", {})
+        params = read_json(cfg, "run record").get("trajectory", {}).get("params", {})
         pivot = params.get("pivot_depth") or params.get("radius")
-    except (OSError, json.JSONDecodeError):
-        pass
+        pivot = float(pivot) if isinstance(pivot, (int, float)) and not isinstance(pivot, bool) and pivot > 0 else None
+    except (Ex4dError, AttributeError):
+        pivot = None
     data = encode_scene(frames, depth, K, fps, config.recon.mesh, max_size=max_size, pivot_depth=pivot)
     return write_scene(path, data)

@@ -376,11 +376,15 @@ def read_manifest(out: str | os.PathLike) -> list[dict]:
     if not path.is_file():
         return []
     records = []
-    for line in path.read_text().splitlines():
+    from ..io.json_input import parse_json
+
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
+            record = parse_json(line, "manifest line")
+        except Ex4dError:
             continue
+        if isinstance(record, dict):
+            records.append(record)
     return records
 
 
@@ -407,10 +411,10 @@ def _check_config(out: Path, config: PrepareConfig) -> None:
     path = out / "config.json"
     mine = config.to_dict()
     if path.is_file():
-        try:
-            theirs = json.loads(path.read_text())["prepare"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise Ex4dError(f"{path} is not an ex4d prepare config ({e}); use another --out") from None
+        from ..io.json_input import read_json, require
+
+        theirs = require(read_json(path, "dataset config"), "prepare", dict,
+                         f"{path} (not an ex4d prepare config? use another --out)")
         diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
         check(not diff, f"{out} holds a dataset prepared with other settings (different: {', '.join(diff)}); "
                         f"re-run with the same settings to resume, or choose another --out")
