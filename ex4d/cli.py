@@ -28,13 +28,14 @@ def _trajectory_help() -> str:
     from .trajectory import PRESETS
 
     lines = [f"  {name:11s} {text}".replace("%", "%%") for name, text in PRESETS.items()]
-    return ("camera path: a preset, a keyframe .json, or a camera file (cameras.json / the original's .npz).\n"
+    return ("camera path: a preset, a keyframe .json, or a camera file (cameras.json / the original's .npz);\n"
+            "default ex4d-90 (the original's 90° orbit).\n"
             "presets:\n" + "\n".join(lines))
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     """Flags shared by recon and run. Defaults live in RunConfig; flags left out keep them (or --config's)."""
-    p.add_argument("video", nargs="?", default=S, help="input video (mp4/mov/webm/mkv/gif) or a folder of images")
+    p.add_argument("video", nargs="?", default=S, help="input video (mp4/mov/webm/mkv/avi/gif) or a folder of images")
     p.add_argument("--example", action="store_true", default=S,
                    help="use the bundled example scene (exact depth, nothing to download)")
     p.add_argument("--example-size", type=int, default=S, help="example frame size in pixels (default 512)")
@@ -100,7 +101,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="rasterizer (default: torch on a CUDA GPU, else numba)")
 
     g = p.add_argument_group("outputs")
-    g.add_argument("--png", action="store_true", default=S, help="also write lossless frames color/*.png, mask/*.png")
+    g.add_argument("--png", action="store_true", default=S,
+                   help="also write lossless frames color/*.png, mask/*.png (and output/*.png for run)")
     g.add_argument("--save-mesh", action="store_true", default=S, help="also write each frame's DW-Mesh as PLY")
     g.add_argument("--crf", type=int, default=S, help="H.264 quality of the mp4 outputs (0–51, lower is better; 18)")
 
@@ -158,8 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("example", help="write the bundled example scene as a video and an exact depth file")
     p.add_argument("--out", required=True, help="folder for input.mp4 and depth.npz")
-    p.add_argument("--num-frames", type=int, default=49)
-    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--num-frames", type=int, default=49, help="frames of the scene (default 49)")
+    p.add_argument("--size", type=int, default=512, help="frame width and height in pixels, a multiple of 16 ≥ 64 "
+                                                         "(default 512)")
     p.set_defaults(func=_cmd_example)
 
     for module in ("ex4d.diffusion.cli", "ex4d.depth.cli", "ex4d.eval.cli", "ex4d.train.cli", "ex4d.app.cli"):
@@ -278,8 +281,15 @@ def _cmd_example(args) -> int:
     from .io.depth import save_depth_npz
     from .io.video import write_video
 
-    scene = make_example(args.num_frames, args.size, args.size)
+    from .errors import check
+    from .io.outdir import check_output_location
+
+    check(1 <= args.num_frames <= 10_000, f"--num-frames must be in [1, 10000], got {args.num_frames}")
+    check(64 <= args.size <= 4096 and args.size % 16 == 0,
+          f"--size must be a multiple of 16 in [64, 4096], got {args.size}")
     out = Path(args.out)
+    check_output_location(out, "--out")
+    scene = make_example(args.num_frames, args.size, args.size)
     write_video(out / "input.mp4", scene.frames, scene.fps)
     save_depth_npz(out / "depth.npz", scene.depth)
     print(f"wrote {out / 'input.mp4'} and {out / 'depth.npz'} ({args.num_frames} frames, {args.size}×{args.size}, "

@@ -25,7 +25,7 @@ cameras_ex4d.npz       the original's camera file (OpenGL-style w2c), when K is 
 config.json            every parameter, versions, input hashes, timings, summary
 output.mp4             (run) the completed video
 preview.mp4            (run) input | render with unknown tinted | output
-color/, mask/          (--png) lossless frames 00000.png …
+color/, mask/, output/ (--png) lossless frames 00000.png … (output/: run only)
 meshes/                (--save-mesh) one DW-Mesh per frame, 00000.ply …
 .ex4d/                 stage records and lossless caches (depth.npz, render.npz)
 =====================  =========================================================
@@ -440,7 +440,7 @@ def _run_stages(config: RunConfig, out: Path, state: "_State", fill: bool, progr
 
     if fill and config.fill != "none":
         fill_key = _key("fill", render_key, config.fill, config.fill_options, config.seed, config.crf)
-        fill_files = [out / "output.mp4", out / "preview.mp4"]
+        fill_files = [out / "output.mp4", out / "preview.mp4"] + ([out / "output"] if config.png else [])
         t0 = time.perf_counter()
         if state.done("fill", fill_key, fill_files):
             reused.append("fill")
@@ -449,6 +449,8 @@ def _run_stages(config: RunConfig, out: Path, state: "_State", fill: bool, progr
             output = _fill(config, color, mask, view_depth, frames, depth, K, traj, progress)
             write_video(out / "output.mp4", output, fps, crf=config.crf)
             write_video(out / "preview.mp4", make_preview(frames, color, mask, output), fps, crf=config.crf)
+            if config.png:
+                write_png_frames(out / "output", output)
             state.mark("fill", fill_key)
         timings["fill_s"] = time.perf_counter() - t0
 

@@ -37,6 +37,8 @@ fi
 if [ "${EX4D_SKIP_BROWSER:-0}" != "1" ] && [ ! -x /usr/bin/chromium ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "setup_app: installing Debian's chromium for the browser tests: ${sudo:+sudo }apt-get install chromium" \
+       "fonts-dejavu-core (EX4D_SKIP_BROWSER=1 skips this)"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
 fi
