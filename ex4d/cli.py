@@ -183,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _run_config(args: argparse.Namespace, with_fill: bool):
     """RunConfig from defaults ← --config file ← flags given on the command line."""
     from .dwmesh import MeshConfig
+    from .errors import check
     from .pipeline import RunConfig
     from .recon import ReconConfig
 
@@ -200,6 +201,7 @@ def _run_config(args: argparse.Namespace, with_fill: bool):
               "depth_model": "depth_model", "depth_weights": "depth_weights", "fov": "fov", "focal": "focal",
               "intrinsics": "intrinsics", "trajectory": "trajectory", "png": "png", "save_mesh": "save_mesh",
               "crf": "crf", "fill": "fill", "seed": "seed"}
+    check("video" not in a or "example" not in a, "give either an input video or --example, not both")
     d = dict(base)
     for flag, key in direct.items():
         if flag in a:
@@ -315,7 +317,11 @@ def main(argv: list[str] | None = None) -> int:
         parser = build_parser()
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
-            parser.print_help()
+            if getattr(args, "command", None) is None:
+                parser.print_help()
+                return 2
+            print(f"ex4d {args.command}: error: incomplete command (see `ex4d {args.command} --help`)",
+                  file=sys.stderr)
             return 2
         prog, resume = f"ex4d {args.command}", args.command in ("run", "recon")
         with sigint_deferred_in_native():

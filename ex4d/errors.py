@@ -8,7 +8,8 @@ traceback and exits with status 2; anything else is a bug.
 
 from __future__ import annotations
 
-__all__ = ["Ex4dError", "Ex4dWarning", "check", "warn", "collect_warnings", "report_error", "environment_error_message", "BUG_REPORT"]
+__all__ = ["Ex4dError", "Ex4dWarning", "check", "warn", "collect_warnings", "report_error",
+           "environment_error_message", "BUG_REPORT"]
 
 
 class Ex4dError(ValueError):
@@ -38,7 +39,7 @@ _HINTS = {"ENOSPC": "free some disk space or choose another output location",
 
 
 def environment_error_message(e: OSError) -> str | None:
-    """One line for an OSError caused by the environment (no space, read-only, permissions, a file in the way), else None."""
+    """One line for an OSError the environment caused (no space, read-only, permissions, a file in the way), else None."""
     import errno
 
     name = errno.errorcode.get(e.errno or -1)

@@ -109,6 +109,7 @@ class RunConfig:
               "--adapter ex4d.ckpt (the released EX-4D adapter); or use --fill classical, which needs no weights")
         check(self.example_size >= 64 and self.example_size % 16 == 0,
               f"example size must be a multiple of 16, ≥ 64, got {self.example_size}")
+        _check_numbers(self)
         if self.fill == "classical":
             from .io.json_input import check_fields
 
@@ -134,6 +135,21 @@ class RunConfig:
         if "recon" in d:
             d["recon"] = ReconConfig.from_dict(d["recon"])
         return cls(**d)
+
+
+def _check_numbers(c: RunConfig) -> None:
+    """Ranges of the frame selection and camera numbers, checked before any work."""
+    import math
+
+    check(c.num_frames is None or c.num_frames >= 1, f"--num-frames must be ≥ 1 (0 = all), got {c.num_frames}")
+    check(c.start >= 0, f"--start must be ≥ 0, got {c.start}")
+    check(c.stride >= 1, f"--stride must be ≥ 1, got {c.stride}")
+    check(c.max_res >= 16, f"--max-res must be ≥ 16 pixels, got {c.max_res}")
+    check(math.isfinite(c.depth_scale) and c.depth_scale > 0,
+          f"--depth-scale must be a positive number, got {c.depth_scale}")
+    check(c.fov is None or (math.isfinite(c.fov) and 0 < c.fov < 180), f"--fov must be in (0, 180) degrees, got {c.fov}")
+    check(c.focal is None or (math.isfinite(c.focal) and c.focal > 0),
+          f"--focal must be a positive number of pixels, got {c.focal}")
 
 
 @dataclass(frozen=True)
@@ -374,6 +390,7 @@ def run_pipeline(config: RunConfig, out: str | os.PathLike, overwrite: bool = Fa
     out = Path(out)
     if fill:
         _check_fill_ready(config)
+    _check_files(config)
     with OutputFolder(out, _config_record(config), overwrite=overwrite, ours=_OUR_FILES, label="--out") as folder, \
             collect_warnings(warn) as notes:
         state = _State(out)
@@ -501,6 +518,20 @@ def _run_stages(config: RunConfig, out: Path, state: "_State", fill: bool, progr
         "reproduce": "ex4d run --config config.json --out OUT" if fill else "ex4d recon --config config.json --out OUT",
     })
     return summary
+
+
+def _check_files(config: RunConfig) -> None:
+    """The camera path and camera files, checked before anything heavy (frames, depth models, weights)."""
+    from .trajectory import check_trajectory_spec
+
+    T = (config.num_frames or 49) if config.example else (None if config.allow_short else config.num_frames)
+    check_trajectory_spec(config.trajectory, T, **config.trajectory_options)
+    if config.intrinsics is not None:
+        from .io.camera_files import load_camera_file
+
+        load_camera_file(config.intrinsics)
+    for flag, path in (("input video", config.video), ("--depth", config.depth)):
+        check(path is None or Path(path).exists(), f"{flag} {path} does not exist")
 
 
 def _check_fill_ready(config: RunConfig) -> None:

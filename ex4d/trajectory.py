@@ -564,3 +564,44 @@ def make_trajectory(spec: str | os.PathLike, num_frames: int, K: np.ndarray, wid
 def _require_depth(depth0, name: str) -> np.ndarray:
     check(depth0 is not None, f"trajectory {name!r} needs frame 0's depth (depth0) or the radius option")
     return depth0
+
+
+_K_CHECK = np.array([[62.5, 0.0, 32.0], [0.0, 62.5, 32.0], [0.0, 0.0, 1.0]])
+
+
+def _frame_keyed(keyframes) -> bool:
+    return isinstance(keyframes, list) and any(isinstance(k, dict) and "frame" in k for k in keyframes)
+
+
+def check_trajectory_spec(spec: str | os.PathLike, num_frames: int | None = None, **options: Any) -> None:
+    """Raise :class:`Ex4dError` for a spec (preset and options, keyframe file, camera file) that
+    :func:`make_trajectory` would refuse, without frames or depth: a cheap check before any heavy work.
+
+    ``num_frames`` is the clip's length when already known (camera files must have as many cameras,
+    keyframe frame indices must lie in it); ``None`` leaves those two checks to :func:`make_trajectory`.
+    """
+    options = {k: v for k, v in options.items() if v is not None}
+    spec_str = os.fspath(spec)
+    path = Path(spec_str)
+    depth0 = np.ones((64, 64))
+    if PRESET_ALIASES.get(spec_str, spec_str) in (*PRESETS, "keyframes") or path.suffix.lower() not in (".json", ".npz"):
+        if not (num_frames is None and _frame_keyed(options.get("keyframes"))):
+            make_trajectory(spec_str, num_frames or 2, _K_CHECK, 64, 64, depth0, **options)
+        return
+    check(path.is_file(), f"trajectory file not found: {path}")
+    if path.suffix.lower() == ".json":
+        obj = _load_json(path)
+        if isinstance(obj, dict) and "keyframes" in obj:
+            _check_options(str(path), options, ("pivot_depth",))
+            if not (num_frames is None and _frame_keyed(obj["keyframes"])):
+                _keyframe_trajectory(obj, num_frames or 2, _K_CHECK, depth0, options.get("pivot_depth"), str(path))
+            return
+        check(isinstance(obj, dict) and "w2c" in obj,
+              f"{path}: neither a keyframe file (key 'keyframes') nor a cameras.json (key 'w2c')")
+    _check_options(str(path), options, ())
+    from .io.camera_files import load_camera_file
+
+    cams = load_camera_file(path)
+    check(num_frames is None or cams.num_frames == num_frames,
+          f"{path} has {cams.num_frames} cameras but the clip has num_frames={num_frames}; "
+          "make them equal (e.g. --num-frames)")

@@ -232,7 +232,8 @@ def load_original_ckpt(path: str | os.PathLike, expected: AdapterSpec | None = N
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt file, pickle with non-tensor objects, zip error …
-        raise Ex4dError(f"cannot read {path} as a torch checkpoint with weights_only=True: {e}") from None
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise Ex4dError(f"cannot read {path} as a torch checkpoint with weights_only=True: {first}") from None
     return adapter_from_original_state_dict(_unwrap(obj, str(path)), str(path), expected, alpha, allow_unexpected)
 
 

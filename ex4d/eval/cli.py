@@ -59,7 +59,7 @@ def register(subparsers) -> None:
     b = subparsers.add_parser("benchmark", help="benchmarks with ground truth (novel-view)",
                               description="Benchmarks with ground truth. `ex4d benchmark novel-view --help`.")
     bsub = b.add_subparsers(dest="benchmark", metavar="BENCHMARK")
-    b.set_defaults(func=lambda args: (b.print_help(), 2)[1])
+    b.set_defaults(func=_no_benchmark)
     n = bsub.add_parser(
         "novel-view", formatter_class=fmt,
         help="mask precision/recall and fill quality against exact novel views of synthetic scenes",
@@ -99,6 +99,12 @@ def register(subparsers) -> None:
     n.set_defaults(func=run_novel_view_command)
 
 
+def _no_benchmark(args: argparse.Namespace) -> int:
+    from ..errors import Ex4dError
+
+    raise Ex4dError("name the benchmark to run: novel-view (see `ex4d benchmark novel-view --help`)")
+
+
 def run_eval_command(args: argparse.Namespace) -> int:
     """Handler of ``ex4d eval``: evaluate, write the JSON (+ PNG) atomically, print the table; returns 0."""
     from .evaluate import EvalConfig, evaluate_files
@@ -107,6 +113,13 @@ def run_eval_command(args: argparse.Namespace) -> int:
     out = Path(args.out)
     check(out.suffix.lower() == ".json", f"--out {out} must end in .json")
     check(args.render is None or args.mask is not None, "--render needs --mask (the known region to compare in)")
+    for flag in ("lpips_weights", "lpips_backbone", "inception_weights", "i3d_weights"):
+        path = getattr(args, flag)
+        check(path is None or Path(path).is_file(),
+              f"--{flag.replace('_', '-')} {path} is not a file; give the local weights file (nothing is downloaded)")
+    from ..io.outdir import check_output_location
+
+    check_output_location(out.parent, "--out")
     config = EvalConfig(flow=args.flow, flow_from=args.flow_from, lpips_weights=args.lpips_weights,
                         lpips_backbone=args.lpips_backbone, inception_weights=args.inception_weights,
                         i3d_weights=args.i3d_weights)
@@ -130,6 +143,9 @@ def run_novel_view_command(args: argparse.Namespace) -> int:
     from .benchmark import BenchmarkConfig, run_benchmark
     from .report import write_benchmark_report
 
+    from ..io.outdir import check_output_location
+
+    check_output_location(args.out, "--out")
     config = BenchmarkConfig(size=args.size, frames=args.frames, ranges=tuple(args.ranges), scenes=tuple(args.scenes),
                              methods=tuple(args.methods), blur=tuple(args.blur), noise=tuple(args.noise),
                              fill=args.fill, fill_window=args.fill_window, pitch=args.pitch, seed=args.seed)
