@@ -23,8 +23,10 @@ whole run. Opening one, in this order:
 
 :meth:`OutputFolder.remove_outputs` (used with ``--overwrite``) deletes every
 ex4d output the new run will not rewrite. When the run fails before writing
-any output, :meth:`OutputFolder.close` undoes the marking and removes the
-folders it created, so a failed run leaves nothing behind.
+any output, :meth:`OutputFolder.close` withdraws its record (so the next run
+may have other parameters) and, unless it cached something in ``.ex4d/`` for
+the next run to reuse, undoes the marking and removes the folders it created:
+a failed run leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -276,9 +278,12 @@ class OutputFolder:
         state = self.state_dir
         others = [p.name for p in self.path.iterdir() if p.name != STATE_DIR]
         marks = {p.name for p in state.iterdir()} if state.is_dir() else set()
-        if others or not marks <= _MARK_ONLY:
-            return  # outputs were written: keep them, the next run resumes
+        if others:
+            return  # outputs were written: keep them and the record, the next run resumes
+        # no output: the run does not claim the folder (the next run may have other parameters) ...
         (state / RUN_RECORD).unlink(missing_ok=True)
+        if not marks <= _MARK_ONLY:
+            return  # ... but its caches (e.g. a depth model's result) stay for the next run to reuse
         if self._made_state:
             (state / LOCK_FILE).unlink(missing_ok=True)
             state.rmdir()
