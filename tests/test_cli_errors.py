@@ -320,9 +320,7 @@ ROWS = [
     ("benchmark", ["benchmark"], ""),
     # ---------------------------------------------------------------- prepare / train / masks
     ("prepare", ["prepare", "{missing}", "--out", "{tmp}/ds", "--depth-dir", "{folder}"], ""),
-    # robust-app's branch checks these before Ray (f201f5c); here it runs Ray first (~10 s) and skips the video
-    ("prepare", ["prepare", "{video}", "--out", "{tmp}/ds", "--depth-dir", "{missing}"], "",
-     xfail("robust-app", "prepare checks --depth-dir before Ray", run=False)),
+    ("prepare", ["prepare", "{video}", "--out", "{tmp}/ds", "--depth-dir", "{missing}"], ""),
     ("prepare", ["prepare", "{video}", "--out", "{tmp}/ds", "--depth-dir", "{folder}", "--num-frames", "10"], ""),
     ("prepare", ["prepare", "{video}", "--out", "{tmp}/ds", "--depth-dir", "{folder}", "--size", "0", "0"], ""),
     ("prepare", ["prepare", "{video}", "--out", "{tmp}/ds", "--depth-dir", "{folder}", "--clips-per-video", "0"],
@@ -338,11 +336,8 @@ ROWS = [
                "--out", "{tmp}/m.mp4"], "aspect"),
     ("masks", ["masks", "--example", "--size", "10", "10", "--out", "{tmp}/m.mp4"], ""),
     ("masks", ["masks", "--example", "--num-frames", "0", "--out", "{tmp}/m.mp4"], ""),
-    # robust-app's branch checks these first (_check_masks_args); here they fail only after the simulation (~40 s)
-    ("masks", ["masks", "--example", "--camera", "1000", "0", "0", "--out", "{tmp}/m.mp4"], "",
-     xfail("robust-app", "masks checks --camera before the simulation", run=False)),
-    ("masks", ["masks", "--example", "--out", "{tmp}/m.txt"], "",
-     xfail("robust-app", "masks checks --out before the simulation", run=False)),
+    ("masks", ["masks", "--example", "--camera", "1000", "0", "0", "--out", "{tmp}/m.mp4"], ""),
+    ("masks", ["masks", "--example", "--out", "{tmp}/m.txt"], ""),
     # ---------------------------------------------------------------- app / view
     ("app", ["app", "--port", "-1", "--no-browser"], ""),
     ("app", ["app", "--port", "99999", "--no-browser"], ""),
