@@ -7,11 +7,12 @@ the exception then surfaces as ``SystemError: CPUDispatcher(...) returned a
 result with an exception set`` (or worse, a crash), not as an interrupt.
 
 :func:`sigint_deferred_in_native` installs a SIGINT handler for the duration
-of a command that behaves like Python's own, except when the signal lands in
-such a callback: it then only records the request, and a small helper thread
-re-delivers the signal (``_thread.interrupt_main``) every few milliseconds
-until the main thread is back in ordinary Python code, where it is raised as
-a plain ``KeyboardInterrupt``. Stages need no checkpoints of their own, and a
+of a command that behaves like Python's own, except when the signal lands
+while numba's (or llvmlite's) Python code is on the stack — a callback from
+compiled code, or numba compiling: it then only records the request, and a
+small helper thread re-delivers the signal (``_thread.interrupt_main``) every
+few milliseconds until the main thread is back in ordinary Python code, where
+it is raised as a plain ``KeyboardInterrupt``. Stages need no checkpoints of their own, and a
 kernel is never left half-way with an exception set. :func:`is_interrupt`
 also recognises the ``SystemError`` form, as a second line of defence.
 
