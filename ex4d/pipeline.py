@@ -54,7 +54,7 @@ from .io.outdir import STATE_DIR, OutputFolder
 from .plausibility import check_camera_file, check_depth_values, check_known_fraction, check_path_start
 from .recon import ReconConfig, render_novel_views
 
-__all__ = ["RunConfig", "run_pipeline", "RunSummary", "STATE_DIR"]
+__all__ = ["RunConfig", "run_pipeline", "RunSummary", "STATE_DIR", "read_run_record"]
 
 _OUR_FILES = {"color.mp4", "mask.mp4", "cameras.json", "cameras_ex4d.npz", "config.json", "output.mp4",
               "preview.mp4", "color", "mask", "output", "meshes", STATE_DIR, "stereo.mp4", "stereo.json"}
@@ -356,6 +356,30 @@ def _versions() -> dict:
 
     return {"ex4d": __version__, "python": platform.python_version(), "numpy": np.__version__,
             "numba": numba.__version__, "torch": torch.__version__}
+
+
+def read_run_record(out: str | os.PathLike) -> tuple[dict, RunConfig]:
+    """(config.json as a dict, its RunConfig) of a finished run folder, every field it is read for checked.
+
+    Ex4dError (one line) when the folder holds no run or its config.json is malformed: read through
+    :func:`ex4d.io.json_input.read_json`; ``run`` checked against RunConfig; ``intrinsics`` a finite 3×3
+    matrix and ``fps`` a positive number when present.
+    """
+    import math
+
+    from .io.json_input import check_fields, expect, float_array, read_json, require
+
+    cfg = Path(out) / "config.json"
+    check(cfg.is_file(), f"{out} holds no ex4d run (no config.json); run `ex4d run ... --out {out}` first")
+    record = expect(read_json(cfg, "run record"), dict, str(cfg))
+    run = require(record, "run", dict, f"{cfg} (an ex4d config.json)")
+    config = RunConfig.from_dict(check_fields(RunConfig, run, f"{cfg}: 'run'"))
+    if record.get("intrinsics") is not None:
+        record["intrinsics"] = float_array(record["intrinsics"], f"{cfg}: 'intrinsics'", (3, 3)).tolist()
+    fps = record.get("fps")
+    check(fps is None or (isinstance(fps, (int, float)) and not isinstance(fps, bool) and math.isfinite(fps)
+                          and fps > 0), f"{cfg}: 'fps' must be a positive number, got {fps!r}")
+    return record, config
 
 
 def _config_record(config: RunConfig) -> dict:

@@ -105,6 +105,15 @@ def f(tmp_path_factory):
     assert main(["recon", str(p["video"]), "--depth", str(p["depth"]), "--depth-kind", "depth", "--num-frames", "9",
                  "-q", "--out", str(d / "recon")]) == 0
     p["recon"] = d / "recon"
+    # run folders whose config.json is malformed (for stereo / export / view, which read it)
+    for name, text in (("deeprun", "[" * 3000), ("typerun", '{"run": {"example": true, "num_frames": "x"}}'),
+                       ("krun", '{"run": {"example": true}, "intrinsics": [[1, 2], [3]], "fps": 30}'),
+                       ("fpsrun", '{"run": {"example": true}, "intrinsics": [[1, 0, 0], [0, 1, 0], [0, 0, 1]], '
+                                  '"fps": "fast"}')):
+        (d / name).mkdir()
+        (d / name / "config.json").write_text(text)
+        (d / name / "output.mp4").write_bytes(b"")
+        p[name] = d / name
     return p
 
 
@@ -349,6 +358,8 @@ ROWS = [
     ("view", ["view", "{folder}", "--no-browser"], ""),
     ("view", ["view", "{recon}", "--port", "-1", "--no-browser"], ""),
     ("view", ["view", "{recon}", "--max-size", "0", "--no-browser"], ""),
+    ("view", ["view", "{typerun}", "--no-browser"], "num_frames"),
+    ("view", ["view", "{deeprun}", "--no-browser"], "nested"),
     # ---------------------------------------------------------------- stereo / export
     ("stereo", ["stereo", "{missing}"], ""),
     ("stereo", ["stereo", "{recon}"], "output.mp4"),
@@ -358,6 +369,11 @@ ROWS = [
     ("export", ["export", "{recon}", "--out", "{tmp}/e.glb"], ""),
     ("export", ["export", "{recon}", "--format", "obj", "--out", "{tmp}/e.obj"], "invalid choice"),
     ("export", ["export", "{recon}", "--max-size", "0", "--out", "{tmp}/e.glb"], ""),
+    ("stereo", ["stereo", "{deeprun}"], "nested"),
+    ("stereo", ["stereo", "{typerun}"], "num_frames"),
+    ("stereo", ["stereo", "{krun}"], "intrinsics"),
+    ("export", ["export", "{fpsrun}", "--out", "{tmp}/e.glb"], "fps"),
+    ("export", ["export", "{typerun}", "--out", "{tmp}/e.glb"], "num_frames"),
     # ---------------------------------------------------------------- the top level
     ("ex4d", ["fly"], "invalid choice"),
     ("ex4d", ["run", "--no-such-flag", *OUT], "unrecognized"),

@@ -224,20 +224,14 @@ def run_inputs(out: str | os.PathLike):
     comes from ``OUT/.ex4d/depth.npz`` (depth files and models) or, for the
     bundled example, is regenerated exactly.
     """
-    from ..pipeline import STATE_DIR, RunConfig
+    from ..pipeline import STATE_DIR, read_run_record
 
     out = Path(out)
     cfg_path = out / "config.json"
-    check(cfg_path.is_file(), f"{out} holds no ex4d run (no config.json); run `ex4d run ... --out {out}` first")
-    from ..io.json_input import check_fields, expect, float_array, read_json, require
-
-    record = expect(read_json(cfg_path, "run record"), dict, str(cfg_path))
-    what = f"{cfg_path} (an ex4d config.json)"
-    config = RunConfig.from_dict(check_fields(RunConfig, require(record, "run", dict, what), f"{cfg_path}: 'run'"))
-    check("intrinsics" in record, f"{cfg_path}: no 3×3 'intrinsics'; re-run the job with this version of ex4d")
-    K = float_array(record["intrinsics"], f"{cfg_path}: 'intrinsics'", (3, 3))
-    check(record.get("fps") is None or (isinstance(record["fps"], (int, float)) and not isinstance(record["fps"], bool)
-                                        and record["fps"] > 0), f"{cfg_path}: 'fps' must be a positive number")
+    record, config = read_run_record(out)
+    check(record.get("intrinsics") is not None,
+          f"{cfg_path}: no 3×3 'intrinsics'; re-run the job with this version of ex4d")
+    K = np.asarray(record["intrinsics"], dtype=np.float64)
     cache = out / STATE_DIR / "depth.npz"
     if config.example:
         from ..example import make_example
