@@ -47,7 +47,7 @@ from ._deps import require
 from .config import MEMORY_MODES
 
 __all__ = ["Placement", "MemoryPlan", "memory_plan", "apply_memory_plan", "resident_block_count",
-           "streamed_block_indices", "compile_blocks", "cast_blocks_fp8", "blocks_on",
+           "streamed_block_indices", "compile_blocks", "tied_root_children", "cast_blocks_fp8", "blocks_on",
            "BALANCED_BUDGET_GIB", "BALANCED_RESERVE_GIB", "LOW_BUDGET_GIB", "LOW_RESERVE_GIB"]
 
 GIB = 1024**3
@@ -279,8 +279,41 @@ def _place(module: nn.Module, placement: Placement, plan: MemoryPlan, compute_dt
             resident = resident_block_count(module.blocks, plan.budget_gib or BALANCED_BUDGET_GIB, plan.reserve_gib)
         _stream_blocks(module, plan, min(resident, len(module.blocks)))
     else:
-        module.to("cpu")
+        _leaf_offload(module, plan)
+
+
+def tied_root_children(module: nn.Module) -> list[str]:
+    """Names of ``module``'s direct children whose parameters are all the same objects as a deeper module's.
+
+    T5-family encoders (UMT5 here) keep the token embedding as ``shared`` and run it as
+    ``encoder.embed_tokens`` with the same weight: ``shared`` itself never runs.
+    """
+    owners: dict[int, set[str]] = {}
+    for name, p in module.named_parameters(remove_duplicate=False):
+        owners.setdefault(id(p), set()).add(name)
+    tied = []
+    for child_name, child in module.named_children():
+        params = list(child.parameters())
+        if params and all(any(not o.startswith(child_name + ".") for o in owners[id(p)]) for p in params):
+            tied.append(child_name)
+    return tied
+
+
+def _leaf_offload(module: nn.Module, plan: MemoryPlan) -> None:
+    """Leaf-level group offloading of ``module``, leaving out children that only alias another module's weights.
+
+    Such a child (UMT5's ``shared``) never runs, and diffusers' prefetching would report it as
+    "not executed during the forward pass"; its weight is offloaded through the module that runs it.
+    """
+    hooks = require("diffusers.hooks")
+    module.to("cpu")
+    hidden = set(tied_root_children(module))
+    children = module._modules
+    module._modules = type(children)((k, v) for k, v in children.items() if k not in hidden)
+    try:
         hooks.apply_group_offloading(module, offload_type="leaf_level", **_offload_kwargs(plan))
+    finally:
+        module._modules = children
 
 
 def apply_memory_plan(plan: MemoryPlan, components, extra: list[nn.Module] | tuple = (),
