@@ -391,13 +391,14 @@ def _factor(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def merge_deltas(root: nn.Module, deltas: LoraDeltas) -> int:
-    """Add ``deltas`` to the parameters of ``root`` in place (names relative to ``root``); returns layers changed.
+def merge_deltas(target: nn.Module | dict[str, torch.Tensor], deltas: LoraDeltas) -> int:
+    """Add ``deltas`` in place to the parameters of ``target`` (a module, or name → tensor); returns layers changed.
 
-    Each parameter gets all its updates summed in float32 and rounded once to its dtype.
+    Names are relative to ``target``; each parameter gets all its updates summed in float32 and rounded
+    once to its dtype. Entries of ``deltas`` that ``target`` (a dict) does not hold are an error.
     """
     touched = set()
-    params = dict(root.named_parameters())
+    params = dict(target.named_parameters()) if isinstance(target, nn.Module) else target
     for layer, items in deltas.low_rank.items():
         w = params[layer + ".weight"]
         acc = w.float()

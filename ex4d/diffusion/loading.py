@@ -46,6 +46,7 @@ __all__ = [
     "resolve_device",
     "torch_dtype",
     "transformer_weight_bytes",
+    "original_transformer_config",
     "CPU_WEIGHT_LIMIT_BYTES",
 ]
 
@@ -228,34 +229,44 @@ def _original_num_heads(dim: int, config_json: Path) -> int:
     return heads
 
 
-def _original_transformer_config(sd: dict[str, torch.Tensor], config_json: Path) -> dict:
-    """Diffusers ``WanTransformer3DModel`` config from original-format weights (+ num_heads from config.json)."""
-    pe = sd["patch_embedding.weight"]  # [D, C_in, 1, 2, 2]
-    dim, in_ch, patch = int(pe.shape[0]), int(pe.shape[1]), [int(s) for s in pe.shape[2:]]
-    blocks = [int(k.split(".")[1]) for k in sd if k.startswith("blocks.") and k.split(".")[1].isdigit()]
+_ORIGINAL_NEEDED = ("patch_embedding.weight", "head.head.weight", "text_embedding.0.weight", "time_embedding.0.weight",
+                    "blocks.0.ffn.0.weight")
+
+
+def original_transformer_config(shapes: dict[str, tuple[int, ...]], config_json: Path) -> dict:
+    """Diffusers ``WanTransformer3DModel`` config from the tensor shapes of original-format weights.
+
+    ``shapes``: original key → shape (the safetensors headers suffice); ``num_heads`` comes from
+    ``config_json`` when it has it (see :func:`_original_num_heads`).
+    """
+    missing = [k for k in _ORIGINAL_NEEDED if k not in shapes]
+    check(not missing, f"{config_json.parent}: the DiT weights lack {missing}; not an original-format Wan DiT")
+    pe = shapes["patch_embedding.weight"]  # [D, C_in, 1, 2, 2]
+    check(len(pe) == 5, f"{config_json.parent}: patch_embedding.weight has shape {list(pe)}, expected 5 dims")
+    dim, in_ch, patch = int(pe[0]), int(pe[1]), [int(s) for s in pe[2:]]
+    blocks = [int(k.split(".")[1]) for k in shapes if k.startswith("blocks.") and k.split(".")[1].isdigit()]
     check(blocks, f"{config_json.parent}: the DiT weights hold no blocks.N.* tensors; not a Wan DiT")
     num_layers = 1 + max(blocks)
     heads = _original_num_heads(dim, config_json)
-    i2v = "img_emb.proj.0.weight" in sd
-    cfg = {
+    i2v = "img_emb.proj.0.weight" in shapes
+    return {
         "_class_name": "WanTransformer3DModel",
         "patch_size": patch,
         "num_attention_heads": heads,
         "attention_head_dim": dim // heads,
         "in_channels": in_ch,
-        "out_channels": int(sd["head.head.weight"].shape[0]) // (patch[0] * patch[1] * patch[2]),
-        "text_dim": int(sd["text_embedding.0.weight"].shape[1]),
-        "freq_dim": int(sd["time_embedding.0.weight"].shape[1]),
-        "ffn_dim": int(sd["blocks.0.ffn.0.weight"].shape[0]),
+        "out_channels": int(shapes["head.head.weight"][0]) // (patch[0] * patch[1] * patch[2]),
+        "text_dim": int(shapes["text_embedding.0.weight"][1]),
+        "freq_dim": int(shapes["time_embedding.0.weight"][1]),
+        "ffn_dim": int(shapes["blocks.0.ffn.0.weight"][0]),
         "num_layers": num_layers,
-        "cross_attn_norm": "blocks.0.norm3.weight" in sd,
+        "cross_attn_norm": "blocks.0.norm3.weight" in shapes,
         "qk_norm": "rms_norm_across_heads",
         "eps": 1e-6,
-        "image_dim": int(sd["img_emb.proj.0.weight"].shape[0]) if i2v else None,
+        "image_dim": int(shapes["img_emb.proj.0.weight"][0]) if i2v else None,
         "added_kv_proj_dim": dim if i2v else None,
         "rope_max_seq_len": 1024,
     }
-    return cfg
 
 
 def _keep_fp32(model: Any) -> None:
@@ -278,7 +289,7 @@ def _load_original_transformer(folder: Path, dtype: torch.dtype) -> Any:
         sd.update(load_file(str(f)))
     check("patch_embedding.weight" in sd and "head.head.weight" in sd,
           f"{folder}: the safetensors files do not hold an original-format Wan DiT (no patch_embedding.weight)")
-    cfg = _original_transformer_config(sd, folder / "config.json")
+    cfg = original_transformer_config({k: tuple(v.shape) for k, v in sd.items()}, folder / "config.json")
     with tempfile.TemporaryDirectory(prefix="ex4d-wan-config-") as tmp:
         (Path(tmp) / "transformer").mkdir()
         (Path(tmp) / "transformer" / "config.json").write_text(json.dumps(cfg))
