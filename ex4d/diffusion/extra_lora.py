@@ -18,9 +18,10 @@ full deltas (ComfyUI, lightx2v)             ``<module>.diff`` (weight), ``.diff_
                                             (modulation), in either naming
 ==========================================  ==============================================================
 
-The non-diffusers layouts go through diffusers' own converters
-(``WanLoraLoaderMixin.lora_state_dict``), which fold ``alpha / rank`` into the factors;
-the ``.diff*`` full deltas are taken out first and applied here (diffusers drops them).
+Original Wan names (ComfyUI, and kohya/musubi after undoing its underscores) are renamed with
+diffusers' own Wan checkpoint rename table (``convert_wan_transformer_to_diffusers``), layer by layer,
+so partial LoRAs (a few layers, ``k_img`` without ``v_img``, mixed ``lora_A``/``lora_down`` naming)
+load too; diffusers' LoRA converters want every layer of every block. ``.alpha`` scales by alpha / rank.
 A key this module cannot place, a layer the model does not have, a shape that does not
 fit, a non-finite value or DoRA factors are an :class:`~ex4d.errors.Ex4dError`: a LoRA is
 never silently half-applied.
@@ -42,7 +43,6 @@ import torch
 from torch import nn
 
 from ..errors import Ex4dError, check
-from ._deps import require
 
 __all__ = ["LoraFile", "LowRank", "LoraDeltas", "parse_lora_arg", "read_lora", "adapter_deltas", "merge_deltas",
            "check_deltas_fit", "original_to_diffusers_names"]
@@ -244,6 +244,29 @@ def _musubi_to_comfy(key: str) -> str | None:
     return None
 
 
+_FACTOR_RE = re.compile(r"^(?P<module>.+)\.(?P<kind>lora_A|lora_B|lora_down|lora_up)\.(?P<param>weight|bias)$")
+
+
+def _comfy_to_diffusers(sd: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+    """Factor keys in original Wan module names (``diffusion_model.blocks.0.self_attn.q.lora_down.weight``,
+    ``….alpha``) renamed to diffusers module names, by diffusers' own Wan checkpoint rename table."""
+    parsed = {}
+    for k in sd:
+        key = _strip_prefixes(k)
+        m = _FACTOR_RE.match(key)
+        if m is not None:
+            parsed[k] = (m["module"], f".{m['kind']}.{m['param']}")
+        elif key.endswith(".alpha"):
+            parsed[k] = (key[: -len(".alpha")], ".alpha")
+        else:
+            raise Ex4dError(f"LoRA {path}: key {k} is in no LoRA layout this loader reads")
+    modules = sorted({mod for mod, _ in parsed.values()})
+    renamed = original_to_diffusers_names([f"{mod}.weight" for mod in modules])
+    lost = [mod for mod in modules if f"{mod}.weight" not in renamed]
+    check(not lost, f"LoRA {path}: no layer of the Wan DiT is called {lost[:_MAX_LISTED]}")
+    return {renamed[f"{mod}.weight"][: -len(".weight")] + suffix: sd[k] for k, (mod, suffix) in parsed.items()}
+
+
 def _diff_param_names(diffs: dict[str, torch.Tensor], original: bool, path: Path) -> dict[str, torch.Tensor]:
     """Full deltas keyed by diffusers parameter names; ``original``: the file uses original Wan names."""
     stripped = {_strip_prefixes(k): v for k, v in diffs.items()}
@@ -316,21 +339,8 @@ def read_lora(lora: LoraFile) -> LoraDeltas:
         sd = {renamed[k]: v for k, v in sd.items()}
     factors_sd, diffs = _split_diffs(sd)
     original = any(k.startswith("diffusion_model.") for k in sd)
-    if original and factors_sd:
-        # one naming per file for diffusers' converter (it picks lora_A or lora_down from the first match)
-        factors_sd = {(k.replace(".lora_down.", ".lora_A.").replace(".lora_up.", ".lora_B.")
-                       if k.startswith("diffusion_model.") else k): v for k, v in factors_sd.items()}
-        require("diffusers")
-        from diffusers.loaders.lora_pipeline import WanLoraLoaderMixin
-
-        try:
-            factors_sd = WanLoraLoaderMixin.lora_state_dict(dict(factors_sd))
-        except (ValueError, KeyError, IndexError, RuntimeError, NameError) as e:
-            raise Ex4dError(f"LoRA {path}: diffusers could not read its layout ({e!r}); expected one of the "
-                            f"layouts in `ex4d generate --help`") from None
-        if isinstance(factors_sd, tuple):
-            factors_sd = factors_sd[0]
-        meta = {}  # the converters folded alpha/rank into the factors
+    if original:
+        factors_sd = _comfy_to_diffusers(factors_sd, path)
     deltas = LoraDeltas(sources=[lora.describe()])
     low_rank, biases = _factors(factors_sd, path, meta)
     for layer, item in low_rank.items():

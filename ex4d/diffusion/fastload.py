@@ -371,9 +371,11 @@ def load_models(wan: str | os.PathLike, adapter: str | os.PathLike | None, confi
         vae_config: AutoencoderKLWan overrides for an original-layout VAE (tests).
         threads: DiT reader threads (default: 4, or ``EX4D_LOAD_THREADS``).
     """
+    t_start = time.perf_counter()
     transformers = require("transformers")
     diffusers = require("diffusers")
-    t_start = time.perf_counter()
+    transformers.utils.logging.disable_progress_bar()  # "Loading weights" bars per component: ours is the summary
+    diffusers.utils.logging.disable_progress_bar()
     timings: dict = {}
     wan = Path(wan)
     layout = detect_layout(wan)

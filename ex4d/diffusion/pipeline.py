@@ -100,6 +100,9 @@ class Ex4dGenerator:
             log.info("fp8 matmuls: %d linear layers of the DiT blocks quantized", n)
         if config.compile:  # before the offloading and cache hooks, which then wrap the compiled blocks
             check(self.device.type == "cuda", "compile=True needs a CUDA device")
+            from .compile_cache import enable_compile_cache
+
+            enable_compile_cache()  # compiled kernels kept across processes (~/.cache/ex4d/torch-compile)
             compile_blocks(components.transformer)
         extra = [self.encoder] if self.encoder is not None else []
         others = ("text_encoder", "image_encoder", "vae")
