@@ -13,7 +13,8 @@ from pathlib import Path
 
 from ..errors import Ex4dError, check
 from .cli_args import (COMMAND_START, add_frames_args, add_hardware_args, add_model_args, add_sampling_args,
-                       check_model_args, config_from_args, loras_from_args, process_age_s)
+                       apply_gpu_memory_cap, check_model_args, config_from_args, gpu_peak_gib, loras_from_args,
+                       process_age_s)
 from .config import DTYPES, GenerateConfig
 
 __all__ = ["register", "run_generate", "run_convert_adapter", "config_from_args"]
@@ -161,6 +162,7 @@ def run_generate(args: argparse.Namespace) -> int:
         jobs = [job]
     from .pipeline import Ex4dGenerator  # heavy imports only now
 
+    cap = apply_gpu_memory_cap(config.device)
     started = process_age_s()
     t0 = time.perf_counter()
     adapter = None if args.no_adapter else args.adapter
@@ -192,6 +194,7 @@ def run_generate(args: argparse.Namespace) -> int:
         age = process_age_s()
         t["wall"] = round(age, 3) if age is not None else t["command"]  # since the process started
         rec["job_index"], rec["jobs"] = i, len(jobs)
+        rec["gpu_peak_gib"], rec["gpu_cap_gib"] = gpu_peak_gib(config.device), cap
         atomic_write_json(job.out.with_name(job.out.stem + ".generate.json"), rec)
         print(f"wrote {job.out} ({rec['frames']} frames, {rec['width']}x{rec['height']}; "
               + (f"load {t['load']:.1f} s, " if i == 0 else "")

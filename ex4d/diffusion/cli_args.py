@@ -13,7 +13,8 @@ from ..errors import check
 from .config import DTYPES, FRAME_POLICIES, MEMORY_MODES, SAMPLERS, STEP_CACHES, GenerateConfig
 
 __all__ = ["add_model_args", "add_sampling_args", "add_frames_args", "add_hardware_args", "config_from_args",
-           "loras_from_args", "check_model_args", "process_age_s", "COMMAND_START"]
+           "loras_from_args", "check_model_args", "process_age_s", "COMMAND_START", "apply_gpu_memory_cap",
+           "gpu_peak_gib"]
 
 _D = GenerateConfig()
 COMMAND_START = time.perf_counter()  # when the CLI module was imported (≈ the command's start)
@@ -29,6 +30,41 @@ def process_age_s() -> float | None:
         return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
     except (OSError, ValueError, IndexError, AttributeError):
         return None
+
+
+def apply_gpu_memory_cap(device: str = "auto") -> float | None:
+    """Cap PyTorch's CUDA memory at ``$EX4D_GPU_MEMORY_CAP_GIB`` GiB (emulates a smaller card); returns the cap.
+
+    For trying a memory mode against a card size on a bigger GPU (the benchmarks do); allocations past the
+    cap raise CUDA out-of-memory as on that card.
+    """
+    value = os.environ.get("EX4D_GPU_MEMORY_CAP_GIB", "").strip()
+    if not value:
+        return None
+    try:
+        cap = float(value)
+    except ValueError:
+        cap = -1.0
+    check(cap > 0, f"EX4D_GPU_MEMORY_CAP_GIB must be a number of GiB > 0, got {value!r}")
+    import torch
+
+    if not torch.cuda.is_available() or not (device in ("auto", "cuda") or device.startswith("cuda")):
+        return None
+    dev = torch.device("cuda" if device in ("auto", "cuda") else device)
+    total = torch.cuda.get_device_properties(dev).total_memory / 1024**3
+    torch.cuda.set_per_process_memory_fraction(min(1.0, cap / total), dev)
+    return cap
+
+
+def gpu_peak_gib(device: str = "auto") -> dict | None:
+    """{"allocated", "reserved"}: peak GiB PyTorch allocated / held on the CUDA device so far (None without CUDA)."""
+    import torch
+
+    if not torch.cuda.is_available() or not (device in ("auto", "cuda") or device.startswith("cuda")):
+        return None
+    dev = torch.device("cuda" if device in ("auto", "cuda") else device)
+    return {"allocated": round(torch.cuda.max_memory_allocated(dev) / 1024**3, 2),
+            "reserved": round(torch.cuda.max_memory_reserved(dev) / 1024**3, 2)}
 
 
 def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:

@@ -9,8 +9,8 @@ import argparse
 import time
 
 from ..errors import Ex4dError, check
-from .cli_args import (add_hardware_args, add_model_args, add_sampling_args, check_model_args, config_from_args,
-                       loras_from_args)
+from .cli_args import (add_hardware_args, add_model_args, add_sampling_args, apply_gpu_memory_cap, check_model_args,
+                       config_from_args, gpu_peak_gib, loras_from_args)
 
 __all__ = ["register", "run_serve", "run_warmup"]
 
@@ -75,6 +75,7 @@ def register(subparsers) -> None:
     g.add_argument("--size", default="512x512", metavar="WxH", help="frame width x height (%(default)s)")
     g.add_argument("--num-frames", type=int, default=49, help="frames, 4k+1 (%(default)s)")
     g.add_argument("--warmup-steps", type=int, default=2, help="denoising steps to run (%(default)s)")
+    p.add_argument("--record", metavar="FILE", help="also write the timings (load, the short run, each stage) as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_warmup, frames="exact")
 
@@ -88,6 +89,7 @@ def _load(args: argparse.Namespace, prompts):
     prefetch_files(args.wan, args.wan_encoders)
     config = config_from_args(args)
     loras = loras_from_args(args)
+    apply_gpu_memory_cap(config.device)
     t0 = time.perf_counter()
     gen = Ex4dGenerator.load(args.wan, None if args.no_adapter else args.adapter, config, encoders=args.wan_encoders,
                              loras=loras, prompts=prompts(config))
@@ -152,6 +154,14 @@ def run_warmup(args: argparse.Namespace) -> int:
     gen.generate(color, mask, config.replace(steps=min(config.steps, args.warmup_steps)), progress=not args.quiet)
     first = time.perf_counter() - t0
     where = compile_cache_dir() if config.compile else None
+    if args.record:
+        from ..io.atomic import atomic_write_json
+
+        atomic_write_json(args.record, {"load_s": round(load_s, 3), "run_s": round(first, 3),
+                                        "steps": min(config.steps, args.warmup_steps), "size": [w, h], "frames": t,
+                                        "load_detail": gen.load_timings, "stages": gen.last_timings,
+                                        "compile_cache": str(where) if where else None,
+                                        "gpu_peak_gib": gpu_peak_gib(config.device)})
     print(f"ex4d warmup: {t}x{h}x{w}, {args.warmup_steps} steps in {first:.1f} s (models loaded in {load_s:.1f} s)"
           + (f"; compiled kernels cached in {where}" if where else ""), flush=True)
     return 0

@@ -369,7 +369,7 @@ def load_models(wan: str | os.PathLike, adapter: str | os.PathLike | None, confi
         prompts: (prompt, negative or None) pairs the run will encode; when all are in the prompt cache,
             the text encoder is not loaded.
         vae_config: AutoencoderKLWan overrides for an original-layout VAE (tests).
-        threads: DiT reader threads (default: 4, or ``EX4D_LOAD_THREADS``).
+        threads: DiT reader threads (default ``EX4D_LOAD_THREADS``, else half the CPU cores, 2 to 8).
     """
     t_start = time.perf_counter()
     transformers = require("transformers")
@@ -427,7 +427,7 @@ def load_models(wan: str | os.PathLike, adapter: str | os.PathLike | None, confi
         return int(min(n, max(0, (budget - plan.reserve_gib) * 1024**3 // max(1, block_bytes))))
 
     arena = PinnedArena(pin=device.type == "cuda") if streaming else None
-    n_threads = threads or int(os.environ.get("EX4D_LOAD_THREADS", "4"))
+    n_threads = threads or int(os.environ.get("EX4D_LOAD_THREADS", "0")) or min(8, max(2, (os.cpu_count() or 4) // 2))
     stop = threading.Event()
 
 

@@ -311,16 +311,25 @@ class _Clock:
 
 def generate_video(color: np.ndarray, mask: np.ndarray, wan: str | Path, adapter: str | Path | None,
                    config: GenerateConfig = GenerateConfig(), progress: bool = True,
-                   encoders: str | Path | None = None) -> np.ndarray:
+                   encoders: str | Path | None = None, timings: dict | None = None) -> np.ndarray:
     """Completed video [T, H, W, 3] uint8 from ``color`` [T, H, W, 3] uint8 and ``mask`` [T, H, W] bool (True = known).
 
     Loads Wan2.1-I2V from ``wan`` (diffusers or original layout; ``encoders``
     = diffusers folder for the text/image encoders when ``wan`` is original)
     and the EX-4D adapter from ``adapter`` (``ex4d.ckpt`` or our
     ``.safetensors``; None = plain Wan I2V), then runs one generation. For
-    several videos keep an :class:`Ex4dGenerator` instead.
+    several videos keep an :class:`Ex4dGenerator` instead. ``timings``: filled with the seconds
+    of each stage (``load_s``, the loader's detail under ``load``, then the generation's stages).
     """
     config = config.check()
     check_inputs(color, mask)
     fit_frames(color, mask, config.frames)  # frame-count errors before loading ~40 GB of weights
-    return Ex4dGenerator.load(wan, adapter, config, encoders=encoders).generate(color, mask, config, progress)
+    t0 = time.perf_counter()
+    pair = [(config.prompt, config.negative_prompt if config.cfg != 1.0 else None)]
+    gen = Ex4dGenerator.load(wan, adapter, config, encoders=encoders, overlap=True, prompts=pair)
+    load_s = time.perf_counter() - t0
+    video = gen.generate(color, mask, config, progress)
+    if timings is not None:
+        timings.update(load_s=round(load_s + gen.last_timings.get("dit_wait_s", 0.0), 3), load=gen.load_timings,
+                       **{k: round(v, 3) for k, v in gen.last_timings.items()})
+    return video
