@@ -377,12 +377,10 @@ class Bench:
         row.update(res)
         if res["exit"] == 0 and (out / "config.json").is_file():
             tm = json.loads((out / "config.json").read_text())["timings"]
-            stages = tm.get("fill_stages", {})
+            stages = tm.get("fill_stages") or {}  # recorded when the run's fill reports its stages
             row["timings_s"] = {"recon": round(tm.get("recon_s", 0.0), 3), "fill": round(tm.get("fill_s", 0.0), 3),
                                 "load": stages.get("load_s"), "denoise": stages.get("denoise_s"),
-                                "decode": stages.get("decode_s"),
-                                "encode": round(sum(stages.get(k, 0.0) for k in ("prompt_s", "image_s", "tokens_s")), 3),
-                                "wall": res["process_s"], "stages": stages}
+                                "decode": stages.get("decode_s"), "wall": res["process_s"], "stages": stages}
 
     def main(self) -> dict:
         default = TINY_ORDER if self.tiny else ORDER

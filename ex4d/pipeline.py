@@ -407,8 +407,7 @@ def run_pipeline(config: RunConfig, out: str | os.PathLike, overwrite: bool = Fa
             reused.append("fill")
         else:
             state.forget("fill")
-            output = _fill(config, color, mask, view_depth, frames, depth, K, traj, progress,
-                           timings=timings.setdefault("fill_stages", {}) if config.fill == "ex4d" else None)
+            output = _fill(config, color, mask, view_depth, frames, depth, K, traj, progress)
             write_video(out / "output.mp4", output, fps, crf=config.crf)
             write_video(out / "preview.mp4", make_preview(frames, color, mask, output), fps, crf=config.crf)
             state.mark("fill", fill_key)
@@ -460,7 +459,7 @@ def _generate_config(config: RunConfig):
     return GenerateConfig(**{"seed": config.seed, **opts})
 
 
-def _fill(config: RunConfig, color, mask, view_depth, frames, depth, K, traj, progress, timings=None):
+def _fill(config: RunConfig, color, mask, view_depth, frames, depth, K, traj, progress):
     if config.fill == "classical":
         from .fill import classical_fill
 
@@ -472,4 +471,4 @@ def _fill(config: RunConfig, color, mask, view_depth, frames, depth, K, traj, pr
         raise Ex4dError(f"--fill ex4d needs the diffusion extra: pip install 'ex4d[diffusion]' ({e})")
     opts = config.fill_options
     return generate_video(color, mask, opts["wan"], opts.get("adapter"), _generate_config(config), progress=progress,
-                          encoders=opts.get("encoders"), timings=timings)
+                          encoders=opts.get("encoders"))
