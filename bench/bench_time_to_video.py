@@ -452,6 +452,8 @@ def table(result: dict, header: bool = True) -> str:
                     label += f" (server ready {row.get('ready_s')} s)"
             elif row["kind"] == "jobs" and k > 0:
                 wall = tt.get("job")
+            elif row["kind"] == "run":
+                label += f" (recon {_f(tt.get('recon'))} s, fill {_f(tt.get('fill'))} s)"
             what = " ".join(Path(f).name if "/" in f else f for f in row.get("flags", [])) or row["kind"]
             if row.get("cap_gib"):
                 what += f", capped {row['cap_gib']} GiB"
