@@ -245,6 +245,11 @@ class Bench:
         else:
             shutil.rmtree(self.weights, ignore_errors=True)
             self.weights.mkdir(parents=True)
+            need = 1 if self.tiny else 50
+            free = shutil.disk_usage(self.weights).free / 1e9
+            if free < need:
+                raise SystemExit(f"{self.weights}: {free:.0f} GB free, the random weights need ~{need} GB; "
+                                 f"pass --weights on a larger disk")
             res = self.call([sys.executable, __file__, "--write-weights", str(self.weights)] +
                             (["--tiny"] if self.tiny else []), "weights", timeout=1200)
             if res["exit"] != 0:
@@ -405,16 +410,26 @@ class Bench:
 
 
 def machine() -> dict:
-    info = {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()}
-    try:
-        import diffusers
-        import torch
+    """Versions and the GPU, without creating a CUDA context in this (parent) process."""
+    from importlib.metadata import PackageNotFoundError, version
 
-        info.update(torch=torch.__version__, diffusers=diffusers.__version__)
-        if torch.cuda.is_available():
-            p = torch.cuda.get_device_properties(0)
-            info.update(gpu=p.name, gpu_gib=round(p.total_memory / GIB, 1))
-    except ImportError:
+    info = {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()}
+    for pkg in ("torch", "diffusers", "transformers"):
+        try:
+            info[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20).stdout.strip().splitlines()
+        if out:
+            info["gpu"] = out[0]
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        info["ram_gib"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB, 1)
+        info["disk_free_gib"] = round(shutil.disk_usage("/tmp").free / GIB, 1)
+    except (OSError, ValueError):
         pass
     return info
 

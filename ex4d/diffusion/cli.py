@@ -156,7 +156,7 @@ def run_generate(args: argparse.Namespace) -> int:
     if getattr(args, "jobs", None):
         given = [f"--{k}" for k in ("color", "mask", "out") if getattr(args, k)]
         check(not given, f"--jobs FILE names every input and output; drop {', '.join(given)}")
-        jobs = read_jobs(args.jobs, config, overwrite=args.overwrite)
+        jobs = read_jobs(args.jobs, config, overwrite=args.overwrite, num_frames=args.num_frames)
     else:
         job, inputs = _single_job(args, config)
         jobs = [job]
@@ -167,7 +167,7 @@ def run_generate(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     adapter = None if args.no_adapter else args.adapter
     generator = Ex4dGenerator.load(args.wan, adapter, config, encoders=args.wan_encoders, loras=loras,
-                                   overlap=len(jobs) == 1, prompts=_prompt_pairs(jobs, config))
+                                   overlap=True, prompts=_prompt_pairs(jobs, config))
     t_load = time.perf_counter() - t0
     record = {"wan": str(args.wan), "wan_encoders": args.wan_encoders, "adapter": adapter, "loras": generator.loras,
               "preset": getattr(args, "preset", None)}

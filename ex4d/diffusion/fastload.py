@@ -286,9 +286,19 @@ def load_dit(source: DitSource, model: nn.Module, device: torch.device, dtype: t
                        dit_gb_per_s=round(bytes_read / 1e9 / max(total, 1e-9), 2), dit_resident_blocks=resident)
         return resident
 
+    def guarded() -> int:
+        try:
+            with torch.no_grad():
+                return run()
+        except torch.cuda.OutOfMemoryError:
+            free = torch.cuda.mem_get_info(device)[0] / 1024**3 if device.type == "cuda" else 0.0
+            raise Ex4dError(f"out of GPU memory while loading the DiT ({free:.1f} GiB free now); use --memory "
+                            f"balanced or low (they stream the blocks that do not fit), --fp8-matmul (half the "
+                            f"weight memory), or a smaller --gpu-budget") from None
+
     if start is None:
-        return torch.no_grad()(run)()
-    return start(torch.no_grad()(run))
+        return guarded()
+    return start(guarded)
 
 
 # --------------------------------------------------------------------------- everything
@@ -326,8 +336,10 @@ class LoadedModels:
 def _thread(fn: Callable[[], Any], name: str) -> Future:
     """Run ``fn`` in a daemon thread (Ctrl-C does not wait for it); its result or error in the future."""
     fut: Future = Future()
+    n_threads = torch.get_num_threads()  # OpenMP's thread count is per thread: keep the caller's (same numbers)
 
     def run() -> None:
+        torch.set_num_threads(n_threads)
         try:
             fut.set_result(fn())
         except BaseException as e:  # noqa: BLE001 - handed to the waiting thread

@@ -86,8 +86,11 @@ def check_output_path(out: Path, overwrite: bool, inputs: list[Path] = (), what:
     check(os.access(parent, os.W_OK | os.X_OK), f"cannot write into {parent} (permission denied); choose another {what}")
 
 
-def parse_job(obj, base: GenerateConfig, root: Path | None = None, where: str = "job") -> Job:
-    """A checked :class:`Job` from a JSON object (paths relative to ``root``); Ex4dError naming ``where`` otherwise."""
+def parse_job(obj, base: GenerateConfig, root: Path | None = None, where: str = "job", num_frames: int = 0) -> Job:
+    """A checked :class:`Job` from a JSON object (paths relative to ``root``); Ex4dError naming ``where`` otherwise.
+
+    ``num_frames``: the job's ``num_frames`` when it gives none (the command's ``--num-frames``).
+    """
     check(isinstance(obj, dict), f"{where}: a job must be a JSON object, got {type(obj).__name__}")
     unknown = sorted(set(obj) - _KEYS)
     check(not unknown, f"{where}: unknown keys {unknown}; a job has {sorted(_KEYS)}")
@@ -118,7 +121,7 @@ def parse_job(obj, base: GenerateConfig, root: Path | None = None, where: str = 
     for k, v in options.items():
         check(_scalar(v) or (isinstance(v, list) and len(v) <= 8 and all(_scalar(x) for x in v)),
               f"{where}: option {k} must be a number, string, bool or a short list of them")
-    num_frames = obj.get("num_frames", 0)
+    num_frames = obj.get("num_frames", num_frames)
     check(isinstance(num_frames, int) and not isinstance(num_frames, bool) and num_frames >= 0,
           f"{where}: num_frames must be an integer >= 0")
     overwrite = obj.get("overwrite", False)
@@ -132,7 +135,7 @@ def parse_job(obj, base: GenerateConfig, root: Path | None = None, where: str = 
     return job
 
 
-def read_jobs(path: str | os.PathLike, base: GenerateConfig, overwrite: bool = False) -> list[Job]:
+def read_jobs(path: str | os.PathLike, base: GenerateConfig, overwrite: bool = False, num_frames: int = 0) -> list[Job]:
     """Every job of a jobs file (module docstring), checked; outputs must be distinct and writable."""
     path = Path(path)
     check(path.is_file(), f"--jobs {path} is not a file")
@@ -161,7 +164,8 @@ def read_jobs(path: str | os.PathLike, base: GenerateConfig, overwrite: bool = F
         raise Ex4dError(f"{path} is not valid JSON / JSON lines: {e}") from None
     check(objs, f"{path} holds no jobs")
     check(len(objs) <= MAX_JOBS, f"{path} holds {len(objs)} jobs; at most {MAX_JOBS}")
-    jobs = [parse_job(o, base, path.parent, where=f"{path} job {i + 1}") for i, o in enumerate(objs)]
+    jobs = [parse_job(o, base, path.parent, where=f"{path} job {i + 1}", num_frames=num_frames)
+            for i, o in enumerate(objs)]
     outs = [str(j.out.resolve()) for j in jobs]
     twice = sorted({o for o in outs if outs.count(o) > 1})
     if twice:

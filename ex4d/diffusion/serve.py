@@ -81,6 +81,7 @@ class GenerateService:
         self._stop = threading.Event()
         self.running: str | None = None
         self.done = 0
+        self._num_threads = _torch_threads()  # the creating thread's: OpenMP counts threads per thread
         self._worker = threading.Thread(target=self._work, name="ex4d-serve-worker", daemon=True)
         self._worker.start()
 
@@ -150,6 +151,10 @@ class GenerateService:
             del self.jobs[k]
 
     def _work(self) -> None:
+        if self._num_threads is not None:  # the same CPU numbers as a run in the main thread
+            import torch
+
+            torch.set_num_threads(self._num_threads)
         while True:
             jid = self._queue.get()
             if jid is None or self._stop.is_set():
@@ -182,6 +187,12 @@ class GenerateService:
                 rec.update(state=state, message=message, result=result, finished=time.time())
                 self.running = None
                 self.done += 1
+
+
+def _torch_threads() -> int | None:
+    if "torch" not in sys.modules:
+        return None
+    return sys.modules["torch"].get_num_threads()
 
 
 def _free_gpu_memory() -> None:

@@ -64,8 +64,7 @@ def test_fast_path_gives_the_cpu_loaders_video(layout, wan_dirs, ckpt, video):
     assert np.array_equal(out, ref)
 
 
-@pytest.mark.parametrize("memory,budget,fp8", [("balanced", 1e-6, False), ("low", 1e-6, False), ("low", 1e-6, True),
-                                               ("full", None, True)])
+@pytest.mark.parametrize("memory,budget,fp8", [("balanced", 1e-6, False), ("low", 1e-6, False), ("full", None, True)])
 def test_fast_path_memory_modes_and_fp8(memory, budget, fp8, wan_dirs, ckpt, video):
     diffusers_dir, _ = wan_dirs
     color, mask = video
