@@ -22,6 +22,8 @@ Sections (in this order by default; each skipped when the time left in ``--budge
 * ``low-fp8`` (PyTorch capped at 10.5 GiB, a 12 GB card), ``balanced`` (capped at 21.5 GiB, a 24 GB card):
   ``--mode-steps`` steps run, the 25-step wall extrapolated from the measured step time (marked *);
 * ``distill`` — ``--lora <rank-64 stand-in> --preset lightx2v-4step --fp8-matmul`` (4 steps, no CFG, eager);
+* ``fp8-cpu-loader`` — ``fp8`` through the loader this replaces (``EX4D_FASTLOAD=0``: everything loaded on
+  the CPU by ``from_pretrained``, then merged and moved): the loading baseline in the same run;
 * ``run-example`` — ``ex4d run --example --fill ex4d --compile --fp8-matmul`` (recon + fill);
 * ``jobs-fp8`` — ``ex4d generate --jobs`` with two jobs.
 
@@ -50,9 +52,9 @@ import numpy as np  # noqa: E402
 
 GIB = 1024**3
 ORDER = ["warmup-fp8", "fp8", "diffusers", "serve-fp8", "warmup-bf16", "bf16", "low-fp8", "balanced", "distill",
-         "run-example", "jobs-fp8"]
+         "fp8-cpu-loader", "run-example", "jobs-fp8"]
 TINY_ORDER = ["fp8", "diffusers", "serve-fp8", "low-fp8", "distill", "jobs-fp8"]  # every kind but warmup/run: CPU time
-EST_S = {"weights": 200, "warmup-fp8": 75, "fp8": 55, "diffusers": 110, "serve-fp8": 95, "warmup-bf16": 60,
+EST_S = {"fp8-cpu-loader": 110, "weights": 200, "warmup-fp8": 75, "fp8": 55, "diffusers": 110, "serve-fp8": 95, "warmup-bf16": 60,
          "bf16": 70, "low-fp8": 45, "balanced": 50, "distill": 35, "run-example": 65, "jobs-fp8": 95}
 FP8 = ["--compile", "--fp8-matmul"]
 SECTIONS = {  # name: (kind, flags, GPU cap GiB, steps key)
@@ -67,7 +69,9 @@ SECTIONS = {  # name: (kind, flags, GPU cap GiB, steps key)
     "distill": ("generate", ["--fp8-matmul", "--lora", "{distill}", "--preset", "lightx2v-4step"], None, None),
     "run-example": ("run", FP8, None, "steps"),
     "jobs-fp8": ("jobs", FP8, None, "steps"),
+    "fp8-cpu-loader": ("generate", FP8, None, "steps"),
 }
+SECTION_ENV = {"fp8-cpu-loader": {"EX4D_FASTLOAD": "0"}}  # the loader before this work: all on the CPU, then moved
 
 
 # --------------------------------------------------------------------------- weights (a subprocess of its own)
@@ -220,7 +224,7 @@ class Bench:
         return ["--steps", str(getattr(self.args, key))]
 
     def call(self, argv: list[str], name: str, cap: float | None = None, timeout: float | None = None) -> dict:
-        env = dict(self.env)
+        env = dict(self.env, **SECTION_ENV.get(name, {}))
         if cap is not None and not self.tiny:
             env["EX4D_GPU_MEMORY_CAP_GIB"] = str(cap)
         limit = max(10.0, min(timeout or 600.0, self.left()))
@@ -478,6 +482,8 @@ def table(result: dict, header: bool = True) -> str:
             what = " ".join(Path(f).name if "/" in f else f for f in row.get("flags", [])) or row["kind"]
             if row.get("cap_gib"):
                 what += f", capped {row['cap_gib']} GiB"
+            if row["section"] in SECTION_ENV:
+                what += ", " + " ".join(f"{k}={v}" for k, v in SECTION_ENV[row["section"]].items())
             if row.get("page_cache") == "cold":
                 what += ", disk cold"
             if row.get("compile_cache") == "empty":

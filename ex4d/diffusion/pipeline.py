@@ -125,12 +125,13 @@ class Ex4dGenerator:
         the DiT streamed straight to its device with the LoRAs merged and fp8 applied block by block, the
         encoders loaded in parallel, the text encoder skipped when every one of ``prompts`` (pairs of
         prompt, negative or None) is in the prompt cache. ``overlap``: return before the DiT is loaded;
-        :meth:`generate` runs the encoders meanwhile and waits for it before denoising.
+        :meth:`generate` runs the encoders meanwhile and waits for it before denoising. ``EX4D_FASTLOAD=0``
+        takes the CPU loader (``load_wan``) instead, as ``merge_lora=False`` does.
         """
         config = config.check()
         if adapter is not None:  # metadata, keys, shapes, dtypes: a bad adapter fails before the 14B load
             inspect_adapter(adapter)
-        if config.merge_lora:
+        if config.merge_lora and os.environ.get("EX4D_FASTLOAD", "1").strip() not in ("0", "off", "no"):
             from .fastload import load_models
 
             models = load_models(wan, adapter, config, encoders=encoders, loras=loras, overlap=overlap,
