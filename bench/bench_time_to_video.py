@@ -13,8 +13,8 @@ in the same run and from the same folder: diffusers' ``WanImageToVideoPipeline.f
 Sections (in this order by default; each skipped when the time left in ``--budget-s`` is below its estimate):
 
 * ``warmup-fp8`` — ``ex4d warmup --compile --fp8-matmul`` with empty compile and prompt caches, the weight files
-  evicted from the page cache first: the first run on a new machine, read from disk (the first warmup
-  section run does this; a later one, ``warmup-bf16``, only lacks its own graph);
+  evicted from the page cache first: the first run on a new machine, read from disk (``warmup-bf16`` keeps
+  the caches: it only lacks its own graph);
 * ``fp8`` — ``ex4d generate --compile --fp8-matmul`` (compile and prompt caches warm): one video from the command;
 * ``diffusers`` — the baseline pipeline, eager bf16, its own loading;
 * ``serve-fp8`` — ``ex4d serve --compile --fp8-matmul``, then two jobs over HTTP: the warm worker's next video;
@@ -184,7 +184,6 @@ class Bench:
         self.work.mkdir(parents=True, exist_ok=True)
         self.t_start = time.monotonic()
         self.budget = args.budget_s
-        self.warmed = False
         self.result = {"machine": machine(), "settings": vars(args), "rows": [], "skipped": []}
         self.env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
                         EX4D_CACHE_DIR=str(self.work / "cache"), EX4D_COMPILE_CACHE=str(self.work / "compile"),
@@ -283,8 +282,7 @@ class Bench:
         flags = self.flags(flags)
         row = {"section": name, "kind": kind, "flags": flags, "cap_gib": cap if not self.tiny else None,
                "steps": getattr(self.args, steps_key) if steps_key else 4}
-        if name.startswith("warmup") and not self.warmed:  # the first run on a new machine
-            self.warmed = True
+        if name == "warmup-fp8":  # the first run on a new machine
             if self.args.cold_disk and not self.tiny:
                 row["evicted_bytes"] = evict_page_cache(self.weights)
                 row["page_cache"] = "cold"
