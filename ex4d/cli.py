@@ -71,6 +71,19 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--focal", type=float, default=S, help="focal length in pixels of the processed frames")
     g.add_argument("--intrinsics", default=S, help="camera file (cameras.json / .npz) to take K from")
 
+    g = p.add_argument_group("source camera (see README: Source camera motion)")
+    g.add_argument("--source-poses", default=S, metavar="estimate|static|FILE",
+                   help="where the source camera was: estimate (default: tracks + depth → PnP → bundle adjustment, "
+                        "no weights; a tripod shot gives exactly the identity), static (a tripod, as before), or a "
+                        "cameras.json with \"frame\": \"world\" (e.g. source_cameras.json) or a COLMAP model folder. "
+                        "Without --fov/--focal/--intrinsics, estimate also measures the focal length where the video "
+                        "has parallax")
+    g.add_argument("--path-frame", choices=["source", "world"], default=S,
+                   help="source (default; EX-4D's meaning): each novel camera is relative to that frame's source "
+                        "camera, so the path follows a moving source; world: the path is in the world (= source "
+                        "frame 0), e.g. an orbit whose pivot stays put while a hand-held source wanders. A camera "
+                        "file's own \"frame\" field wins")
+
     g = p.add_argument_group("camera path")
     g.add_argument("--trajectory", "--cam", default=S, metavar="SPEC", help=_trajectory_help())
     for name, kind, text in [("yaw", float, "degrees in [-90, 90], + moves right"),
@@ -157,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=512)
     p.set_defaults(func=_cmd_example)
 
-    for module in ("ex4d.diffusion.cli", "ex4d.depth.cli", "ex4d.eval.cli", "ex4d.train.cli", "ex4d.app.cli"):
+    for module in ("ex4d.poses.cli", "ex4d.diffusion.cli", "ex4d.depth.cli", "ex4d.eval.cli", "ex4d.train.cli", "ex4d.app.cli"):
         try:
             mod = __import__(module, fromlist=["register"])
         except ModuleNotFoundError as e:  # that part of the package is not installed: skip its commands
@@ -186,7 +199,7 @@ def _run_config(args: argparse.Namespace, with_fill: bool):
               "depth": "depth", "depth_kind": "depth_kind", "depth_key": "depth_key", "depth_scale": "depth_scale",
               "depth_model": "depth_model", "depth_weights": "depth_weights", "fov": "fov", "focal": "focal",
               "intrinsics": "intrinsics", "trajectory": "trajectory", "png": "png", "save_mesh": "save_mesh",
-              "crf": "crf", "fill": "fill", "seed": "seed"}
+              "crf": "crf", "fill": "fill", "seed": "seed", "source_poses": "source_poses", "path_frame": "path_frame"}
     d = dict(base)
     for flag, key in direct.items():
         if flag in a:
@@ -201,6 +214,8 @@ def _run_config(args: argparse.Namespace, with_fill: bool):
     for k in ("depth", "intrinsics"):
         if d.get(k):
             d[k] = str(Path(d[k]).resolve())
+    if d.get("source_poses") not in (None, "estimate", "static"):
+        d["source_poses"] = str(Path(d["source_poses"]).resolve())
     topts = dict(d.get("trajectory_options", {}))
     if "trajectory" in a and base.get("trajectory") != a["trajectory"]:
         topts = {}
@@ -242,7 +257,8 @@ def _run_config(args: argparse.Namespace, with_fill: bool):
             if k in a:
                 fopts[k] = a[k]
     d["fill_options"] = fopts
-    return RunConfig.from_dict({k: (v.to_dict() if k == "recon" else v) for k, v in d.items()})
+    return RunConfig.from_dict({k: (v.to_dict() if k in ("recon", "poses") and hasattr(v, "to_dict") else v)
+                                for k, v in d.items()})
 
 
 def _cmd_recon(args) -> int:
