@@ -123,8 +123,10 @@ def classical_fill(color: np.ndarray, mask: np.ndarray, view_depth: np.ndarray |
                    frames: np.ndarray | None = None, depth: np.ndarray | None = None, K: np.ndarray | None = None,
                    w2c: np.ndarray | None = None, K_out: np.ndarray | None = None, recon_config=None,
                    config: ClassicalFillConfig | None = None, progress: bool = True,
-                   w2c_src: np.ndarray | None = None) -> np.ndarray:
+                   w2c_src: np.ndarray | None = None, return_reprojected: bool = False):
     """Completed video [T, H, W, 3] uint8 that equals ``color`` wherever ``mask`` is True.
+
+    With ``return_reprojected`` also the [T, H, W] bool pixels filled from other frames (pass 1).
 
     Args:
         color: [T, H, W, 3] uint8 novel-view render (0 where unknown).
@@ -172,18 +174,25 @@ def classical_fill(color: np.ndarray, mask: np.ndarray, view_depth: np.ndarray |
         if can_reproject and not known[t].all():
             hole = ~known[t]
             best = np.full((H, W), -np.inf, dtype=np.float32)
+            filled_near = filled_from_video[t].copy()
             # a moving camera's other frames saw beyond t's source frustum (no surface of t there: inf)
             vd = np.where(np.isfinite(view_depth[t]), view_depth[t], 0.0) if moving else view_depth[t]
-            for s, w2c_s in select_sources(t, T, config.window, w2c[t], w2c_src if moving else None, scene_depth,
-                                           config.keyframes):
+            for s, w2c_s, is_kf in select_sources(t, T, config.window, w2c[t], w2c_src if moving else None,
+                                                  scene_depth, config.keyframes):
+                if is_kf and not (hole & ~filled_from_video[t]).any():
+                    continue
                 r = render_mesh(mesh(s), K_out[t], w2c_s, H, W, backend=backend, near=rc.near)
                 ok = hole & r.mask & (r.depth >= vd * (1 - config.depth_tolerance))
+                if is_kf:  # keyframes only where no temporal neighbour (the same moment) saw anything
+                    ok &= ~filled_near
                 # the farthest candidate wins: background is what disocclusions reveal, and it rarely moves
                 ok &= r.depth > best
                 if ok.any():
                     out[t][ok] = np.clip(r.color[ok] * 255 + 0.5, 0, 255).astype(np.uint8)
                     best[ok] = r.depth[ok]
                     filled_from_video[t] |= ok
+                if not is_kf:
+                    filled_near = filled_from_video[t].copy()
         if bar is not None:
             bar.update(1)
     inpainted = ~(known | filled_from_video)
@@ -203,4 +212,4 @@ def classical_fill(color: np.ndarray, mask: np.ndarray, view_depth: np.ndarray |
     out[known] = color[known]
     if bar is not None:
         bar.close()
-    return out
+    return (out, filled_from_video) if return_reprojected else out

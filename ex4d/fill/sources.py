@@ -46,8 +46,10 @@ def keyframe_candidates(num_frames: int, max_candidates: int = 64) -> np.ndarray
 
 
 def select_sources(t: int, num_frames: int, window: int, w2c_rel_t: np.ndarray, w2c_src,
-                   scene_depth: float, max_keyframes: int = 4, max_candidates: int = 64) -> list[tuple[int, np.ndarray]]:
-    """[(s, w2c [4, 4])]: the source frames to consult for output frame t and the camera that renders s's mesh.
+                   scene_depth: float, max_keyframes: int = 4, max_candidates: int = 64
+                   ) -> list[tuple[int, np.ndarray, bool]]:
+    """[(s, w2c [4, 4], is_keyframe)]: the source frames to consult for output frame t, the camera that renders
+    s's mesh, and whether s is a keyframe (beyond the temporal neighbours; listed after them).
 
     Args:
         t: output frame.
@@ -59,7 +61,7 @@ def select_sources(t: int, num_frames: int, window: int, w2c_rel_t: np.ndarray, 
     """
     near = [t + o for o in frame_offsets(window) if 0 <= t + o < num_frames]
     if w2c_src is None or is_static_poses(w2c_src):
-        return [(s, w2c_rel_t) for s in near]
+        return [(s, w2c_rel_t, False) for s in near]
     w2c_world_t = novel_w2c_world(w2c_rel_t, w2c_src[t], "source")
     chosen = list(near)
     if max_keyframes > 0:
@@ -71,7 +73,7 @@ def select_sources(t: int, num_frames: int, window: int, w2c_rel_t: np.ndarray, 
             cosang = np.clip(c2w_s[:, :3, 2] @ c2w_n[:3, 2], -1.0, 1.0)
             score = dist + np.arccos(cosang)
             chosen += [cand[i] for i in np.argsort(score, kind="stable")[:max_keyframes]]
-    return [(s, source_view_w2c(w2c_world_t, w2c_src[s])) for s in chosen]
+    return [(s, source_view_w2c(w2c_world_t, w2c_src[s]), i >= len(near)) for i, s in enumerate(chosen)]
 
 
 class MeshCache:

@@ -6,7 +6,10 @@ backward flow returns within ``fb_max_px`` of where it started (a
 forward–backward check, which drops points that slide along edges or get
 occluded). Each step is then refined against the point's keyframe image
 (Lucas–Kanade from the keyframe, started at the chained position), so the
-small errors of consecutive steps do not add up to a drift. A new keyframe is taken when the surviving tracks get few or the
+small errors of consecutive steps do not add up to a drift. A frame where
+almost every track fails (a blank, blurred or textureless frame) is skipped:
+the next frame is tracked from the last good one, so short gaps are bridged
+and the poses on both sides stay in one chain. A new keyframe is taken when the surviving tracks get few or the
 last keyframe is ``keyframe_interval`` frames old; it tops the tracks up with
 corners away from the existing ones, so textured parts of the view are always
 covered and textureless stretches simply have fewer tracks.
@@ -44,6 +47,8 @@ class TrackConfig:
     levels: int = 3                 #: pyramid levels
     track_size: int = 640           #: frames are tracked at this longer side at most (coordinates are rescaled)
     blur_px: float = 1.0            #: Gaussian blur (σ, pixels at the tracking size) before tracking
+    lost_fraction: float = 0.2      #: a frame where fewer tracks survive is skipped (blank, blurred) ...
+    max_gap: int = 12               #: ... up to this many frames in a row; then tracking starts afresh
     depth_edge: float = 0.05        #: a depth sample is unusable where its 3×3 neighbourhood varies more (relative)
 
     def __post_init__(self):
@@ -160,6 +165,7 @@ def track_points(frames, depth, config: TrackConfig | None = None, progress: boo
     kf_gray: dict[int, np.ndarray] = {}     # grey images of keyframes that still have live tracks
     next_id = 0
     since_kf = 0
+    lost = 0
     prev = None
     iterator = range(T)
     if progress:
@@ -187,6 +193,12 @@ def track_points(frames, depth, config: TrackConfig | None = None, progress: boo
                 nxt[m[agree]] = ref[agree]
                 ok[m[~agree]] = False
             ok &= (nxt[:, 0] >= 0) & (nxt[:, 0] <= w - 1) & (nxt[:, 1] >= 0) & (nxt[:, 1] <= h - 1)
+            if int(ok.sum()) < config.lost_fraction * len(pts) and len(pts) >= 16 and lost < config.max_gap:
+                # a blank or blurred frame: keep the last good frame as the reference and track from it again
+                # on the next frame, so the tracks (and the chain of poses) bridge the gap
+                lost += 1
+                continue
+            lost = 0
             pts, ids, kf_of, kf_pts = nxt[ok], ids[ok], kf_of[ok], kf_pts[ok]
         since_kf += 1
         if (t == 0 or since_kf >= config.keyframe_interval or len(pts) < config.refill_below * config.max_tracks):
