@@ -30,6 +30,7 @@ def register(sub) -> None:
     p.add_argument("--num-frames", type=int, default=49, help="frames to take (default 49; 0 = all)")
     p.add_argument("--start", type=int, default=0, help="first frame index (default 0)")
     p.add_argument("--stride", type=int, default=1, help="take every n-th frame (default 1)")
+    p.add_argument("--allow-short", action="store_true", help="take what there is when the video is shorter")
     p.add_argument("--max-res", type=int, default=1024, help="longer side at most this many pixels (default 1024)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--fov", type=float, help="field of view across the longer side, degrees (no focal estimate)")
@@ -50,7 +51,7 @@ def _cmd_poses(args) -> int:
     from . import estimate_source_poses, write_poses_outputs
 
     fr = read_video(args.video, num_frames=args.num_frames or None, start=args.start, stride=args.stride,
-                    max_res=args.max_res)
+                    max_res=args.max_res, allow_short=args.allow_short)
     frames = fr.frames
     T, H, W = frames.shape[:3]
     raw = match_depth_to_frames(load_depth_file(args.depth, key=args.depth_key), fr.indices, fr.total_frames)
