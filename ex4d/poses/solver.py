@@ -56,7 +56,8 @@ class SolverConfig:
     robust: float = 1.0             #: Cauchy loss scale in units of the noise levels
     outlier_px: float = 1.0         #: tracks whose median reprojection error exceeds max(this, 3 robust σ) are dropped
     rounds: int = 2                 #: bundle adjustment rounds (each drops outliers)
-    max_nfev: int = 20              #: trust-region iterations per round (at most)
+    refit_fraction: float = 0.02    #: another round only if more than this fraction of observations was dropped
+    max_nfev: int = 10              #: trust-region iterations per round (at most)
     max_tracks: int = 1200          #: tracks in the bundle adjustment (the longest)
     min_track_length: int = 3       #: shorter tracks are not used
     focal_max_rel_std: float = 0.01  #: a focal estimate less certain than this (relative std) is not used
@@ -230,23 +231,58 @@ def _pnp_init(tracks: Tracks, K: np.ndarray, config: SolverConfig):
     return w2c, ok, inliers, X
 
 
-def _pnp_score(tracks: Tracks, K: np.ndarray, config: SolverConfig) -> float:
-    """Median reprojection error (pixels) of the depth-lifted tracks under the chained PnP poses with ``K``."""
-    w2c, ok, _, X = _pnp_init(tracks, K, config)
-    P = X[tracks.track]
-    has = np.isfinite(P[:, 0]) & ok[tracks.frame]
-    if not has.any():
-        return float("inf")
-    return float(np.median(_reproj_errors(P[has], w2c[tracks.frame[has]], K, tracks.uv[has])))
+def focal_pairs(tracks: Tracks, gaps=(8, 16), max_pairs: int = 8) -> list[tuple[int, int]]:
+    """Frame pairs (a, a + gap) for :func:`_pnp_score`: keyframes a, at most ``max_pairs``, spread over the clip."""
+    T = tracks.num_frames
+    pairs = [(int(a), int(a + g)) for a in tracks.keyframes for g in gaps if a + g < T]
+    if not pairs and T > 1:
+        pairs = [(0, T - 1)]
+    if len(pairs) > max_pairs:
+        pairs = [pairs[i] for i in np.round(np.linspace(0, len(pairs) - 1, max_pairs)).astype(int)]
+    return pairs
+
+
+def _pnp_score(tracks: Tracks, K: np.ndarray, config: SolverConfig, pairs) -> float:
+    """Median reprojection error (pixels) of two-frame PnP fits: tracks lifted with the depth of frame a and K,
+    posed in frame b by RANSAC PnP, over the frame ``pairs`` (a, b). A wrong focal bends the lifted points,
+    which no rigid motion explains (no chain of poses to absorb it)."""
+    import cv2
+
+    T = tracks.num_frames
+    starts = np.searchsorted(tracks.frame, np.arange(T + 1))
+    Kinv = np.linalg.inv(K)
+    errs = []
+    for a, b in pairs:
+        sa = slice(starts[a], starts[a + 1])
+        ta, ua, da = tracks.track[sa], tracks.uv[sa], tracks.depth[sa]
+        okd = np.isfinite(da)
+        if True:
+            sb = slice(starts[b], starts[b + 1])
+            common, ia, ib = np.intersect1d(ta[okd], tracks.track[sb], return_indices=True)
+            if len(common) < config.min_inliers:
+                continue
+            X = (np.c_[ua[okd][ia], np.ones(len(ia))] @ Kinv.T) * da[okd][ia, None]
+            uvb = np.ascontiguousarray(tracks.uv[sb][ib])
+            found, rv, tv, inl = cv2.solvePnPRansac(np.ascontiguousarray(X), uvb, K, None, iterationsCount=60,
+                                                    reprojectionError=4 * config.pnp_px, confidence=0.99,
+                                                    flags=cv2.SOLVEPNP_EPNP)
+            if not found or inl is None or len(inl) < config.min_inliers:
+                continue
+            inl = inl.ravel()
+            rv, tv = cv2.solvePnPRefineLM(X[inl], uvb[inl], K, None, rv, tv)
+            proj, _ = cv2.projectPoints(X, rv, tv, K, None)
+            e = np.linalg.norm(proj.reshape(-1, 2) - uvb, axis=1)
+            errs.append(float(np.median(e)))
+    return float(np.median(errs)) if errs else float("inf")
 
 
 def search_focal(tracks: Tracks, K: np.ndarray, config: SolverConfig | None = None,
-                 fov_range: tuple = (25.0, 110.0), grid: int = 10, iters: int = 6) -> float:
+                 fov_range: tuple = (25.0, 110.0), grid: int = 16, iters: int = 7) -> float:
     """Focal length (pixels) that best explains the depth-lifted tracks: a grid, then a golden-section search.
 
-    The score of a focal is the median reprojection error of the tracks, lifted with the depth and
-    that focal, under chained PnP poses: a wrong focal bends the lifted geometry, which no rigid motion
-    explains. The score is not unimodal far from its minimum, so ``grid`` fields of view (evenly spaced
+    The score of a focal is the median reprojection error of two-frame PnP fits of the tracks lifted
+    with the depth and that focal (:func:`_pnp_score`): a wrong focal bends the lifted geometry, which no
+    rigid motion explains. The score is not unimodal far from its minimum, so ``grid`` fields of view (evenly spaced
     in log f over ``fov_range``, degrees across the longer side) are scored first and the best bracket
     is refined with ``iters`` golden-section steps. It is the start value of the bundle adjustment's
     self-calibration, whose cost converges slowly from a focal far off.
@@ -257,10 +293,12 @@ def search_focal(tracks: Tracks, K: np.ndarray, config: SolverConfig | None = No
     lo = np.log(half / np.tan(np.radians(fov_range[1]) / 2))
     hi = np.log(half / np.tan(np.radians(fov_range[0]) / 2))
 
+    pairs = focal_pairs(tracks)
+
     def score(lf):
         Kf = K.copy()
         Kf[0, 0] = Kf[1, 1] = np.exp(lf)
-        return _pnp_score(tracks, Kf, config)
+        return _pnp_score(tracks, Kf, config, pairs)
 
     xs = np.linspace(lo, hi, grid)
     ys = np.array([score(x) for x in xs])
@@ -605,8 +643,11 @@ def solve_poses(tracks: Tracks, K: np.ndarray, estimate_focal: bool = False,
         med = _track_medians(ot[sel], e, len(ids))
         bad_obs = (med[ot[sel]] > thr) | (e > 2 * thr)
         # a track whose anchor is dropped cannot stay
+        before = int(obs_ok.sum())
         obs_ok[sel[bad_obs]] = False
         obs_ok &= obs_ok[np.maximum(anchor, 0)][ot] & live[ot]
+        if before - int(obs_ok.sum()) <= config.refit_fraction * before:
+            break  # (almost) nothing dropped: another round would find the same solution
 
     points = problem.world_points(w2c, log_f, zeta)[0] if problem is not None else np.zeros((len(ids), 3))
     # report on the final inliers

@@ -37,15 +37,15 @@ __all__ = ["TrackConfig", "Tracks", "track_points", "sample_depth"]
 class TrackConfig:
     """Options of the tracker (saved in config.json with the poses options)."""
 
-    max_tracks: int = 600           #: corners alive at a time (at most)
+    max_tracks: int = 500           #: corners alive at a time (at most)
     min_distance: float = 0.025     #: minimum corner spacing, fraction of the longer image side
     quality: float = 0.005          #: goodFeaturesToTrack quality level (relative to the best corner)
     keyframe_interval: int = 8      #: a new keyframe at least this often (frames)
     refill_below: float = 0.7       #: ... or when fewer than this fraction of max_tracks survive
     fb_max_px: float = 0.7          #: forward–backward consistency limit (pixels, at the tracking size)
-    win: int = 21                   #: Lucas–Kanade window (pixels, at the tracking size)
+    win: int = 15                   #: Lucas–Kanade window (pixels, at the tracking size)
     levels: int = 3                 #: pyramid levels
-    track_size: int = 640           #: frames are tracked at this longer side at most (coordinates are rescaled)
+    track_size: int = 512           #: frames are tracked at this longer side at most (coordinates are rescaled)
     blur_px: float = 1.0            #: Gaussian blur (σ, pixels at the tracking size) before tracking
     lost_fraction: float = 0.2      #: a frame where fewer tracks survive is skipped (blank, blurred) ...
     max_gap: int = 12               #: ... up to this many frames in a row; then tracking starts afresh

@@ -228,8 +228,11 @@ def test_classical_fill_places_other_frames_by_the_true_poses(handheld):
     from ex4d.recon import render_novel_views
     from ex4d.trajectory import make_trajectory
 
-    n = 9
+    from ex4d.fill import ClassicalFillConfig
+
+    n = 7
     frames, depth, w2c = (a[:n] for a in handheld)
+    cfg = ClassicalFillConfig(window=2, keyframes=2)
     rel = make_trajectory("orbit", n, K_TRUE, S, S, yaw=25, pivot_depth=4.0, ease="linear").w2c
     res = render_novel_views(frames, depth, K_TRUE, rel, None, progress=False)
     truth = np.stack([render_truth(get_scene("layout"), t / (T - 1), K_TRUE, novel_w2c_world(rel[t], w2c[t]), S, S).rgb
@@ -239,11 +242,11 @@ def test_classical_fill_places_other_frames_by_the_true_poses(handheld):
         return 10 * np.log10(255.0**2 / np.mean((a[m].astype(float) - truth[m].astype(float)) ** 2))
 
     Ks = np.broadcast_to(K_TRUE, (n, 3, 3))
-    out, rep = classical_fill(res.color, res.mask, res.depth, frames, depth, K_TRUE, rel, Ks, progress=False,
-                              w2c_src=w2c, return_reprojected=True)
+    out, rep = classical_fill(res.color, res.mask, res.depth, frames, depth, K_TRUE, rel, Ks, config=cfg,
+                              progress=False, w2c_src=w2c, return_reprojected=True)
     assert np.array_equal(out[res.mask], res.color[res.mask])
-    old, rep_old = classical_fill(res.color, res.mask, res.depth, frames, depth, K_TRUE, rel, Ks, progress=False,
-                                  return_reprojected=True)   # as if the source had not moved
+    old, rep_old = classical_fill(res.color, res.mask, res.depth, frames, depth, K_TRUE, rel, Ks, config=cfg,
+                                  progress=False, return_reprojected=True)   # as if the source had not moved
     beyond = rep & ~np.isfinite(res.depth)   # static surfaces frame t's source never saw, other frames did
     known, placed, pasted = psnr(res.color, res.mask), psnr(out, beyond), psnr(old, rep_old)
     assert beyond.sum() > 0.02 * beyond.size
@@ -316,7 +319,7 @@ def test_tripod_video_outputs_unchanged_by_pose_estimation(tmp_path):
     ex = tmp_path / "ex"
     assert main(["example", "--out", str(ex), "--num-frames", "9", "--size", "96"]) == 0
     base = ["run", str(ex / "input.mp4"), "--depth", str(ex / "depth.npz"), "--depth-kind", "depth",
-            "--num-frames", "9", "--trajectory", "orbit", "--yaw", "30", "-q"]
+            "--num-frames", "9", "--trajectory", "orbit", "--yaw", "30", "--fill-window", "1", "-q"]
     assert main([*base, "--out", str(tmp_path / "est")]) == 0
     assert main([*base, "--source-poses", "static", "--out", str(tmp_path / "static")]) == 0
     for name in ("render.npz",):
@@ -325,3 +328,16 @@ def test_tripod_video_outputs_unchanged_by_pose_estimation(tmp_path):
     assert (tmp_path / "est" / "output.mp4").read_bytes() == (tmp_path / "static" / "output.mp4").read_bytes()
     rep = json.loads((tmp_path / "est" / "poses_report.json").read_text())
     assert rep["static"] and rep["focal_source"].startswith("default")
+
+
+def test_relative_depth_is_aligned_to_the_poses(handheld):
+    frames, depth, w2c = handheld
+    drift = 1.0 + 0.08 * np.sin(np.linspace(0, 3, T))   # a relative depth model's per-frame scale
+    drift /= drift[0]
+    poses = estimate_source_poses(frames, depth * drift[:, None, None].astype(np.float32), K_TRUE,
+                                  relative_depth=True)
+    np.testing.assert_allclose(poses.depth_scale * drift, 1.0, atol=0.01)   # static points stay put
+    rot, pos = _errors(poses.w2c, w2c)
+    assert rot < 0.5 and pos < 0.01 * float(np.median(depth))
+    exact = estimate_source_poses(frames[:9], depth[:9], K_TRUE, relative_depth=False)
+    assert np.array_equal(exact.depth_scale, np.ones(9))   # metric/exact depth is left alone
