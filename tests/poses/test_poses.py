@@ -341,3 +341,26 @@ def test_relative_depth_is_aligned_to_the_poses(handheld):
     assert rot < 0.5 and pos < 0.01 * float(np.median(depth))
     exact = estimate_source_poses(frames[:9], depth[:9], K_TRUE, relative_depth=False)
     assert np.array_equal(exact.depth_scale, np.ones(9))   # metric/exact depth is left alone
+
+
+def test_viewer_export_carries_a_moving_source_path(handheld):
+    from ex4d.app.export import decode_scene, encode_scene
+
+    frames, depth, w2c = (a[:3] for a in handheld)
+    moving = decode_scene(encode_scene(frames, depth, K_TRUE, 24.0, max_size=64, w2c_src=w2c)).header
+    np.testing.assert_allclose(moving["w2c_src"], w2c)
+    tripod = decode_scene(encode_scene(frames, depth, K_TRUE, 24.0, max_size=64, w2c_src=np.tile(np.eye(4), (3, 1, 1))))
+    assert "w2c_src" not in tripod.header
+
+
+def test_prepare_masks_keep_a_fixed_camera_fixed_in_the_world(handheld):
+    from ex4d.train.masks import MaskConfig, simulate_masks
+
+    frames, depth, w2c = (a[:5] for a in handheld)
+    cfg = MaskConfig(tracking="flow", tries=1)
+    tripod = simulate_masks(frames, depth, K_TRUE, cfg, seed=1)
+    moving = simulate_masks(frames, depth, K_TRUE, cfg, seed=1, w2c_src=w2c)
+    assert np.allclose(tripod.w2c, tripod.w2c[0])                        # fixed relative to the source
+    world = novel_w2c_world(moving.w2c, w2c, "source")
+    np.testing.assert_allclose(world, np.broadcast_to(world[0], world.shape), atol=1e-9)  # fixed in the world
+    assert moving.mask.shape == tripod.mask.shape and 0 < moving.mask[1:].mean() < 1
