@@ -168,6 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for input.mp4 and depth.npz")
     p.add_argument("--num-frames", type=int, default=49)
     p.add_argument("--size", type=int, default=512)
+    p.add_argument("--source-motion", choices=["static", "handheld", "pan", "travel"], default="static",
+                   help="how the source camera moves (default static: the tripod example); a moving one also writes "
+                        "the true poses as true_source_cameras.json (\"frame\": \"world\")")
+    p.add_argument("--scene", choices=["example", "layout"], default="example",
+                   help="example (room corner, box, pillar, rolling ball) or layout (another room with a spinning box "
+                        "and a ball coming closer; roomier, for handheld and pan motions)")
     p.set_defaults(func=_cmd_example)
 
     for module in ("ex4d.poses.cli", "ex4d.diffusion.cli", "ex4d.depth.cli", "ex4d.eval.cli", "ex4d.train.cli", "ex4d.app.cli"):
@@ -284,10 +290,27 @@ def _cmd_example(args) -> int:
     from .io.depth import save_depth_npz
     from .io.video import write_video
 
-    scene = make_example(args.num_frames, args.size, args.size)
     out = Path(args.out)
-    write_video(out / "input.mp4", scene.frames, scene.fps)
-    save_depth_npz(out / "depth.npz", scene.depth)
+    if args.source_motion == "static" and args.scene == "example":
+        scene = make_example(args.num_frames, args.size, args.size)
+        frames, depth, fps = scene.frames, scene.depth, scene.fps
+    else:
+        from .cameras import default_intrinsics
+        from .eval.scenes import get_scene, render_source, source_motion
+        from .io.camera_files import write_cameras_json
+
+        K = default_intrinsics(args.size, args.size)
+        w2c = source_motion(args.source_motion, args.num_frames)
+        try:
+            frames, depth = render_source(get_scene(args.scene), args.num_frames, K, args.size, args.size, w2c,
+                                          supersample=2)
+        except Ex4dError:
+            raise Ex4dError(f"the {args.scene} scene does not fill the view of a {args.source_motion} camera; "
+                            "use --scene layout") from None
+        fps = 24.0
+        write_cameras_json(out / "true_source_cameras.json", w2c, K, args.size, args.size, fps, frame="world")
+    write_video(out / "input.mp4", frames, fps)
+    save_depth_npz(out / "depth.npz", depth)
     print(f"wrote {out / 'input.mp4'} and {out / 'depth.npz'} ({args.num_frames} frames, {args.size}×{args.size}, "
           "exact z-depth; use --depth-kind depth)")
     return 0
