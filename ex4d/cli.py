@@ -1,4 +1,4 @@
-"""Command line: ``ex4d recon | run | example | generate | depth``. A thin layer over the library.
+"""Command line: ``ex4d recon | run | example | generate | depth | stereo | export | …``. A thin layer over the library.
 
 User errors (:class:`ex4d.errors.Ex4dError`) are printed as one line and exit
 with status 2; Ctrl-C exits with 130 and keeps every finished stage.
@@ -136,6 +136,9 @@ def _add_fill(p: argparse.ArgumentParser) -> None:
                         "results slightly)")
     g.add_argument("--prompt", default=S, help="ex4d: text prompt (default: the original's)")
     g.add_argument("--seed", type=int, default=S, help="random seed (default 0)")
+    from .scene_cli import add_stereo_args
+
+    add_stereo_args(p.add_argument_group("stereo (also write stereo.mp4; the left eye is output.mp4)"), run=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -176,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "and a ball coming closer; roomier, for handheld and pan motions)")
     p.set_defaults(func=_cmd_example)
 
-    for module in ("ex4d.poses.cli", "ex4d.diffusion.cli", "ex4d.depth.cli", "ex4d.eval.cli", "ex4d.train.cli", "ex4d.app.cli"):
+    for module in ("ex4d.poses.cli", "ex4d.diffusion.cli", "ex4d.depth.cli", "ex4d.eval.cli", "ex4d.train.cli",
+                   "ex4d.app.cli", "ex4d.scene_cli"):
         try:
             mod = __import__(module, fromlist=["register"])
         except ModuleNotFoundError as e:  # that part of the package is not installed: skip its commands
@@ -263,6 +267,10 @@ def _run_config(args: argparse.Namespace, with_fill: bool):
             if k in a:
                 fopts[k] = a[k]
     d["fill_options"] = fopts
+    if with_fill:
+        from .scene_cli import stereo_options
+
+        d["stereo"], d["stereo_options"] = stereo_options(args, d.get("stereo"), d.get("stereo_options", {}))
     return RunConfig.from_dict({k: (v.to_dict() if k in ("recon", "poses") and hasattr(v, "to_dict") else v)
                                 for k, v in d.items()})
 

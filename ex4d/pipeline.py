@@ -60,8 +60,8 @@ __all__ = ["RunConfig", "run_pipeline", "RunSummary", "STATE_DIR"]
 
 STATE_DIR = ".ex4d"
 _OUR_FILES = {"color.mp4", "mask.mp4", "cameras.json", "cameras_ex4d.npz", "config.json", "output.mp4",
-              "preview.mp4", "color", "mask", "meshes", "source_cameras.json", "poses_report.json", "poses.png",
-              STATE_DIR}
+              "preview.mp4", "color", "mask", "meshes", STATE_DIR, "stereo.mp4", "stereo.json", "source_cameras.json",
+              "poses_report.json", "poses.png"}
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,8 @@ class RunConfig:
     save_mesh: bool = False
     crf: int = 18
     seed: int = 0
+    stereo: str | None = None          #: sbs | ou | anaglyph: also write stereo.mp4 (left eye = output.mp4)
+    stereo_options: dict = field(default_factory=dict)  #: ipd, convergence, half, … (ex4d.stereo.StereoConfig)
 
     def __post_init__(self):
         check(not (self.video and self.example), "give either an input video or --example, not both")
@@ -119,6 +121,13 @@ class RunConfig:
               "(\"frame\": \"world\") or COLMAP model folder")
         check(self.example_size >= 64 and self.example_size % 16 == 0,
               f"example size must be a multiple of 16, ≥ 64, got {self.example_size}")
+        if self.stereo is not None or self.stereo_options:
+            from .io.stereo_video import LAYOUTS
+            from .run_scene import stereo_config_from
+
+            check(self.stereo in LAYOUTS, f"unknown --stereo layout {self.stereo!r}; choose one of {', '.join(LAYOUTS)}")
+            check(self.fill != "none", "--stereo needs a fill: the left eye is output.mp4, which --fill none does not write")
+            stereo_config_from(self.stereo_options)  # bad --ipd / --convergence fail before any work
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -469,6 +478,7 @@ def run_pipeline(config: RunConfig, out: str | os.PathLike, overwrite: bool = Fa
         state.mark("render", render_key)
     timings["recon_s"] = time.perf_counter() - t0
 
+    output = None  # the filled video, when this run makes it (the stereo stage lifts it losslessly)
     if fill and config.fill != "none":
         fill_key = _key("fill", render_key, config.fill, config.fill_options, config.seed, config.crf)
         fill_files = [out / "output.mp4", out / "preview.mp4"]
@@ -482,6 +492,22 @@ def run_pipeline(config: RunConfig, out: str | os.PathLike, overwrite: bool = Fa
             write_video(out / "preview.mp4", make_preview(frames, color, mask, output), fps, crf=config.crf)
             state.mark("fill", fill_key)
         timings["fill_s"] = time.perf_counter() - t0
+
+        if config.stereo:  # the second eye from the lifted output (ex4d.stereo); its own key
+            stereo_key = _key("stereo", fill_key, config.stereo, config.stereo_options)
+            t0 = time.perf_counter()
+            if state.done("stereo", stereo_key, [out / "stereo.mp4"]):
+                reused.append("stereo")
+            else:
+                from .run_scene import RunViews, run_stereo, stereo_config_from
+
+                state.forget("stereo")
+                views = RunViews(out=out, config=config, fps=fps, w2c=w2c_rel, K=traj.K, mask=mask, depth=view_depth,
+                                 source_K=K)
+                sconf, half = stereo_config_from(config.stereo_options)
+                run_stereo(views, config.stereo, sconf, half, output=output, progress=progress)
+                state.mark("stereo", stereo_key)
+            timings["stereo_s"] = time.perf_counter() - t0
 
     novel = [t for t in range(T) if not np.allclose(w2c_rel[t], np.eye(4))] or list(range(T))
     summary = RunSummary(out=out, num_frames=T, width=W, height=H, known_fraction=float(mask[novel].mean()),
