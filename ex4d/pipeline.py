@@ -20,8 +20,11 @@ file                   content
 =====================  =========================================================
 color.mp4              novel-view render, black where unknown
 mask.mp4               255 = known, 0 = to be generated
-cameras.json           our camera file (OpenCV w2c, K, size, fps)
+cameras.json           our camera file (OpenCV w2c, K, size, fps, "frame": source | world as the path)
 cameras_ex4d.npz       the original's camera file (OpenGL-style w2c), when K is constant
+source_cameras.json    the source camera's poses ("frame": "world") and K (estimated or given)
+poses_report.json      per-frame quality of the source poses (tracks, inliers, reprojection error)
+poses.png              plot of the source camera path (when matplotlib is installed)
 config.json            every parameter, versions, input hashes, timings, summary
 output.mp4             (run) the completed video
 preview.mp4            (run) input | render with unknown tinted | output
@@ -49,6 +52,7 @@ from .cameras import check_intrinsics, default_intrinsics, intrinsics_from_focal
 from .dwmesh import MeshConfig, export_ply
 from .errors import Ex4dError, check, collect_warnings
 from .fill import FILL_BACKENDS, ClassicalFillConfig
+from .poses import PosesConfig
 from .io.atomic import atomic_save_npz, atomic_write_json
 from .io.outdir import STATE_DIR, OutputFolder
 from .plausibility import check_camera_file, check_depth_values, check_known_fraction, check_path_start
@@ -57,7 +61,8 @@ from .recon import ReconConfig, render_novel_views
 __all__ = ["RunConfig", "run_pipeline", "RunSummary", "STATE_DIR", "read_run_record"]
 
 _OUR_FILES = {"color.mp4", "mask.mp4", "cameras.json", "cameras_ex4d.npz", "config.json", "output.mp4",
-              "preview.mp4", "color", "mask", "output", "meshes", STATE_DIR, "stereo.mp4", "stereo.json"}
+              "preview.mp4", "color", "mask", "output", "meshes", STATE_DIR, "stereo.mp4", "stereo.json",
+              "source_cameras.json", "poses_report.json", "poses.png"}
 #: Timings that are parts of another (recon_s holds mesh_s and raster_s): not added up in the summary.
 _PART_TIMES = {"mesh_s", "raster_s"}
 
@@ -86,6 +91,9 @@ class RunConfig:
     intrinsics: str | None = None      #: camera file whose K (first frame) is the source intrinsics
     trajectory: str = "ex4d-90"
     trajectory_options: dict = field(default_factory=dict)
+    source_poses: str = "estimate"     #: estimate | static | a cameras.json ("frame": "world") or COLMAP folder
+    path_frame: str = "source"         #: the path is relative to each source frame (EX-4D) | in the world
+    poses: PosesConfig = field(default_factory=PosesConfig)
     recon: ReconConfig = field(default_factory=ReconConfig)
     fill: str = "classical"            #: classical | ex4d | none
     fill_options: dict = field(default_factory=dict)
@@ -107,6 +115,13 @@ class RunConfig:
         check(self.fill != "ex4d" or bool(self.fill_options.get("wan")),
               "--fill ex4d needs the model weights: --wan DIR (Wan2.1-I2V-14B-480P, diffusers layout) and "
               "--adapter ex4d.ckpt (the released EX-4D adapter); or use --fill classical, which needs no weights")
+        from .cameras import PATH_FRAMES
+
+        check(self.path_frame in PATH_FRAMES,
+              f"--path-frame must be one of {', '.join(PATH_FRAMES)}, got {self.path_frame!r}")
+        check(self.source_poses in ("estimate", "static") or Path(self.source_poses).exists(),
+              f"--source-poses {self.source_poses!r}: choose estimate, static, or give an existing cameras.json "
+              "(\"frame\": \"world\") or COLMAP model folder")
         check(self.example_size >= 64 and self.example_size % 16 == 0,
               f"example size must be a multiple of 16, ≥ 64, got {self.example_size}")
         _check_numbers(self)
@@ -134,6 +149,8 @@ class RunConfig:
         check(not unknown, f"config has unknown fields {unknown}; it was written by another version of ex4d?")
         if "recon" in d:
             d["recon"] = ReconConfig.from_dict(d["recon"])
+        if isinstance(d.get("poses"), dict):
+            d["poses"] = PosesConfig.from_dict(d["poses"])
         return cls(**d)
 
 
@@ -246,17 +263,20 @@ def _load_frames(config: RunConfig):
     return fr.frames, fr.fps / config.stride, None, None, fr.indices, fr.total_frames, ident
 
 
-def _check_scene(config: RunConfig, depth, K, traj, width: int, height: int) -> None:
-    """Plausibility of the depth and of a camera file against the scene (ex4d.plausibility): warnings, or a refusal."""
+def _check_scene(config: RunConfig, depth, K, traj, w2c_rel, width: int, height: int) -> None:
+    """Plausibility of the depth and of a camera file against the scene (ex4d.plausibility): warnings, or a refusal.
+
+    ``w2c_rel`` [T, 4, 4]: the path's cameras relative to each frame's source camera (what is rendered).
+    """
     source = f"--depth {config.depth}" if config.depth else "depth"
     check_depth_values(depth, config.recon.near, source)
     if traj.name == "file":
         from .io.camera_files import load_camera_file
 
         convention = load_camera_file(config.trajectory).convention
-        check_camera_file(traj.w2c, traj.K, width, height, depth[0], K, config.recon.near,
+        check_camera_file(w2c_rel, traj.K, width, height, depth[0], K, config.recon.near,
                           f"--trajectory {config.trajectory}", convention)
-    check_path_start(traj.w2c[0], traj.K[0], K, traj.name if traj.name != "file" else config.trajectory)
+    check_path_start(w2c_rel[0], traj.K[0], K, traj.name if traj.name != "file" else config.trajectory)
 
 
 def _intrinsics(config: RunConfig, width: int, height: int, example_K) -> np.ndarray:
@@ -323,13 +343,50 @@ def _depth_stage(config: RunConfig, frames, example_depth, indices, total, frame
     return depth, key, False
 
 
-def _write_cameras(out: Path, traj_w2c, traj_K, width, height, fps) -> list[Path]:
+def _poses_stage(config: RunConfig, frames, depth, K, given_K: bool, depth_key: str, fps: float, out: Path,
+                 state: _State, progress: bool):
+    """(SourcePoses, key, reused?): the source camera (estimated, static or from a file), cached in .ex4d/poses.npz."""
+    from .poses import SourcePoses, resolve_source_poses, static_source_poses, write_poses_outputs
+
+    T, H, W = depth.shape
+    if config.example and config.source_poses == "estimate":  # the example's camera is known: a tripod
+        return static_source_poses(T, K, note="the example's camera is fixed"), _key("poses", "example"), True
+    estimate_focal = not given_K
+    src = config.source_poses
+    src_id = src if src in ("estimate", "static") else hash_inputs(src)
+    kind = config.depth_kind
+    if kind is None and config.depth:
+        from .io.depth import default_depth_kind
+
+        kind = default_depth_kind(config.depth, config.depth_key)
+    relative = kind != "depth"
+    key = _key("poses", depth_key, src_id, K.tolist(), estimate_focal, relative, config.poses.to_dict())
+    cache = out / STATE_DIR / "poses.npz"
+    files = [cache, out / "source_cameras.json", out / "poses_report.json"]
+    if state.done("poses", key, files):
+        z = np.load(cache, allow_pickle=False)
+        meta = json.loads(str(z["meta"]))
+        return SourcePoses(w2c=z["w2c"], K=z["K"], depth_scale=z["depth_scale"], **meta), key, True
+    state.forget("poses")
+    poses = resolve_source_poses(src, frames, depth, K, estimate_focal, config.poses, relative, progress)
+    write_poses_outputs(out, poses, W, H, fps)
+    meta = {"focal_std": poses.focal_std, "focal_source": poses.focal_source, "static": poses.static,
+            "method": poses.method, "note": poses.note}
+    atomic_save_npz(cache, compress=False, w2c=poses.w2c, K=poses.K, depth_scale=poses.depth_scale,
+                    meta=np.array(json.dumps(meta)))
+    state.mark("poses", key)
+    return poses, key, False
+
+
+def _write_cameras(out: Path, traj_w2c, traj_K, width, height, fps, frame: str = "source",
+                   w2c_rel=None) -> list[Path]:
+    """cameras.json in the path's ``frame``; cameras_ex4d.npz relative to the source (the original's meaning)."""
     from .io.camera_files import write_cameras_json, write_ex4d_npz
 
-    write_cameras_json(out / "cameras.json", traj_w2c, traj_K, width, height, fps)
+    write_cameras_json(out / "cameras.json", traj_w2c, traj_K, width, height, fps, frame=frame)
     files = [out / "cameras.json"]
     if np.allclose(traj_K, traj_K[0]):
-        write_ex4d_npz(out / "cameras_ex4d.npz", traj_w2c, traj_K[0])
+        write_ex4d_npz(out / "cameras_ex4d.npz", traj_w2c if w2c_rel is None else w2c_rel, traj_K[0])
         files.append(out / "cameras_ex4d.npz")
     else:
         (out / "cameras_ex4d.npz").unlink(missing_ok=True)  # the original format has one K: not for zooms
@@ -390,6 +447,8 @@ def _config_record(config: RunConfig) -> dict:
 def _writes(config: RunConfig, fill: bool) -> set[str]:
     """Top-level names a run with ``config`` writes (the rest of an overwritten folder's outputs is removed)."""
     names = {"color.mp4", "mask.mp4", "cameras.json", "cameras_ex4d.npz", "config.json", STATE_DIR}
+    if not config.example:  # the source poses stage (ex4d.poses) writes its camera file and report
+        names |= {"source_cameras.json", "poses_report.json", "poses.png"}
     filled = fill and config.fill != "none"
     if config.png:
         names |= {"color", "mask"} | ({"output"} if filled else set())
@@ -420,7 +479,8 @@ def run_pipeline(config: RunConfig, out: str | os.PathLike, overwrite: bool = Fa
         state = _State(out)
         if overwrite:
             filled = fill and config.fill != "none"
-            caches = {"stages.json", "depth.npz", "render.npz"} | ({"lifted.npz", "right.npz"} if filled else set())
+            caches = {"stages.json", "depth.npz", "poses.npz", "render.npz"} | (
+                {"lifted.npz", "right.npz"} if filled else set())
             folder.remove_outputs(keep=_writes(config, fill), state_keep=caches)
             for stage, kept in (("fill", filled), ("stereo", filled and config.stereo)):
                 if not kept:
@@ -452,8 +512,24 @@ def _run_stages(config: RunConfig, out: Path, state: "_State", fill: bool, progr
     timings["depth_s"] = time.perf_counter() - t0
 
     K = _intrinsics(config, W, H, example_K)
+    given_K = example_K is not None or any(x is not None for x in (config.focal, config.fov, config.intrinsics))
+    t0 = time.perf_counter()
+    poses, poses_key, poses_reused = _poses_stage(config, frames, depth, K, given_K, depth_key, fps, out, state,
+                                                  progress)
+    if poses_reused and not poses.static:  # a tripod run reads as it did before poses existed
+        reused.append("poses")
+    timings["poses_s"] = time.perf_counter() - t0
+    K = poses.K
+    if not np.allclose(poses.depth_scale, 1.0):  # relative depth made consistent with the poses
+        from .poses import align_depth_frame
+
+        depth = np.stack([align_depth_frame(depth[t], poses.depth_scale[t]) for t in range(T)])
     traj = make_trajectory(config.trajectory, T, K, W, H, depth0=depth[0], **config.trajectory_options)
-    _check_scene(config, depth, K, traj, W, H)
+    from .cameras import relative_to_source
+
+    path_frame = traj.frame if traj.name == "file" else config.path_frame
+    w2c_rel = relative_to_source(traj.w2c, poses.w2c, path_frame)
+    _check_scene(config, depth, K, traj, w2c_rel, W, H)
 
     # ----- recon: meshes + renders
     render_cache = out / STATE_DIR / "render.npz"
@@ -462,8 +538,8 @@ def _run_stages(config: RunConfig, out: Path, state: "_State", fill: bool, progr
         recon_files += [out / "color", out / "mask"]
     if config.save_mesh:
         recon_files.append(out / "meshes")
-    render_key = _key("render", depth_key, K.tolist(), traj.w2c.tolist(), traj.K.tolist(), config.recon.to_dict(),
-                      config.png, config.save_mesh, config.crf)
+    render_key = _key("render", depth_key, poses_key, K.tolist(), w2c_rel.tolist(), traj.K.tolist(),
+                      config.recon.to_dict(), config.png, config.save_mesh, config.crf, path_frame)
     t0 = time.perf_counter()
     if state.done("render", render_key, recon_files):
         z = np.load(render_cache)
@@ -478,14 +554,14 @@ def _run_stages(config: RunConfig, out: Path, state: "_State", fill: bool, progr
             def on_mesh(t, mesh):
                 export_ply(mesh, out / "meshes" / f"{t:05d}.ply")
 
-        res = render_novel_views(frames, depth, K, traj.w2c, traj.K, config=config.recon, progress=progress,
+        res = render_novel_views(frames, depth, K, w2c_rel, traj.K, config=config.recon, progress=progress,
                                  on_mesh=on_mesh)
         color, mask, view_depth = res.color, res.mask, res.depth
         timings["mesh_s"] = res.timings["mesh_s"]
         timings["raster_s"] = res.timings["render_s"]
         write_video(out / "color.mp4", color, fps, crf=config.crf)
         write_video(out / "mask.mp4", mask, fps, crf=config.crf)
-        _write_cameras(out, traj.w2c, traj.K, W, H, fps)
+        _write_cameras(out, traj.w2c if path_frame == "world" else w2c_rel, traj.K, W, H, fps, path_frame, w2c_rel)
         if config.png:
             write_png_frames(out / "color", color)
             write_png_frames(out / "mask", mask)
@@ -502,7 +578,7 @@ def _run_stages(config: RunConfig, out: Path, state: "_State", fill: bool, progr
             reused.append("fill")
         else:
             state.forget("fill")
-            output = _fill(config, color, mask, view_depth, frames, depth, K, traj, progress)
+            output = _fill(config, color, mask, view_depth, frames, depth, K, w2c_rel, traj.K, poses.w2c, progress)
             write_video(out / "output.mp4", output, fps, crf=config.crf)
             write_video(out / "preview.mp4", make_preview(frames, color, mask, output), fps, crf=config.crf)
             if config.png:
@@ -519,14 +595,14 @@ def _run_stages(config: RunConfig, out: Path, state: "_State", fill: bool, progr
                 from .run_scene import RunViews, run_stereo, stereo_config_from
 
                 state.forget("stereo")
-                views = RunViews(out=out, config=config, fps=fps, w2c=traj.w2c, K=traj.K, mask=mask, depth=view_depth,
+                views = RunViews(out=out, config=config, fps=fps, w2c=w2c_rel, K=traj.K, mask=mask, depth=view_depth,
                                  source_K=K)
                 sconf, half = stereo_config_from(config.stereo_options)
                 run_stereo(views, config.stereo, sconf, half, output=output, progress=progress)
                 state.mark("stereo", stereo_key)
             timings["stereo_s"] = time.perf_counter() - t0
 
-    novel = [t for t in range(T) if not np.allclose(traj.w2c[t], np.eye(4))] or list(range(T))
+    novel = [t for t in range(T) if not np.allclose(w2c_rel[t], np.eye(4))] or list(range(T))
     summary = RunSummary(out=out, num_frames=T, width=W, height=H, known_fraction=check_known_fraction(mask, novel),
                          timings=timings, reused=reused)
     atomic_write_json(out / "config.json", {
@@ -534,7 +610,10 @@ def _run_stages(config: RunConfig, out: Path, state: "_State", fill: bool, progr
         "versions": _versions(),
         "inputs": ident,
         "intrinsics": K.tolist(),
-        "trajectory": {"name": traj.name, "params": json.loads(json.dumps(traj.params, default=str))},
+        "trajectory": {"name": traj.name, "params": json.loads(json.dumps(traj.params, default=str)),
+                       "frame": path_frame},
+        "source_poses": {"method": poses.method, "static": poses.static, "note": poses.note,
+                         "focal_source": poses.focal_source},
         "fps": fps,
         "summary": {"num_frames": T, "width": W, "height": H, "known_fraction": summary.known_fraction},
         "timings": timings,
@@ -587,12 +666,12 @@ def _generate_config(config: RunConfig):
     return GenerateConfig(**{"seed": config.seed, **opts})
 
 
-def _fill(config: RunConfig, color, mask, view_depth, frames, depth, K, traj, progress):
+def _fill(config: RunConfig, color, mask, view_depth, frames, depth, K, w2c_rel, K_out, w2c_src, progress):
     if config.fill == "classical":
         from .fill import classical_fill
 
-        return classical_fill(color, mask, view_depth, frames, depth, K, traj.w2c, traj.K, config.recon,
-                              ClassicalFillConfig(**config.fill_options), progress=progress)
+        return classical_fill(color, mask, view_depth, frames, depth, K, w2c_rel, K_out, config.recon,
+                              ClassicalFillConfig(**config.fill_options), progress=progress, w2c_src=w2c_src)
     try:
         from .diffusion import generate_video
     except ImportError as e:

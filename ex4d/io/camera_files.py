@@ -7,8 +7,16 @@
       "width": 512, "height": 512,         # pixels of the frames K refers to
       "fps": 30.0,
       "K": [[fx, s, cx], [0, fy, cy], [0, 0, 1]],   # or T of them when K varies (zoom)
-      "w2c": [[[...4...] × 4] × T]          # OpenCV world-to-camera, world = source camera
+      "w2c": [[[...4...] × 4] × T],         # OpenCV world-to-camera
+      "frame": "source"                    # optional: "source" (default) | "world"
     }
+
+``frame`` says what "world" means for the w2c: ``"source"`` (also files
+without the field, as every file written before source poses existed) —
+each w2c is relative to that frame's source camera, EX-4D's semantics;
+``"world"`` — world = source frame 0 (a camera path locked to the scene
+while the source moves, or the source poses themselves,
+``source_cameras.json``). :mod:`ex4d.cameras` converts between the two.
 
 Original npz (``recon.py --save_camera``): ``extrinsics`` (T, 4, 4) float32
 OpenGL-style w2c = diag(1, −1, −1, 1) @ w2c_opencv; ``intrinsics`` (3, 3)
@@ -30,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cameras import (check_intrinsics, check_principal_point, check_w2c, opencv_to_opengl_w2c,
+from ..cameras import (PATH_FRAMES, check_intrinsics, check_principal_point, check_w2c, opencv_to_opengl_w2c,
                        opengl_to_opencv_w2c)
 from ..errors import Ex4dError, check
 from .atomic import atomic_save_npz, atomic_write_text
@@ -63,6 +71,7 @@ class CameraFile:
     ``width``    int            image width the intrinsics refer to
     ``height``   int            image height
     ``fps``      float | None   frame rate (None for the original npz, which has none)
+    ``frame``    str            "source" (w2c relative to each source frame) or "world"
     ``convention`` str          the file's own axis convention (``opengl_w2c`` for the npz)
     ============ ============== ===================================================
     """
@@ -72,6 +81,7 @@ class CameraFile:
     width: int
     height: int
     fps: float | None
+    frame: str = "source"
     convention: str = "opencv_w2c"  #: the axis convention the file declared (its matrices are converted)
 
     @property
@@ -152,7 +162,7 @@ def fit_camera_size(K: np.ndarray, width: int, height: int, to_width: int, to_he
 # ----------------------------------------------------------------------------- cameras.json
 
 def write_cameras_json(path: str | os.PathLike, w2c: np.ndarray, K: np.ndarray, width: int, height: int,
-                       fps: float) -> None:
+                       fps: float, frame: str = "source", extra: dict | None = None) -> None:
     """Write ``cameras.json`` atomically.
 
     Args:
@@ -161,6 +171,10 @@ def write_cameras_json(path: str | os.PathLike, w2c: np.ndarray, K: np.ndarray, 
             are all equal is written as one 3×3 matrix.
         width, height: image size in pixels that K refers to.
         fps: frame rate of the video the cameras belong to.
+        frame: ``"source"`` (each w2c relative to that frame's source camera) or
+            ``"world"`` (world = source frame 0); written as the ``frame`` field.
+        extra: more JSON-able top-level fields (e.g. the focal length's uncertainty);
+            readers ignore them.
 
     Floats are written with Python's shortest round-trip repr, so reading the
     file back gives bit-identical float64 arrays.
@@ -170,8 +184,10 @@ def write_cameras_json(path: str | os.PathLike, w2c: np.ndarray, K: np.ndarray, 
     K = _per_frame_K(K, T)
     width, height = _check_size(width, height)
     fps = _check_fps(fps)
+    check(frame in PATH_FRAMES, f"camera file frame must be one of {', '.join(PATH_FRAMES)}, got {frame!r}")
     K1 = _constant_K(K)
-    head = {"convention": CAMERAS_JSON_CONVENTIONS[0], "width": width, "height": height, "fps": fps}
+    head = {"convention": CAMERAS_JSON_CONVENTIONS[0], "frame": frame, "width": width, "height": height, "fps": fps,
+            **(extra or {})}
     parts = [f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in head.items()]
     parts.append(f'  "K": {json.dumps(K1.tolist())}' if K1 is not None else f'  "K": {_matrix_list(K)}')
     parts.append(f'  "w2c": {_matrix_list(w2c)}')
@@ -183,10 +199,6 @@ def _matrix_list(mats: np.ndarray) -> str:
     return "[\n" + ",\n".join("    " + json.dumps(m.tolist()) for m in mats) + "\n  ]"
 
 
-#: Keys a cameras.json may hold besides the required ones ("frame": what the w2c are relative to).
-CAMERAS_JSON_OPTIONAL = ("frame", "description")
-
-
 def _camera_file_from_json(obj, where: str) -> CameraFile:
     check(isinstance(obj, dict), f"{where}: expected a JSON object at the top level, got {type_name(obj)}")
     if "w2c" not in obj and "keyframes" in obj:
@@ -195,16 +207,13 @@ def _camera_file_from_json(obj, where: str) -> CameraFile:
     conv = obj["convention"]
     check(isinstance(conv, str) and conv in CAMERAS_JSON_CONVENTIONS,
           f"{where}: key 'convention' is {conv!r}; accepted: {', '.join(CAMERAS_JSON_CONVENTIONS)}")
-    unknown = sorted(set(obj) - {"convention", "width", "height", "fps", "K", "w2c", *CAMERAS_JSON_OPTIONAL})
-    check(not unknown, f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; a cameras.json holds convention, "
-                       "width, height, fps, K, w2c" + "".join(f", {k}" for k in CAMERAS_JSON_OPTIONAL))
     for key in ("width", "height", "fps"):
         check(key in obj, f"{where}: missing key {key!r}")
     width, height = _check_size(obj["width"], obj["height"])
     fps = _check_fps(obj["fps"])
     frame = obj.get("frame", "source")
-    check(frame == "source", f"{where}: key 'frame' is {frame!r}; this version of ex4d reads cameras relative to "
-                             "each frame's source camera only (\"frame\": \"source\")")
+    check(isinstance(frame, str) and frame in PATH_FRAMES,
+          f"{where}: key 'frame' is {frame!r}; accepted: {', '.join(PATH_FRAMES)} (or leave it out, which means source)")
 
     w2c = _nested_array(obj, "w2c", where, (None, 4, 4))
     check(w2c.shape[0] >= 1, f"{where}: key 'w2c' must be a list of T ≥ 1 4×4 matrices, got none")
@@ -218,7 +227,7 @@ def _camera_file_from_json(obj, where: str) -> CameraFile:
     K = _per_frame_K(float_array(K_raw, f"{where}: key 'K'", shape), w2c.shape[0], f"{where}: key 'K'")
     for i in range(K.shape[0]):
         check_principal_point(K[i], width, height, f"{where}: key 'K'" + (f"[{i}]" if K.shape[0] > 1 else ""))
-    return CameraFile(w2c=w2c, K=K, width=width, height=height, fps=fps, convention=conv)
+    return CameraFile(w2c=w2c, K=K, width=width, height=height, fps=fps, frame=frame, convention=conv)
 
 
 def read_cameras_json(path: str | os.PathLike) -> CameraFile:
