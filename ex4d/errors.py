@@ -127,6 +127,8 @@ def collect_warnings(echo=None):
                 if not issubclass(category, Ex4dWarning):
                     return shown(message, category, filename, lineno, file, line)
                 text = " ".join(str(message).split())
+                if text in messages:  # the same finding twice (e.g. a file read by two stages): once
+                    return
                 messages.append(text)
                 if echo is None:
                     print(f"ex4d: warning: {text}", file=sys.stderr)

@@ -263,20 +263,26 @@ def _load_frames(config: RunConfig):
     return fr.frames, fr.fps / config.stride, None, None, fr.indices, fr.total_frames, ident
 
 
-def _check_scene(config: RunConfig, depth, K, traj, w2c_rel, width: int, height: int) -> None:
+def _check_scene(config: RunConfig, depth, K, width: int, height: int) -> None:
     """Plausibility of the depth and of a camera file against the scene (ex4d.plausibility): warnings, or a refusal.
 
-    ``w2c_rel`` [T, 4, 4]: the path's cameras relative to each frame's source camera (what is rendered).
+    Judged against frame 0's scene with the source intrinsics ``K``, before the source poses: a camera file's
+    w2c are relative to source frame 0 (``"frame": "world"``) or to each frame's own source camera
+    (``"source"``), which for this check is the same up to the source camera's motion.
     """
+    from .trajectory import make_trajectory
+
     source = f"--depth {config.depth}" if config.depth else "depth"
     check_depth_values(depth, config.recon.near, source)
+    traj = make_trajectory(config.trajectory, depth.shape[0], K, width, height, depth0=depth[0],
+                           **config.trajectory_options)
     if traj.name == "file":
         from .io.camera_files import load_camera_file
 
         convention = load_camera_file(config.trajectory).convention
-        check_camera_file(w2c_rel, traj.K, width, height, depth[0], K, config.recon.near,
+        check_camera_file(traj.w2c, traj.K, width, height, depth[0], K, config.recon.near,
                           f"--trajectory {config.trajectory}", convention)
-    check_path_start(w2c_rel[0], traj.K[0], K, traj.name if traj.name != "file" else config.trajectory)
+    check_path_start(traj.w2c[0], traj.K[0], K, traj.name if traj.name != "file" else config.trajectory)
 
 
 def _intrinsics(config: RunConfig, width: int, height: int, example_K) -> np.ndarray:
@@ -512,6 +518,7 @@ def _run_stages(config: RunConfig, out: Path, state: "_State", fill: bool, progr
     timings["depth_s"] = time.perf_counter() - t0
 
     K = _intrinsics(config, W, H, example_K)
+    _check_scene(config, depth, K, W, H)  # before the poses stage writes anything
     given_K = example_K is not None or any(x is not None for x in (config.focal, config.fov, config.intrinsics))
     t0 = time.perf_counter()
     poses, poses_key, poses_reused = _poses_stage(config, frames, depth, K, given_K, depth_key, fps, out, state,
@@ -529,7 +536,6 @@ def _run_stages(config: RunConfig, out: Path, state: "_State", fill: bool, progr
 
     path_frame = traj.frame if traj.name == "file" else config.path_frame
     w2c_rel = relative_to_source(traj.w2c, poses.w2c, path_frame)
-    _check_scene(config, depth, K, traj, w2c_rel, W, H)
 
     # ----- recon: meshes + renders
     render_cache = out / STATE_DIR / "render.npz"
