@@ -25,7 +25,9 @@ Sections (in this order by default; each skipped when the time left in ``--budge
 * ``fp8-cpu-loader`` — ``fp8`` through the loader this replaces (``EX4D_FASTLOAD=0``: everything loaded on
   the CPU by ``from_pretrained``, then merged and moved): the loading baseline in the same run;
 * ``run-example`` — ``ex4d run --example --fill ex4d --compile --fp8-matmul`` (recon + fill);
-* ``jobs-fp8`` — ``ex4d generate --jobs`` with two jobs.
+* ``jobs-fp8`` — ``ex4d generate --jobs`` with two jobs;
+* ``serve-fp8-cache``, ``serve-distill`` — the warm worker with fewer DiT evaluations: ``--step-cache first-block
+  --step-cache-threshold 0.08`` (changes results), or the distillation-LoRA stand-in with ``--preset lightx2v-4step``.
 
 Results go to ``$OUT/time_to_video.json`` (or ``--out``) after every section, so a timeout leaves what was
 measured; the table is printed after each section and at the end (also ``time_to_video.txt``). The weights
@@ -52,10 +54,11 @@ import numpy as np  # noqa: E402
 
 GIB = 1024**3
 ORDER = ["warmup-fp8", "fp8", "diffusers", "serve-fp8", "warmup-bf16", "bf16", "low-fp8", "balanced", "distill",
-         "fp8-cpu-loader", "run-example", "jobs-fp8"]
+         "fp8-cpu-loader", "run-example", "jobs-fp8", "serve-fp8-cache", "serve-distill"]
 TINY_ORDER = ["fp8", "diffusers", "serve-fp8", "low-fp8", "distill", "jobs-fp8"]  # every kind but warmup/run: CPU time
 EST_S = {"fp8-cpu-loader": 110, "weights": 200, "warmup-fp8": 75, "fp8": 55, "diffusers": 110, "serve-fp8": 95, "warmup-bf16": 60,
-         "bf16": 70, "low-fp8": 45, "balanced": 50, "distill": 35, "run-example": 65, "jobs-fp8": 95}
+         "bf16": 70, "low-fp8": 45, "balanced": 50, "distill": 35, "run-example": 65, "jobs-fp8": 95,
+         "serve-fp8-cache": 70, "serve-distill": 60}
 FP8 = ["--compile", "--fp8-matmul"]
 SECTIONS = {  # name: (kind, flags, GPU cap GiB, steps key)
     "warmup-fp8": ("warmup", FP8, None, "steps"),
@@ -70,6 +73,9 @@ SECTIONS = {  # name: (kind, flags, GPU cap GiB, steps key)
     "run-example": ("run", FP8, None, "steps"),
     "jobs-fp8": ("jobs", FP8, None, "steps"),
     "fp8-cpu-loader": ("generate", FP8, None, "steps"),
+    # the warm worker with fewer DiT evaluations: the step cache (changes results), a 4-step distillation LoRA
+    "serve-fp8-cache": ("serve", FP8 + ["--step-cache", "first-block", "--step-cache-threshold", "0.08"], None, "steps"),
+    "serve-distill": ("serve", FP8 + ["--lora", "{distill}", "--preset", "lightx2v-4step"], None, None),
 }
 SECTION_ENV = {"fp8-cpu-loader": {"EX4D_FASTLOAD": "0"}}  # the loader before this work: all on the CPU, then moved
 

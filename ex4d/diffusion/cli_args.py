@@ -51,6 +51,8 @@ def apply_gpu_memory_cap(device: str = "auto") -> float | None:
     if not torch.cuda.is_available() or not (device in ("auto", "cuda") or device.startswith("cuda")):
         return None
     dev = torch.device("cuda" if device in ("auto", "cuda") else device)
+    if dev.index is None:  # set_per_process_memory_fraction needs an index ("cuda" alone is refused)
+        dev = torch.device("cuda", torch.cuda.current_device())
     total = torch.cuda.get_device_properties(dev).total_memory / 1024**3
     torch.cuda.set_per_process_memory_fraction(min(1.0, cap / total), dev)
     return cap
