@@ -20,12 +20,15 @@ file                   content
 =====================  =========================================================
 color.mp4              novel-view render, black where unknown
 mask.mp4               255 = known, 0 = to be generated
-cameras.json           our camera file (OpenCV w2c, K, size, fps)
+cameras.json           our camera file (OpenCV w2c, K, size, fps, "frame": source | world as the path)
 cameras_ex4d.npz       the original's camera file (OpenGL-style w2c), when K is constant
+source_cameras.json    the source camera's poses ("frame": "world") and K (estimated or given)
+poses_report.json      per-frame quality of the source poses (tracks, inliers, reprojection error)
+poses.png              plot of the source camera path (when matplotlib is installed)
 config.json            every parameter, versions, input hashes, timings, summary
 output.mp4             (run) the completed video
 preview.mp4            (run) input | render with unknown tinted | output
-color/, mask/          (--png) lossless frames 00000.png …
+color/, mask/, output/ (--png) lossless frames 00000.png … (output/: run only)
 meshes/                (--save-mesh) one DW-Mesh per frame, 00000.ply …
 .ex4d/                 stage records and lossless caches (depth.npz, render.npz)
 =====================  =========================================================
@@ -45,18 +48,23 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .cameras import check_intrinsics, default_intrinsics, intrinsics_from_focal, intrinsics_from_fov, scale_intrinsics
+from .cameras import check_intrinsics, default_intrinsics, intrinsics_from_focal, intrinsics_from_fov
 from .dwmesh import MeshConfig, export_ply
-from .errors import Ex4dError, check
+from .errors import Ex4dError, check, collect_warnings
 from .fill import FILL_BACKENDS, ClassicalFillConfig
+from .poses import PosesConfig
 from .io.atomic import atomic_save_npz, atomic_write_json
+from .io.outdir import STATE_DIR, OutputFolder
+from .plausibility import check_camera_file, check_depth_values, check_known_fraction, check_path_start
 from .recon import ReconConfig, render_novel_views
 
-__all__ = ["RunConfig", "run_pipeline", "RunSummary", "STATE_DIR"]
+__all__ = ["RunConfig", "run_pipeline", "RunSummary", "STATE_DIR", "read_run_record"]
 
-STATE_DIR = ".ex4d"
 _OUR_FILES = {"color.mp4", "mask.mp4", "cameras.json", "cameras_ex4d.npz", "config.json", "output.mp4",
-              "preview.mp4", "color", "mask", "meshes", STATE_DIR, "stereo.mp4", "stereo.json"}
+              "preview.mp4", "color", "mask", "output", "meshes", STATE_DIR, "stereo.mp4", "stereo.json",
+              "source_cameras.json", "poses_report.json", "poses.png"}
+#: Timings that are parts of another (recon_s holds mesh_s and raster_s): not added up in the summary.
+_PART_TIMES = {"mesh_s", "raster_s"}
 
 
 @dataclass(frozen=True)
@@ -83,6 +91,9 @@ class RunConfig:
     intrinsics: str | None = None      #: camera file whose K (first frame) is the source intrinsics
     trajectory: str = "ex4d-90"
     trajectory_options: dict = field(default_factory=dict)
+    source_poses: str = "estimate"     #: estimate | static | a cameras.json ("frame": "world") or COLMAP folder
+    path_frame: str = "source"         #: the path is relative to each source frame (EX-4D) | in the world
+    poses: PosesConfig = field(default_factory=PosesConfig)
     recon: ReconConfig = field(default_factory=ReconConfig)
     fill: str = "classical"            #: classical | ex4d | none
     fill_options: dict = field(default_factory=dict)
@@ -104,8 +115,20 @@ class RunConfig:
         check(self.fill != "ex4d" or bool(self.fill_options.get("wan")),
               "--fill ex4d needs the model weights: --wan DIR (Wan2.1-I2V-14B-480P, diffusers layout) and "
               "--adapter ex4d.ckpt (the released EX-4D adapter); or use --fill classical, which needs no weights")
+        from .cameras import PATH_FRAMES
+
+        check(self.path_frame in PATH_FRAMES,
+              f"--path-frame must be one of {', '.join(PATH_FRAMES)}, got {self.path_frame!r}")
+        check(self.source_poses in ("estimate", "static") or Path(self.source_poses).exists(),
+              f"--source-poses {self.source_poses!r}: choose estimate, static, or give an existing cameras.json "
+              "(\"frame\": \"world\") or COLMAP model folder")
         check(self.example_size >= 64 and self.example_size % 16 == 0,
               f"example size must be a multiple of 16, ≥ 64, got {self.example_size}")
+        _check_numbers(self)
+        if self.fill == "classical":
+            from .io.json_input import check_fields
+
+            ClassicalFillConfig(**check_fields(ClassicalFillConfig, self.fill_options, "classical fill options"))
         if self.stereo is not None or self.stereo_options:
             from .io.stereo_video import LAYOUTS
             from .run_scene import stereo_config_from
@@ -126,7 +149,24 @@ class RunConfig:
         check(not unknown, f"config has unknown fields {unknown}; it was written by another version of ex4d?")
         if "recon" in d:
             d["recon"] = ReconConfig.from_dict(d["recon"])
+        if isinstance(d.get("poses"), dict):
+            d["poses"] = PosesConfig.from_dict(d["poses"])
         return cls(**d)
+
+
+def _check_numbers(c: RunConfig) -> None:
+    """Ranges of the frame selection and camera numbers, checked before any work."""
+    import math
+
+    check(c.num_frames is None or c.num_frames >= 1, f"--num-frames must be ≥ 1 (0 = all), got {c.num_frames}")
+    check(c.start >= 0, f"--start must be ≥ 0, got {c.start}")
+    check(c.stride >= 1, f"--stride must be ≥ 1, got {c.stride}")
+    check(c.max_res >= 16, f"--max-res must be ≥ 16 pixels, got {c.max_res}")
+    check(math.isfinite(c.depth_scale) and c.depth_scale > 0,
+          f"--depth-scale must be a positive number, got {c.depth_scale}")
+    check(c.fov is None or (math.isfinite(c.fov) and 0 < c.fov < 180), f"--fov must be in (0, 180) degrees, got {c.fov}")
+    check(c.focal is None or (math.isfinite(c.focal) and c.focal > 0),
+          f"--focal must be a positive number of pixels, got {c.focal}")
 
 
 @dataclass(frozen=True)
@@ -143,7 +183,7 @@ class RunSummary:
 
     def line(self) -> str:
         reused = f", reused {', '.join(self.reused)}" if self.reused else ""
-        total = sum(v for k, v in self.timings.items() if isinstance(v, float))
+        total = sum(v for k, v in self.timings.items() if isinstance(v, float) and k not in _PART_TIMES)
         return (f"{self.num_frames} frames {self.width}×{self.height}, known {100 * self.known_fraction:.1f}% "
                 f"of novel-view pixels, {total:.1f} s{reused} → {self.out}")
 
@@ -183,10 +223,13 @@ class _State:
 
     def __init__(self, out: Path):
         self.path = out / STATE_DIR / "stages.json"
-        try:
-            self.keys = json.loads(self.path.read_text()) if self.path.exists() else {}
-        except (OSError, json.JSONDecodeError):
-            self.keys = {}
+        from .io.json_input import read_json
+
+        try:  # unreadable or odd records mean "nothing finished": every stage is recomputed
+            keys = read_json(self.path, "stage records") if self.path.exists() else {}
+        except Ex4dError:
+            keys = {}
+        self.keys = {k: v for k, v in keys.items() if isinstance(v, str)} if isinstance(keys, dict) else {}
 
     def done(self, stage: str, key: str, files: list[Path]) -> bool:
         return self.keys.get(stage) == key and all(f.exists() for f in files)
@@ -198,30 +241,6 @@ class _State:
     def forget(self, stage: str) -> None:
         if self.keys.pop(stage, None) is not None:
             atomic_write_json(self.path, self.keys)
-
-
-def _prepare_out(out: Path, config: RunConfig, overwrite: bool) -> None:
-    """Create ``out``; refuse to touch a folder with foreign files or another run's parameters."""
-    if out.exists() and not out.is_dir():
-        raise Ex4dError(f"--out {out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    entries = {p.name for p in out.iterdir()}
-    if not entries or overwrite:
-        return
-    prev = out / "config.json"
-    if STATE_DIR not in entries:
-        raise Ex4dError(f"--out {out} is not empty and holds no ex4d run; choose an empty or new folder, "
-                        "or pass --overwrite")
-    if prev.exists():
-        try:
-            old = json.loads(prev.read_text()).get("run", {})
-        except (OSError, json.JSONDecodeError):
-            old = {}
-        new = json.loads(json.dumps(config.to_dict(), default=str))
-        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-        if changed:
-            raise Ex4dError(f"--out {out} holds a run with other parameters (changed: {', '.join(changed)}); "
-                            "pass --overwrite to replace it (unchanged stages are reused), or choose another --out")
 
 
 # ---------------------------------------------------------------------------------------------- stages
@@ -244,6 +263,28 @@ def _load_frames(config: RunConfig):
     return fr.frames, fr.fps / config.stride, None, None, fr.indices, fr.total_frames, ident
 
 
+def _check_scene(config: RunConfig, depth, K, width: int, height: int) -> None:
+    """Plausibility of the depth and of a camera file against the scene (ex4d.plausibility): warnings, or a refusal.
+
+    Judged against frame 0's scene with the source intrinsics ``K``, before the source poses: a camera file's
+    w2c are relative to source frame 0 (``"frame": "world"``) or to each frame's own source camera
+    (``"source"``), which for this check is the same up to the source camera's motion.
+    """
+    from .trajectory import make_trajectory
+
+    source = f"--depth {config.depth}" if config.depth else "depth"
+    check_depth_values(depth, config.recon.near, source)
+    traj = make_trajectory(config.trajectory, depth.shape[0], K, width, height, depth0=depth[0],
+                           **config.trajectory_options)
+    if traj.name == "file":
+        from .io.camera_files import load_camera_file
+
+        convention = load_camera_file(config.trajectory).convention
+        check_camera_file(traj.w2c, traj.K, width, height, depth[0], K, config.recon.near,
+                          f"--trajectory {config.trajectory}", convention)
+    check_path_start(traj.w2c[0], traj.K[0], K, traj.name if traj.name != "file" else config.trajectory)
+
+
 def _intrinsics(config: RunConfig, width: int, height: int, example_K) -> np.ndarray:
     if config.focal is not None:
         return intrinsics_from_focal(width, height, config.focal)
@@ -252,11 +293,17 @@ def _intrinsics(config: RunConfig, width: int, height: int, example_K) -> np.nda
     if config.intrinsics is not None:
         from .io.camera_files import load_camera_file
 
+        from .errors import warn
+        from .io.camera_files import fit_camera_size
+
         cam = load_camera_file(config.intrinsics)
-        K = cam.K[0]
-        if (cam.width, cam.height) != (width, height):
-            K = scale_intrinsics(K, width / cam.width, height / cam.height)
-        return check_intrinsics(K, f"intrinsics from {config.intrinsics}")
+        source = f"--intrinsics {config.intrinsics}"
+        if not np.allclose(cam.K, cam.K[0]):
+            warn(f"{source}: its intrinsics vary over its {cam.num_frames} cameras; the first camera's K is used")
+        K, note = fit_camera_size(cam.K[:1], cam.width, cam.height, width, height, source)
+        if note:
+            warn(note)
+        return check_intrinsics(K[0], f"intrinsics from {config.intrinsics}")
     if example_K is not None:
         return example_K
     return default_intrinsics(width, height)
@@ -265,7 +312,7 @@ def _intrinsics(config: RunConfig, width: int, height: int, example_K) -> np.nda
 def _depth_stage(config: RunConfig, frames, example_depth, indices, total, frames_key, out: Path, state: _State,
                  progress: bool):
     """(depth [T,H,W] float32, key, reused?)."""
-    from .io.depth import load_depth_file, default_depth_kind, match_depth_to_frames, resize_depth, to_depth
+    from .io.depth import default_depth_kind, fit_depth_to_frames, load_depth_file, match_depth_to_frames, to_depth
 
     T, H, W = frames.shape[:3]
     cache = out / STATE_DIR / "depth.npz"
@@ -289,9 +336,7 @@ def _depth_stage(config: RunConfig, frames, example_depth, indices, total, frame
         raw = load_depth_file(config.depth, key=config.depth_key)
         raw = match_depth_to_frames(raw, indices, total)
         kind = config.depth_kind or default_depth_kind(config.depth, config.depth_key)
-        depth = to_depth(raw, kind, scale=config.depth_scale)
-        if depth.shape[1:] != (H, W):
-            depth = resize_depth(depth, H, W)
+        depth = fit_depth_to_frames(to_depth(raw, kind, scale=config.depth_scale), H, W, f"--depth {config.depth}")
     else:
         from .depth import estimate_depth
 
@@ -304,13 +349,50 @@ def _depth_stage(config: RunConfig, frames, example_depth, indices, total, frame
     return depth, key, False
 
 
-def _write_cameras(out: Path, traj_w2c, traj_K, width, height, fps) -> list[Path]:
+def _poses_stage(config: RunConfig, frames, depth, K, given_K: bool, depth_key: str, fps: float, out: Path,
+                 state: _State, progress: bool):
+    """(SourcePoses, key, reused?): the source camera (estimated, static or from a file), cached in .ex4d/poses.npz."""
+    from .poses import SourcePoses, resolve_source_poses, static_source_poses, write_poses_outputs
+
+    T, H, W = depth.shape
+    if config.example and config.source_poses == "estimate":  # the example's camera is known: a tripod
+        return static_source_poses(T, K, note="the example's camera is fixed"), _key("poses", "example"), True
+    estimate_focal = not given_K
+    src = config.source_poses
+    src_id = src if src in ("estimate", "static") else hash_inputs(src)
+    kind = config.depth_kind
+    if kind is None and config.depth:
+        from .io.depth import default_depth_kind
+
+        kind = default_depth_kind(config.depth, config.depth_key)
+    relative = kind != "depth"
+    key = _key("poses", depth_key, src_id, K.tolist(), estimate_focal, relative, config.poses.to_dict())
+    cache = out / STATE_DIR / "poses.npz"
+    files = [cache, out / "source_cameras.json", out / "poses_report.json"]
+    if state.done("poses", key, files):
+        z = np.load(cache, allow_pickle=False)
+        meta = json.loads(str(z["meta"]))
+        return SourcePoses(w2c=z["w2c"], K=z["K"], depth_scale=z["depth_scale"], **meta), key, True
+    state.forget("poses")
+    poses = resolve_source_poses(src, frames, depth, K, estimate_focal, config.poses, relative, progress)
+    write_poses_outputs(out, poses, W, H, fps)
+    meta = {"focal_std": poses.focal_std, "focal_source": poses.focal_source, "static": poses.static,
+            "method": poses.method, "note": poses.note}
+    atomic_save_npz(cache, compress=False, w2c=poses.w2c, K=poses.K, depth_scale=poses.depth_scale,
+                    meta=np.array(json.dumps(meta)))
+    state.mark("poses", key)
+    return poses, key, False
+
+
+def _write_cameras(out: Path, traj_w2c, traj_K, width, height, fps, frame: str = "source",
+                   w2c_rel=None) -> list[Path]:
+    """cameras.json in the path's ``frame``; cameras_ex4d.npz relative to the source (the original's meaning)."""
     from .io.camera_files import write_cameras_json, write_ex4d_npz
 
-    write_cameras_json(out / "cameras.json", traj_w2c, traj_K, width, height, fps)
+    write_cameras_json(out / "cameras.json", traj_w2c, traj_K, width, height, fps, frame=frame)
     files = [out / "cameras.json"]
     if np.allclose(traj_K, traj_K[0]):
-        write_ex4d_npz(out / "cameras_ex4d.npz", traj_w2c, traj_K[0])
+        write_ex4d_npz(out / "cameras_ex4d.npz", traj_w2c if w2c_rel is None else w2c_rel, traj_K[0])
         files.append(out / "cameras_ex4d.npz")
     else:
         (out / "cameras_ex4d.npz").unlink(missing_ok=True)  # the original format has one K: not for zooms
@@ -339,17 +421,85 @@ def _versions() -> dict:
             "numba": numba.__version__, "torch": torch.__version__}
 
 
-def run_pipeline(config: RunConfig, out: str | os.PathLike, overwrite: bool = False, fill: bool = True,
-                 progress: bool = True, log=print) -> RunSummary:
-    """Run the job described by ``config`` into folder ``out``; ``fill=False`` stops after the recon stage."""
-    from .io.video import write_png_frames, write_video
-    from .trajectory import make_trajectory
+def read_run_record(out: str | os.PathLike) -> tuple[dict, RunConfig]:
+    """(config.json as a dict, its RunConfig) of a finished run folder, every field it is read for checked.
 
+    Ex4dError (one line) when the folder holds no run or its config.json is malformed: read through
+    :func:`ex4d.io.json_input.read_json`; ``run`` checked against RunConfig; ``intrinsics`` a finite 3×3
+    matrix and ``fps`` a positive number when present.
+    """
+    import math
+
+    from .io.json_input import check_fields, expect, float_array, read_json, require
+
+    cfg = Path(out) / "config.json"
+    check(cfg.is_file(), f"{out} holds no ex4d run (no config.json); run `ex4d run ... --out {out}` first")
+    record = expect(read_json(cfg, "run record"), dict, str(cfg))
+    run = require(record, "run", dict, f"{cfg} (an ex4d config.json)")
+    config = RunConfig.from_dict(check_fields(RunConfig, run, f"{cfg}: 'run'"))
+    if record.get("intrinsics") is not None:
+        record["intrinsics"] = float_array(record["intrinsics"], f"{cfg}: 'intrinsics'", (3, 3)).tolist()
+    fps = record.get("fps")
+    check(fps is None or (isinstance(fps, (int, float)) and not isinstance(fps, bool) and math.isfinite(fps)
+                          and fps > 0), f"{cfg}: 'fps' must be a positive number, got {fps!r}")
+    return record, config
+
+
+def _config_record(config: RunConfig) -> dict:
+    """The run's parameters as JSON values (what config.json's ``run`` holds)."""
+    return json.loads(json.dumps(config.to_dict(), default=str))
+
+
+def _writes(config: RunConfig, fill: bool) -> set[str]:
+    """Top-level names a run with ``config`` writes (the rest of an overwritten folder's outputs is removed)."""
+    names = {"color.mp4", "mask.mp4", "cameras.json", "cameras_ex4d.npz", "config.json", STATE_DIR}
+    if not config.example:  # the source poses stage (ex4d.poses) writes its camera file and report
+        names |= {"source_cameras.json", "poses_report.json", "poses.png"}
+    filled = fill and config.fill != "none"
+    if config.png:
+        names |= {"color", "mask"} | ({"output"} if filled else set())
+    if config.save_mesh:
+        names.add("meshes")
+    if filled:
+        names |= {"output.mp4", "preview.mp4"}
+    if filled and config.stereo:
+        names |= {"stereo.mp4", "stereo.json"}
+    return names
+
+
+def run_pipeline(config: RunConfig, out: str | os.PathLike, overwrite: bool = False, fill: bool = True,
+                 progress: bool = True, log=print, warn=None) -> RunSummary:
+    """Run the job described by ``config`` into folder ``out``; ``fill=False`` stops after the recon stage.
+
+    The folder is held for the whole run (:class:`ex4d.io.outdir.OutputFolder`): checked, marked,
+    locked against a second run, cleaned of a killed run's temp files; with ``overwrite`` every
+    output this run does not rewrite is removed first. Warnings about the inputs and the result
+    (:mod:`ex4d.plausibility`) go to ``warn(message)`` (default: stderr) and into config.json.
+    """
     out = Path(out)
     if fill:
         _check_fill_ready(config)
-    _prepare_out(out, config, overwrite)
-    state = _State(out)
+    _check_files(config)
+    with OutputFolder(out, _config_record(config), overwrite=overwrite, ours=_OUR_FILES, label="--out") as folder, \
+            collect_warnings(warn) as notes:
+        state = _State(out)
+        if overwrite:
+            filled = fill and config.fill != "none"
+            caches = {"stages.json", "depth.npz", "poses.npz", "render.npz"} | (
+                {"lifted.npz", "right.npz"} if filled else set())
+            folder.remove_outputs(keep=_writes(config, fill), state_keep=caches)
+            for stage, kept in (("fill", filled), ("stereo", filled and config.stereo)):
+                if not kept:
+                    state.forget(stage)
+        return _run_stages(config, out, state, fill, progress, notes)
+
+
+def _run_stages(config: RunConfig, out: Path, state: "_State", fill: bool, progress: bool,
+                notes: list[str]) -> RunSummary:
+    """The stages, in a folder held by :func:`run_pipeline`."""
+    from .io.video import write_png_frames, write_video
+    from .trajectory import make_trajectory
+
     np.random.seed(config.seed)
     timings: dict = {}
     reused: list[str] = []
@@ -368,7 +518,24 @@ def run_pipeline(config: RunConfig, out: str | os.PathLike, overwrite: bool = Fa
     timings["depth_s"] = time.perf_counter() - t0
 
     K = _intrinsics(config, W, H, example_K)
+    _check_scene(config, depth, K, W, H)  # before the poses stage writes anything
+    given_K = example_K is not None or any(x is not None for x in (config.focal, config.fov, config.intrinsics))
+    t0 = time.perf_counter()
+    poses, poses_key, poses_reused = _poses_stage(config, frames, depth, K, given_K, depth_key, fps, out, state,
+                                                  progress)
+    if poses_reused and not poses.static:  # a tripod run reads as it did before poses existed
+        reused.append("poses")
+    timings["poses_s"] = time.perf_counter() - t0
+    K = poses.K
+    if not np.allclose(poses.depth_scale, 1.0):  # relative depth made consistent with the poses
+        from .poses import align_depth_frame
+
+        depth = np.stack([align_depth_frame(depth[t], poses.depth_scale[t]) for t in range(T)])
     traj = make_trajectory(config.trajectory, T, K, W, H, depth0=depth[0], **config.trajectory_options)
+    from .cameras import relative_to_source
+
+    path_frame = traj.frame if traj.name == "file" else config.path_frame
+    w2c_rel = relative_to_source(traj.w2c, poses.w2c, path_frame)
 
     # ----- recon: meshes + renders
     render_cache = out / STATE_DIR / "render.npz"
@@ -377,8 +544,8 @@ def run_pipeline(config: RunConfig, out: str | os.PathLike, overwrite: bool = Fa
         recon_files += [out / "color", out / "mask"]
     if config.save_mesh:
         recon_files.append(out / "meshes")
-    render_key = _key("render", depth_key, K.tolist(), traj.w2c.tolist(), traj.K.tolist(), config.recon.to_dict(),
-                      config.png, config.save_mesh, config.crf)
+    render_key = _key("render", depth_key, poses_key, K.tolist(), w2c_rel.tolist(), traj.K.tolist(),
+                      config.recon.to_dict(), config.png, config.save_mesh, config.crf, path_frame)
     t0 = time.perf_counter()
     if state.done("render", render_key, recon_files):
         z = np.load(render_cache)
@@ -393,14 +560,14 @@ def run_pipeline(config: RunConfig, out: str | os.PathLike, overwrite: bool = Fa
             def on_mesh(t, mesh):
                 export_ply(mesh, out / "meshes" / f"{t:05d}.ply")
 
-        res = render_novel_views(frames, depth, K, traj.w2c, traj.K, config=config.recon, progress=progress,
+        res = render_novel_views(frames, depth, K, w2c_rel, traj.K, config=config.recon, progress=progress,
                                  on_mesh=on_mesh)
         color, mask, view_depth = res.color, res.mask, res.depth
         timings["mesh_s"] = res.timings["mesh_s"]
         timings["raster_s"] = res.timings["render_s"]
         write_video(out / "color.mp4", color, fps, crf=config.crf)
         write_video(out / "mask.mp4", mask, fps, crf=config.crf)
-        _write_cameras(out, traj.w2c, traj.K, W, H, fps)
+        _write_cameras(out, traj.w2c if path_frame == "world" else w2c_rel, traj.K, W, H, fps, path_frame, w2c_rel)
         if config.png:
             write_png_frames(out / "color", color)
             write_png_frames(out / "mask", mask)
@@ -411,15 +578,17 @@ def run_pipeline(config: RunConfig, out: str | os.PathLike, overwrite: bool = Fa
     output = None  # the filled video, when this run makes it (the stereo stage lifts it losslessly)
     if fill and config.fill != "none":
         fill_key = _key("fill", render_key, config.fill, config.fill_options, config.seed, config.crf)
-        fill_files = [out / "output.mp4", out / "preview.mp4"]
+        fill_files = [out / "output.mp4", out / "preview.mp4"] + ([out / "output"] if config.png else [])
         t0 = time.perf_counter()
         if state.done("fill", fill_key, fill_files):
             reused.append("fill")
         else:
             state.forget("fill")
-            output = _fill(config, color, mask, view_depth, frames, depth, K, traj, progress)
+            output = _fill(config, color, mask, view_depth, frames, depth, K, w2c_rel, traj.K, poses.w2c, progress)
             write_video(out / "output.mp4", output, fps, crf=config.crf)
             write_video(out / "preview.mp4", make_preview(frames, color, mask, output), fps, crf=config.crf)
+            if config.png:
+                write_png_frames(out / "output", output)
             state.mark("fill", fill_key)
         timings["fill_s"] = time.perf_counter() - t0
 
@@ -432,28 +601,46 @@ def run_pipeline(config: RunConfig, out: str | os.PathLike, overwrite: bool = Fa
                 from .run_scene import RunViews, run_stereo, stereo_config_from
 
                 state.forget("stereo")
-                views = RunViews(out=out, config=config, fps=fps, w2c=traj.w2c, K=traj.K, mask=mask, depth=view_depth,
+                views = RunViews(out=out, config=config, fps=fps, w2c=w2c_rel, K=traj.K, mask=mask, depth=view_depth,
                                  source_K=K)
                 sconf, half = stereo_config_from(config.stereo_options)
                 run_stereo(views, config.stereo, sconf, half, output=output, progress=progress)
                 state.mark("stereo", stereo_key)
             timings["stereo_s"] = time.perf_counter() - t0
 
-    novel = [t for t in range(T) if not np.allclose(traj.w2c[t], np.eye(4))] or list(range(T))
-    summary = RunSummary(out=out, num_frames=T, width=W, height=H, known_fraction=float(mask[novel].mean()),
+    novel = [t for t in range(T) if not np.allclose(w2c_rel[t], np.eye(4))] or list(range(T))
+    summary = RunSummary(out=out, num_frames=T, width=W, height=H, known_fraction=check_known_fraction(mask, novel),
                          timings=timings, reused=reused)
     atomic_write_json(out / "config.json", {
-        "run": json.loads(json.dumps(config.to_dict(), default=str)),
+        "run": _config_record(config),
         "versions": _versions(),
         "inputs": ident,
         "intrinsics": K.tolist(),
-        "trajectory": {"name": traj.name, "params": json.loads(json.dumps(traj.params, default=str))},
+        "trajectory": {"name": traj.name, "params": json.loads(json.dumps(traj.params, default=str)),
+                       "frame": path_frame},
+        "source_poses": {"method": poses.method, "static": poses.static, "note": poses.note,
+                         "focal_source": poses.focal_source},
         "fps": fps,
         "summary": {"num_frames": T, "width": W, "height": H, "known_fraction": summary.known_fraction},
         "timings": timings,
+        "warnings": list(notes),
         "reproduce": "ex4d run --config config.json --out OUT" if fill else "ex4d recon --config config.json --out OUT",
     })
     return summary
+
+
+def _check_files(config: RunConfig) -> None:
+    """The camera path and camera files, checked before anything heavy (frames, depth models, weights)."""
+    from .trajectory import check_trajectory_spec
+
+    T = (config.num_frames or 49) if config.example else (None if config.allow_short else config.num_frames)
+    check_trajectory_spec(config.trajectory, T, **config.trajectory_options)
+    if config.intrinsics is not None:
+        from .io.camera_files import load_camera_file
+
+        load_camera_file(config.intrinsics)
+    for flag, path in (("input video", config.video), ("--depth", config.depth)):
+        check(path is None or Path(path).exists(), f"{flag} {path} does not exist")
 
 
 def _check_fill_ready(config: RunConfig) -> None:
@@ -485,12 +672,12 @@ def _generate_config(config: RunConfig):
     return GenerateConfig(**{"seed": config.seed, **opts})
 
 
-def _fill(config: RunConfig, color, mask, view_depth, frames, depth, K, traj, progress):
+def _fill(config: RunConfig, color, mask, view_depth, frames, depth, K, w2c_rel, K_out, w2c_src, progress):
     if config.fill == "classical":
         from .fill import classical_fill
 
-        return classical_fill(color, mask, view_depth, frames, depth, K, traj.w2c, traj.K, config.recon,
-                              ClassicalFillConfig(**config.fill_options), progress=progress)
+        return classical_fill(color, mask, view_depth, frames, depth, K, w2c_rel, K_out, config.recon,
+                              ClassicalFillConfig(**config.fill_options), progress=progress, w2c_src=w2c_src)
     try:
         from .diffusion import generate_video
     except ImportError as e:

@@ -75,30 +75,31 @@ class RunViews:
 def read_run(out: str | os.PathLike) -> RunViews:
     """:class:`RunViews` of a finished run folder (config.json, cameras.json, the render cache); clear errors if not."""
     from .io.camera_files import read_cameras_json
-    from .pipeline import RunConfig
+    from .pipeline import read_run_record
 
     out = Path(out)
     check(out.is_dir(), f"{out} is not a folder; give the --out folder of an `ex4d run`")
-    cfg = out / "config.json"
-    check(cfg.is_file(), f"{out} holds no ex4d run (no config.json); run `ex4d run ... --out {out}` first")
-    try:
-        record = json.loads(cfg.read_text())
-        config = RunConfig.from_dict(record["run"])
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
-        raise Ex4dError(f"{cfg}: not a readable ex4d config.json ({e})") from None
+    record, config = read_run_record(out)
     check((out / "output.mp4").is_file(),
           f"{out} holds no finished output (output.mp4): the left eye is the filled video; run "
           f"`ex4d run ... --out {out}` with a fill (classical or ex4d, not none) first")
     cache = out / STATE / "render.npz"
     check(cache.is_file(), f"{cache} is missing; re-run `ex4d run` into {out} (it keeps the render there)")
     cams = read_cameras_json(out / "cameras.json")
+    w2c = cams.w2c
+    if cams.frame == "world":  # a world-frame path: the render used each camera relative to its source frame
+        from .cameras import relative_to_source
+
+        check((out / "source_cameras.json").is_file(), f"{out}: cameras.json is in the world frame but "
+                                                       "source_cameras.json is missing; re-run the job")
+        w2c = relative_to_source(w2c, read_cameras_json(out / "source_cameras.json").w2c, "world")
     with np.load(cache) as z:
         mask, depth = z["mask"].astype(bool), z["depth"].astype(np.float32)
     check(mask.shape[0] == cams.num_frames and mask.shape[1:] == (cams.height, cams.width),
           f"{out}: the render cache ({list(mask.shape)}) does not match cameras.json "
           f"({cams.num_frames} × {cams.height}×{cams.width}); re-run the job")
     K = record.get("intrinsics")
-    return RunViews(out=out, config=config, fps=float(record.get("fps") or cams.fps or 24.0), w2c=cams.w2c, K=cams.K,
+    return RunViews(out=out, config=config, fps=float(record.get("fps") or cams.fps or 24.0), w2c=w2c, K=cams.K,
                     mask=mask, depth=depth, source_K=None if K is None else np.asarray(K, dtype=np.float64))
 
 
@@ -121,10 +122,13 @@ def _file_key(path: Path) -> str:
 
 
 def _record(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+    from .io.json_input import read_json
+
+    try:  # a missing or unreadable record means "not made yet": the stage is redone
+        record = read_json(path, "stage record")
+    except Ex4dError:
         return {}
+    return record if isinstance(record, dict) else {}
 
 
 def lift_run(views: RunViews, output: np.ndarray | None = None, progress: bool = True) -> list[LiftedFrame]:

@@ -20,7 +20,6 @@ starts (``NCCL_NVLS_ENABLE=0``, ``TORCH_SYMM_MEM_DISABLE_MULTICAST=1``,
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -39,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     root = argparse.ArgumentParser(prog="ex4d-generate-parallel")
     sub = root.add_subparsers()
-    cli.register(sub)
+    cli.register(sub, parallel=True)
     p = sub.choices["generate"]
     p.prog = "torchrun --nproc-per-node N -m ex4d.diffusion.parallel"
     p.description = ("ex4d generate on several GPUs: one video split over them (--ulysses/--ring, context "
@@ -61,10 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def read_jobs(path: str | os.PathLike) -> list[dict]:
     """Jobs ``[{"color", "mask", "out"}, …]`` from a JSON list or a ``COLOR MASK OUT`` text file."""
-    text = Path(path).read_text()
+    from ..io.json_input import expect, read_json
+
+    path = Path(path)
+    check(path.is_file(), f"--jobs {path}: no such file")
+    text = path.read_bytes()[:1 << 20].decode("utf-8", "replace")
     if text.lstrip().startswith("["):
-        jobs = json.loads(text)
+        jobs = expect(read_json(path, f"--jobs {path}"), list, f"--jobs {path}")
     else:
+        text = path.read_text(encoding="utf-8", errors="replace")
         jobs = []
         for n, line in enumerate(text.splitlines(), 1):
             if not line.strip() or line.lstrip().startswith("#"):
@@ -73,8 +77,8 @@ def read_jobs(path: str | os.PathLike) -> list[dict]:
             check(len(parts) == 3, f"{path}:{n}: expected 'COLOR MASK OUT', got {line!r}")
             jobs.append(dict(zip(("color", "mask", "out"), parts)))
     for i, job in enumerate(jobs):
-        check(isinstance(job, dict) and all(k in job for k in ("color", "mask", "out")),
-              f"{path}: job {i} must have color, mask and out, got {job!r}")
+        check(isinstance(job, dict) and all(isinstance(job.get(k), str) and job[k] for k in ("color", "mask", "out")),
+              f"{path}: job {i} must be an object with the paths color, mask and out (strings), got {job!r:.200}")
     outs = [str(Path(j["out"]).resolve()) for j in jobs]
     check(len(set(outs)) == len(outs), f"{path}: two jobs write the same output")
     return jobs
@@ -95,12 +99,15 @@ def _write(out: Path, video, fps, config, args, extra: dict) -> None:
 def run(args: argparse.Namespace) -> int:
     """Handler: joins the process group, loads the models on every rank, then CP or DP generation."""
     from .cli import _read_inputs, config_from_args
+    from .cli_args import check_model_args, loras_from_args
     from .parallel import enable_generator_context_parallel, init_distributed, split_jobs
 
     jobs = read_jobs(args.jobs) if args.jobs else None
     if jobs is None:
         missing = [f"--{k}" for k in _OPTIONAL_IN_JOBS_MODE if not getattr(args, k)]
         check(not missing, f"{', '.join(missing)} required (or --jobs FILE)")
+    check_model_args(args)
+    loras = loras_from_args(args)
     info = init_distributed(args.backend, args.device)
     config = config_from_args(args)
     if info.device.startswith("cuda"):
@@ -109,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
 
     adapter = None if args.no_adapter else args.adapter
     t0 = time.perf_counter()
-    gen = Ex4dGenerator.load(args.wan, adapter, config, encoders=args.wan_encoders)
+    gen = Ex4dGenerator.load(args.wan, adapter, config, encoders=args.wan_encoders, loras=loras)
     mode = "single"
     if jobs is None and info.world_size > 1:
         check(args.ulysses >= 0 and args.ring >= 1, "--ulysses must be >= 0 and --ring >= 1")

@@ -4,14 +4,17 @@ Honest preview quality, not a generative model. Three passes per output frame t:
 
 1. **Temporal reprojection.** Other frames s see parts of the scene that frame
    t's source view does not (a moving object uncovers the background behind
-   it). Frame s's DW-Mesh is rendered with camera t; an unknown pixel of t
-   takes its colour where that render is known, from frames at offsets ±1,
-   ±2, ±4, … up to ``window``; the farthest candidate wins (disocclusions
-   reveal background, which rarely moves). A candidate must lie behind frame
-   t's own occluding surface there (else it is a foreground object that has
-   moved into the hole); where t sees no scene surface at all (outside the
-   source frustum, same for every frame of a fixed source camera), only
-   inpainting fills.
+   it; a moving camera saw it from elsewhere). Frame s's DW-Mesh is rendered
+   with camera t; an unknown pixel of t takes its colour where that render is
+   known, from frames at offsets ±1, ±2, ±4, … up to ``window`` and, when the
+   source camera moves, a few keyframes of the whole clip placed by the true
+   relative poses (:mod:`ex4d.fill.sources` chooses them, boundedly); the
+   farthest candidate wins (disocclusions reveal background, which rarely
+   moves). A candidate must lie behind frame t's own occluding surface there
+   (else it is a foreground object that has moved into the hole); where t
+   sees no scene surface at all (outside its source frustum), a fixed source
+   camera has nothing to add and only inpainting fills, while a moving one
+   takes what other frames saw there.
 2. **Spatial inpainting** of what no frame saw: OpenCV's Telea inpainting,
    from the background side: known pixels at the hole's border that are much
    nearer than the farthest surface around them (the occluder whose edge
@@ -33,6 +36,8 @@ import numpy as np
 
 from ..errors import check
 
+from .sources import MeshCache, frame_offsets, select_sources
+
 __all__ = ["ClassicalFillConfig", "classical_fill", "frame_offsets"]
 
 
@@ -44,24 +49,17 @@ class ClassicalFillConfig:
     depth_tolerance: float = 0.02  #: a candidate may be this much (relative) in front of t's surface
     inpaint_radius: int = 5       #: OpenCV inpainting radius in pixels
     smooth: float = 0.6           #: temporal smoothing weight of the neighbour frame for inpainted pixels (0–1)
+    keyframes: int = 4            #: moving source camera: keyframes of the whole clip consulted per frame (0: none)
 
     def __post_init__(self):
         check(self.window >= 0, f"fill window must be ≥ 0 frames, got {self.window}")
         check(0 <= self.depth_tolerance < 1, f"depth tolerance must be in [0, 1), got {self.depth_tolerance}")
         check(self.inpaint_radius >= 1, f"inpaint radius must be ≥ 1 px, got {self.inpaint_radius}")
         check(0 <= self.smooth < 1, f"smooth must be in [0, 1), got {self.smooth}")
+        check(self.keyframes >= 0, f"fill keyframes must be ≥ 0, got {self.keyframes}")
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def frame_offsets(window: int) -> list[int]:
-    """Offsets +1, −1, +2, −2, +4, −4, … with |offset| ≤ window (nearest frames first)."""
-    out, k = [], 1
-    while k <= window:
-        out += [k, -k]
-        k *= 2
-    return out
 
 
 def _foreground_near_holes(hole: np.ndarray, depth: np.ndarray, window: int, ratio: float) -> np.ndarray:
@@ -124,16 +122,22 @@ def _smooth(out: np.ndarray, inpainted: np.ndarray, weight: float) -> np.ndarray
 def classical_fill(color: np.ndarray, mask: np.ndarray, view_depth: np.ndarray | None = None,
                    frames: np.ndarray | None = None, depth: np.ndarray | None = None, K: np.ndarray | None = None,
                    w2c: np.ndarray | None = None, K_out: np.ndarray | None = None, recon_config=None,
-                   config: ClassicalFillConfig | None = None, progress: bool = True) -> np.ndarray:
+                   config: ClassicalFillConfig | None = None, progress: bool = True,
+                   w2c_src: np.ndarray | None = None, return_reprojected: bool = False):
     """Completed video [T, H, W, 3] uint8 that equals ``color`` wherever ``mask`` is True.
+
+    With ``return_reprojected`` also the [T, H, W] bool pixels filled from other frames (pass 1).
 
     Args:
         color: [T, H, W, 3] uint8 novel-view render (0 where unknown).
         mask: [T, H, W] bool, True = known.
         view_depth: [T, H, W] float32 depth of each render's nearest scene surface (inf: none).
         frames, depth, K: the source frames [T,H,W,3] uint8, their z-depth [T,H,W] and intrinsics [3,3].
-        w2c, K_out: the output cameras [T,4,4] and intrinsics [T,3,3].
+        w2c, K_out: the output cameras [T,4,4], each relative to its frame's source camera (what the
+            recon rendered), and intrinsics [T,3,3].
         recon_config: the ReconConfig used for the render (meshes are rebuilt the same way).
+        w2c_src: the source camera poses [T,4,4] (world = frame 0); None or all identity = a tripod.
+        frames, depth and w2c_src are read one frame at a time (``frames[s]``), so lazy sequences work.
         Temporal reprojection runs only when all of view_depth … K_out are given.
     """
     config = config or ClassicalFillConfig()
@@ -150,7 +154,7 @@ def classical_fill(color: np.ndarray, mask: np.ndarray, view_depth: np.ndarray |
         bar = tqdm(total=2 * T, desc="fill: reproject", unit="frame", leave=False)  # then: inpaint
 
     can_reproject = all(x is not None for x in (view_depth, frames, depth, K, w2c, K_out)) and config.window > 0
-    meshes: dict[int, object] = {}
+    moving = w2c_src is not None and not np.allclose(w2c_src, np.eye(4), atol=1e-9)
     if can_reproject:
         from ..dwmesh import build_dwmesh, default_far
         from ..recon import ReconConfig
@@ -160,10 +164,9 @@ def classical_fill(color: np.ndarray, mask: np.ndarray, view_depth: np.ndarray |
         far = default_far(depth, rc.mesh.far_scale)
         backend = rc.backend or default_backend()
 
-        def mesh(s):
-            if s not in meshes:
-                meshes[s] = build_dwmesh(frames[s], depth[s], K, far=far, config=rc.mesh)
-            return meshes[s]
+        mesh = MeshCache(lambda s: build_dwmesh(frames[s], depth[s], K, far=far, config=rc.mesh),
+                         capacity=2 * config.window + 2 + (2 * config.keyframes if moving else 0))
+        scene_depth = float(np.median(np.asarray(depth[0])))
 
     H, W = color.shape[1:3]
     filled_from_video = np.zeros_like(known)
@@ -171,21 +174,25 @@ def classical_fill(color: np.ndarray, mask: np.ndarray, view_depth: np.ndarray |
         if can_reproject and not known[t].all():
             hole = ~known[t]
             best = np.full((H, W), -np.inf, dtype=np.float32)
-            for off in frame_offsets(config.window):
-                s = t + off
-                if not (0 <= s < T):
+            filled_near = filled_from_video[t].copy()
+            # a moving camera's other frames saw beyond t's source frustum (no surface of t there: inf)
+            vd = np.where(np.isfinite(view_depth[t]), view_depth[t], 0.0) if moving else view_depth[t]
+            for s, w2c_s, is_kf in select_sources(t, T, config.window, w2c[t], w2c_src if moving else None,
+                                                  scene_depth, config.keyframes):
+                if is_kf and not (hole & ~filled_from_video[t]).any():
                     continue
-                r = render_mesh(mesh(s), K_out[t], w2c[t], H, W, backend=backend, near=rc.near)
-                ok = hole & r.mask & (r.depth >= view_depth[t] * (1 - config.depth_tolerance))
+                r = render_mesh(mesh(s), K_out[t], w2c_s, H, W, backend=backend, near=rc.near)
+                ok = hole & r.mask & (r.depth >= vd * (1 - config.depth_tolerance))
+                if is_kf:  # keyframes only where no temporal neighbour (the same moment) saw anything
+                    ok &= ~filled_near
                 # the farthest candidate wins: background is what disocclusions reveal, and it rarely moves
                 ok &= r.depth > best
                 if ok.any():
                     out[t][ok] = np.clip(r.color[ok] * 255 + 0.5, 0, 255).astype(np.uint8)
                     best[ok] = r.depth[ok]
                     filled_from_video[t] |= ok
-            # keep memory bounded: drop meshes that later frames will not use
-            for s in [s for s in meshes if s < t - config.window]:
-                del meshes[s]
+                if not is_kf:
+                    filled_near = filled_from_video[t].copy()
         if bar is not None:
             bar.update(1)
     inpainted = ~(known | filled_from_video)
@@ -205,4 +212,4 @@ def classical_fill(color: np.ndarray, mask: np.ndarray, view_depth: np.ndarray |
     out[known] = color[known]
     if bar is not None:
         bar.close()
-    return out
+    return (out, filled_from_video) if return_reprojected else out

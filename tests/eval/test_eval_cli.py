@@ -142,4 +142,5 @@ def test_benchmark_cli(tmp_path, capsys):
         _run("benchmark", "novel-view", "--out", out, "--scenes", "forest")
     with pytest.raises(Ex4dError, match="depth variant"):
         _run("benchmark", "novel-view", "--out", out, "--variants", "smear3")
-    assert _run("benchmark") == 2
+    with pytest.raises(Ex4dError, match="name the benchmark to run: novel-view"):
+        _run("benchmark")
