@@ -27,7 +27,8 @@ output.mp4             (run) the completed video
 preview.mp4            (run) input | render with unknown tinted | output
 color/, mask/          (--png) lossless frames 00000.png …
 meshes/                (--save-mesh) one DW-Mesh per frame, 00000.ply …
-.ex4d/                 stage records and lossless caches (depth.npz, render.npz)
+.ex4d/                 stage records and lossless chunked caches (frames/, depth/, render/, fill/:
+                       one file per 16 frames, see ex4d.streaming), so a run resumes mid-stage
 =====================  =========================================================
 """
 
@@ -46,11 +47,11 @@ import numpy as np
 
 from . import __version__
 from .cameras import check_intrinsics, default_intrinsics, intrinsics_from_focal, intrinsics_from_fov, scale_intrinsics
-from .dwmesh import MeshConfig, export_ply
+from . import streaming
 from .errors import Ex4dError, check
 from .fill import FILL_BACKENDS, ClassicalFillConfig
-from .io.atomic import atomic_save_npz, atomic_write_json
-from .recon import ReconConfig, render_novel_views
+from .io.atomic import atomic_write_json
+from .recon import ReconConfig
 
 __all__ = ["RunConfig", "run_pipeline", "RunSummary", "STATE_DIR"]
 
@@ -217,25 +218,15 @@ def _prepare_out(out: Path, config: RunConfig, overwrite: bool) -> None:
 
 # ---------------------------------------------------------------------------------------------- stages
 
-def _load_frames(config: RunConfig):
-    """(frames [T,H,W,3] uint8, fps, example depth or None, input identity dict)."""
+def _input_ident(config: RunConfig) -> dict:
+    """What identifies the input frames (hashes the video's contents)."""
     if config.example:
-        from .example import make_example
-
-        T = config.num_frames or 49
-        scene = make_example(T, config.example_size, config.example_size)
-        ident = {"example": True, "num_frames": T, "size": config.example_size}
-        return scene.frames, scene.fps, scene.depth, scene.K, np.arange(T), T, ident
-    from .io.video import read_video
-
-    fr = read_video(config.video, num_frames=config.num_frames, start=config.start, stride=config.stride,
-                    max_res=config.max_res, allow_short=config.allow_short)
-    ident = {"video": hash_inputs(config.video), "num_frames": config.num_frames, "start": config.start,
-             "stride": config.stride, "max_res": config.max_res, "allow_short": config.allow_short}
-    return fr.frames, fr.fps / config.stride, None, None, fr.indices, fr.total_frames, ident
+        return {"example": True, "num_frames": config.num_frames or 49, "size": config.example_size}
+    return {"video": hash_inputs(config.video), "num_frames": config.num_frames, "start": config.start,
+            "stride": config.stride, "max_res": config.max_res, "allow_short": config.allow_short}
 
 
-def _intrinsics(config: RunConfig, width: int, height: int, example_K) -> np.ndarray:
+def _intrinsics(config: RunConfig, width: int, height: int, example: bool) -> np.ndarray:
     if config.focal is not None:
         return intrinsics_from_focal(width, height, config.focal)
     if config.fov is not None:
@@ -248,20 +239,17 @@ def _intrinsics(config: RunConfig, width: int, height: int, example_K) -> np.nda
         if (cam.width, cam.height) != (width, height):
             K = scale_intrinsics(K, width / cam.width, height / cam.height)
         return check_intrinsics(K, f"intrinsics from {config.intrinsics}")
-    if example_K is not None:
-        return example_K
-    return default_intrinsics(width, height)
+    return default_intrinsics(width, height)  # also the example's
 
 
-def _depth_stage(config: RunConfig, frames, example_depth, indices, total, frames_key, out: Path, state: _State,
-                 progress: bool):
-    """(depth [T,H,W] float32, key, reused?)."""
-    from .io.depth import load_depth_file, default_depth_kind, match_depth_to_frames, resize_depth, to_depth
+def _depth_stage(config: RunConfig, clip, frames_key: str, out: Path, state: _State, progress: bool):
+    """(depth [T,H,W] array-like read per frame, largest depth, key, reused?)."""
+    from .io.chunks import ChunkStore
 
-    T, H, W = frames.shape[:3]
-    cache = out / STATE_DIR / "depth.npz"
-    if example_depth is not None and not config.depth and not config.depth_model:
-        return example_depth, _key("depth", frames_key, "example-exact"), True
+    folder = out / STATE_DIR / "depth"
+    if clip.example_depth is not None and not config.depth and not config.depth_model:
+        depth, peak = streaming.exact_depth(clip)
+        return depth, peak, _key("depth", frames_key, "example-exact"), True
     if config.depth:
         params = {"file": hash_inputs(config.depth), "kind": config.depth_kind, "key": config.depth_key,
                   "scale": config.depth_scale}
@@ -274,25 +262,17 @@ def _depth_stage(config: RunConfig, frames, example_depth, indices, total, frame
         raise Ex4dError("no depth: give a depth file with --depth (DepthCrafter/Video-Depth-Anything .npz, .npy, "
                         "or a folder of 16-bit PNGs) or a depth model with --depth-model")
     key = _key("depth", frames_key, params)
-    if state.done("depth", key, [cache]):
-        return np.load(cache)["depth"], key, True
+    reused = state.done("depth", key, [folder / "meta.json"]) and ChunkStore.exists(folder, key)
+    if not reused:
+        state.forget("depth")
     if config.depth:
-        raw = load_depth_file(config.depth, key=config.depth_key)
-        raw = match_depth_to_frames(raw, indices, total)
-        kind = config.depth_kind or default_depth_kind(config.depth, config.depth_key)
-        depth = to_depth(raw, kind, scale=config.depth_scale)
-        if depth.shape[1:] != (H, W):
-            depth = resize_depth(depth, H, W)
+        depth, peak = streaming.depth_from_file(clip, config.depth, config.depth_kind, config.depth_key,
+                                                config.depth_scale, folder, key, progress)
     else:
-        from .depth import estimate_depth
-
-        res = estimate_depth(frames, model=config.depth_model, weights=config.depth_weights, progress=progress,
-                             **config.depth_options)
-        depth = res.depth
-    depth = np.ascontiguousarray(depth, dtype=np.float32)
-    atomic_save_npz(cache, compress=False, depth=depth)
+        depth, peak = streaming.depth_from_model(clip, config.depth_model, config.depth_weights,
+                                                 config.depth_options, folder, key, progress)
     state.mark("depth", key)
-    return depth, key, False
+    return depth, peak, key, reused
 
 
 def _write_cameras(out: Path, traj_w2c, traj_K, width, height, fps) -> list[Path]:
@@ -308,18 +288,8 @@ def _write_cameras(out: Path, traj_w2c, traj_K, width, height, fps) -> list[Path
     return files
 
 
-def tint_unknown(color: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Render [..., H, W, 3] uint8 with unknown pixels ([..., H, W] False) shown in magenta."""
-    out = color.copy()
-    out[~mask] = (255, 0, 255)
-    return out
-
-
-def make_preview(frames: np.ndarray, color: np.ndarray, mask: np.ndarray, output: np.ndarray) -> np.ndarray:
-    """Side by side [T, H, 3W(+gaps), 3] uint8: input | render with unknown tinted | output."""
-    T, H, W = mask.shape
-    gap = np.full((T, H, 8, 3), 255, dtype=np.uint8)
-    return np.concatenate([frames, gap, tint_unknown(color, mask), gap, output], axis=2)
+tint_unknown = streaming.tint_unknown
+make_preview = streaming.make_preview
 
 
 def _versions() -> dict:
@@ -332,8 +302,12 @@ def _versions() -> dict:
 
 def run_pipeline(config: RunConfig, out: str | os.PathLike, overwrite: bool = False, fill: bool = True,
                  progress: bool = True, log=print) -> RunSummary:
-    """Run the job described by ``config`` into folder ``out``; ``fill=False`` stops after the recon stage."""
-    from .io.video import write_png_frames, write_video
+    """Run the job described by ``config`` into folder ``out``; ``fill=False`` stops after the recon stage.
+
+    Every stage streams chunk by chunk through ``OUT/.ex4d`` (:mod:`ex4d.streaming`): memory stays bounded
+    whatever the clip's length, and an interrupted run resumes at the chunk (or window) it was in.
+    """
+    from .io.chunks import ChunkStore
     from .trajectory import make_trajectory
 
     out = Path(out)
@@ -341,81 +315,72 @@ def run_pipeline(config: RunConfig, out: str | os.PathLike, overwrite: bool = Fa
         _check_fill_ready(config)
     _prepare_out(out, config, overwrite)
     state = _State(out)
+    cache = out / STATE_DIR
     np.random.seed(config.seed)
     timings: dict = {}
     reused: list[str] = []
 
     t0 = time.perf_counter()
-    frames, fps, example_depth, example_K, indices, total, ident = _load_frames(config)
-    T, H, W = frames.shape[:3]
-    timings["read_s"] = time.perf_counter() - t0
+    ident = _input_ident(config)
     frames_key = _key("frames", ident)
+    clip = streaming.read_clip(config, cache / "frames", frames_key, progress)
+    T, H, W = clip.shape
+    fps = clip.fps
+    timings["read_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    depth, depth_key, depth_reused = _depth_stage(config, frames, example_depth, indices, total, frames_key, out,
-                                                  state, progress)
+    depth, max_depth, depth_key, depth_reused = _depth_stage(config, clip, frames_key, out, state, progress)
     if depth_reused and (config.depth or config.depth_model):
         reused.append("depth")
     timings["depth_s"] = time.perf_counter() - t0
 
-    K = _intrinsics(config, W, H, example_K)
+    K = _intrinsics(config, W, H, config.example)
     traj = make_trajectory(config.trajectory, T, K, W, H, depth0=depth[0], **config.trajectory_options)
+    far = config.recon.mesh.far_scale * max_depth  # dwmesh.default_far of the whole clip
 
-    # ----- recon: meshes + renders
-    render_cache = out / STATE_DIR / "render.npz"
-    recon_files = [render_cache, out / "color.mp4", out / "mask.mp4", out / "cameras.json"]
+    # ----- recon: meshes + renders, chunk by chunk
+    render_dir = cache / "render"
+    recon_files = [render_dir / "meta.json", out / "color.mp4", out / "mask.mp4", out / "cameras.json"]
     if config.png:
         recon_files += [out / "color", out / "mask"]
     if config.save_mesh:
         recon_files.append(out / "meshes")
-    render_key = _key("render", depth_key, K.tolist(), traj.w2c.tolist(), traj.K.tolist(), config.recon.to_dict(),
-                      config.png, config.save_mesh, config.crf)
+    render_data_key = _key("render", depth_key, K.tolist(), traj.w2c.tolist(), traj.K.tolist(),
+                           config.recon.to_dict())
+    render_key = _key(render_data_key, config.png, config.save_mesh, config.crf)
     t0 = time.perf_counter()
-    if state.done("render", render_key, recon_files):
-        z = np.load(render_cache)
-        color, mask, view_depth = z["color"], z["mask"], z["depth"]
+    if state.done("render", render_key, recon_files) and ChunkStore.exists(render_dir, render_data_key):
+        render = ChunkStore.load(render_dir, render_data_key)
         reused.append("render")
     else:
         state.forget("render")
-        on_mesh = None
-        if config.save_mesh:
-            (out / "meshes").mkdir(exist_ok=True)
-
-            def on_mesh(t, mesh):
-                export_ply(mesh, out / "meshes" / f"{t:05d}.ply")
-
-        res = render_novel_views(frames, depth, K, traj.w2c, traj.K, config=config.recon, progress=progress,
-                                 on_mesh=on_mesh)
-        color, mask, view_depth = res.color, res.mask, res.depth
-        timings["mesh_s"] = res.timings["mesh_s"]
-        timings["raster_s"] = res.timings["render_s"]
-        write_video(out / "color.mp4", color, fps, crf=config.crf)
-        write_video(out / "mask.mp4", mask, fps, crf=config.crf)
+        render, stats = streaming.render_chunks(clip, depth, K, traj.w2c, traj.K, config.recon, far, render_dir,
+                                                render_data_key, out, config.png, config.save_mesh, config.crf,
+                                                progress)
+        timings["mesh_s"], timings["raster_s"] = stats["mesh_s"], stats["raster_s"]
+        moved = stats["known_frames"]
+        render.set_attrs(known_fraction=(stats["known_sum"] / moved) if moved else stats["known_all"] / T)
         _write_cameras(out, traj.w2c, traj.K, W, H, fps)
-        if config.png:
-            write_png_frames(out / "color", color)
-            write_png_frames(out / "mask", mask)
-        atomic_save_npz(render_cache, compress=True, color=color, mask=mask, depth=view_depth)
         state.mark("render", render_key)
     timings["recon_s"] = time.perf_counter() - t0
 
     if fill and config.fill != "none":
-        fill_key = _key("fill", render_key, config.fill, config.fill_options, config.seed, config.crf)
+        fill_data_key = _key("fill", render_data_key, config.fill, config.fill_options, config.seed)
+        fill_key = _key(fill_data_key, config.crf)
         fill_files = [out / "output.mp4", out / "preview.mp4"]
         t0 = time.perf_counter()
         if state.done("fill", fill_key, fill_files):
             reused.append("fill")
         else:
             state.forget("fill")
-            output = _fill(config, color, mask, view_depth, frames, depth, K, traj, progress)
-            write_video(out / "output.mp4", output, fps, crf=config.crf)
-            write_video(out / "preview.mp4", make_preview(frames, color, mask, output), fps, crf=config.crf)
+            filled = _fill(config, render, clip, depth, K, traj, far, cache, fill_data_key, progress)
+            streaming.write_fill_outputs(out, filled, render, clip, config.crf)
             state.mark("fill", fill_key)
         timings["fill_s"] = time.perf_counter() - t0
 
-    novel = [t for t in range(T) if not np.allclose(traj.w2c[t], np.eye(4))] or list(range(T))
-    summary = RunSummary(out=out, num_frames=T, width=W, height=H, known_fraction=float(mask[novel].mean()),
-                         timings=timings, reused=reused)
+    summary = RunSummary(out=out, num_frames=T, width=W, height=H,
+                         known_fraction=float(render.attrs.get("known_fraction", 0.0)), timings=timings,
+                         reused=reused)
     atomic_write_json(out / "config.json", {
         "run": json.loads(json.dumps(config.to_dict(), default=str)),
         "versions": _versions(),
@@ -446,29 +411,38 @@ def _check_fill_ready(config: RunConfig) -> None:
     check(adapter is None or Path(adapter).is_file(),
           f"--adapter {adapter} is not a file; give the released EX-4D ex4d.ckpt or our .safetensors")
     _generate_config(config).check()  # e.g. --compile with --step-cache, before the recon
+    _window_config(config)
 
 
 _WEIGHT_OPTIONS = ("wan", "adapter", "encoders")
+_WINDOW_OPTIONS = ("window", "overlap", "lift", "lift_keep", "lift_every")  # ex4d.diffusion.windows.WindowConfig
 
 
 def _generate_config(config: RunConfig):
-    """The GenerateConfig of ``--fill ex4d``: the run's seed and every fill option but the weight paths."""
+    """The GenerateConfig of ``--fill ex4d``: the run's seed and every fill option but weights and windows."""
     from .diffusion.config import GenerateConfig
 
-    opts = {k: v for k, v in config.fill_options.items() if k not in _WEIGHT_OPTIONS}
+    opts = {k: v for k, v in config.fill_options.items() if k not in _WEIGHT_OPTIONS + _WINDOW_OPTIONS}
     return GenerateConfig(**{"seed": config.seed, **opts})
 
 
-def _fill(config: RunConfig, color, mask, view_depth, frames, depth, K, traj, progress):
-    if config.fill == "classical":
-        from .fill import classical_fill
+def _window_config(config: RunConfig):
+    """The WindowConfig of ``--fill ex4d`` (window, overlap, lifting)."""
+    from .diffusion.windows import WindowConfig
 
-        return classical_fill(color, mask, view_depth, frames, depth, K, traj.w2c, traj.K, config.recon,
-                              ClassicalFillConfig(**config.fill_options), progress=progress)
+    return WindowConfig(**{k: v for k, v in config.fill_options.items() if k in _WINDOW_OPTIONS})
+
+
+def _fill(config: RunConfig, render, clip, depth, K, traj, far, cache: Path, key: str, progress: bool):
+    """The fill output cache (a finished ChunkStore with field ``output``)."""
+    if config.fill == "classical":
+        return streaming.classical_fill_chunks(render, clip, depth, K, traj.w2c, traj.K, config.recon,
+                                               ClassicalFillConfig(**config.fill_options), far, cache, key,
+                                               progress)
     try:
-        from .diffusion import generate_video
+        from .diffusion.windows import fill_windows
     except ImportError as e:
         raise Ex4dError(f"--fill ex4d needs the diffusion extra: pip install 'ex4d[diffusion]' ({e})")
     opts = config.fill_options
-    return generate_video(color, mask, opts["wan"], opts.get("adapter"), _generate_config(config), progress=progress,
-                          encoders=opts.get("encoders"))
+    return fill_windows(render, clip, traj.w2c, traj.K, opts["wan"], opts.get("adapter"), _generate_config(config),
+                        _window_config(config), cache, key, encoders=opts.get("encoders"), progress=progress)

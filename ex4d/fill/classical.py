@@ -33,7 +33,8 @@ import numpy as np
 
 from ..errors import check
 
-__all__ = ["ClassicalFillConfig", "classical_fill", "frame_offsets"]
+__all__ = ["ClassicalFillConfig", "classical_fill", "reproject_and_inpaint", "smooth_inpainted", "smoothing_margin",
+           "frame_offsets"]
 
 
 @dataclass(frozen=True)
@@ -103,8 +104,14 @@ def _inpaint(color: np.ndarray, hole: np.ndarray, radius: int, depth: np.ndarray
     return out
 
 
-def _smooth(out: np.ndarray, inpainted: np.ndarray, weight: float) -> np.ndarray:
-    """Forward–backward exponential filter over time of ``out`` [T,H,W,3] on pixels inpainted in both frames."""
+def smooth_inpainted(out: np.ndarray, inpainted: np.ndarray, weight: float) -> np.ndarray:
+    """``out`` [T,H,W,3] uint8 filtered over time (forward, then backward exponential) on pixels inpainted in both frames.
+
+    ``inpainted`` [T, H, W] bool; ``weight`` in [0, 1) is the neighbour frame's
+    share. A frame's result depends on frames k away with weight ≤ weight^k,
+    so a clip can be smoothed chunk by chunk with :func:`smoothing_margin`
+    frames of context on each side.
+    """
     if weight <= 0 or out.shape[0] < 2:
         return out
     x = out.astype(np.float32)
@@ -121,10 +128,21 @@ def _smooth(out: np.ndarray, inpainted: np.ndarray, weight: float) -> np.ndarray
     return np.clip(x + 0.5, 0, 255).astype(np.uint8)
 
 
+_smooth = smooth_inpainted  # the name the tests use
+
+
+def smoothing_margin(weight: float, tolerance: float = 1e-4) -> int:
+    """Frames of context on each side after which :func:`smooth_inpainted` changes a value by < ``tolerance`` levels."""
+    if weight <= 0:
+        return 0
+    return int(min(1024, np.ceil(np.log(tolerance / 255.0) / np.log(weight))))
+
+
 def classical_fill(color: np.ndarray, mask: np.ndarray, view_depth: np.ndarray | None = None,
                    frames: np.ndarray | None = None, depth: np.ndarray | None = None, K: np.ndarray | None = None,
                    w2c: np.ndarray | None = None, K_out: np.ndarray | None = None, recon_config=None,
-                   config: ClassicalFillConfig | None = None, progress: bool = True) -> np.ndarray:
+                   config: ClassicalFillConfig | None = None, progress: bool = True,
+                   far: float | None = None) -> np.ndarray:
     """Completed video [T, H, W, 3] uint8 that equals ``color`` wherever ``mask`` is True.
 
     Args:
@@ -134,20 +152,51 @@ def classical_fill(color: np.ndarray, mask: np.ndarray, view_depth: np.ndarray |
         frames, depth, K: the source frames [T,H,W,3] uint8, their z-depth [T,H,W] and intrinsics [3,3].
         w2c, K_out: the output cameras [T,4,4] and intrinsics [T,3,3].
         recon_config: the ReconConfig used for the render (meshes are rebuilt the same way).
+        far: the render's DW-Mesh far depth (default: from ``depth``, as the recon computes it).
         Temporal reprojection runs only when all of view_depth … K_out are given.
+
+    :func:`reproject_and_inpaint` then :func:`smooth_inpainted`; for clips too
+    long to hold, ``ex4d.streaming`` runs the two chunk by chunk.
+    """
+    config = config or ClassicalFillConfig()
+    out, inpainted = reproject_and_inpaint(color, mask, view_depth, frames, depth, K, w2c, K_out, recon_config,
+                                           config, progress, far)
+    out = smooth_inpainted(out, inpainted, config.smooth)
+    known = mask.astype(bool)
+    out[known] = color[known]
+    return out
+
+
+def reproject_and_inpaint(color: np.ndarray, mask: np.ndarray, view_depth: np.ndarray | None = None,
+                          frames=None, depth=None, K: np.ndarray | None = None, w2c: np.ndarray | None = None,
+                          K_out: np.ndarray | None = None, recon_config=None,
+                          config: ClassicalFillConfig | None = None, progress: bool = True,
+                          far: float | None = None, targets: range | None = None
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """Passes 1 and 2 of the fill: (filled [N, H, W, 3] uint8, inpainted [N, H, W] bool) of the ``targets`` frames.
+
+    Arguments as :func:`classical_fill`; ``frames`` and ``depth`` may be any
+    array-likes indexed per frame (``frames[s]``). ``targets`` (default: every
+    frame) are the frames to fill, N of them; the others are consulted as
+    reprojection sources only, so a long clip can be filled a chunk at a time
+    with ``config.window`` frames of context on each side and give the same
+    pixels. ``inpainted`` marks the pixels passes 1 left for pass 2.
     """
     config = config or ClassicalFillConfig()
     check(color.ndim == 4 and color.shape[-1] == 3 and color.dtype == np.uint8,
           f"color must be [T, H, W, 3] uint8, got {color.shape} {color.dtype}")
     check(mask.shape == color.shape[:3], f"mask must be [T, H, W] = {list(color.shape[:3])}, got {list(mask.shape)}")
-    T = color.shape[0]
-    out = color.copy()
-    known = mask.astype(bool).copy()
+    T, H, W = color.shape[:3]
+    targets = range(T) if targets is None else targets
+    check(isinstance(targets, range) and targets.step == 1 and 0 <= targets.start <= targets.stop <= T,
+          f"targets must be a range of consecutive frames within [0, {T}), got {targets}")
+    out = color[targets.start:targets.stop].copy()
+    known = mask[targets.start:targets.stop].astype(bool)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=2 * T, desc="fill: reproject", unit="frame", leave=False)  # then: inpaint
+        bar = tqdm(total=2 * len(targets), desc="fill: reproject", unit="frame", leave=False)  # then: inpaint
 
     can_reproject = all(x is not None for x in (view_depth, frames, depth, K, w2c, K_out)) and config.window > 0
     meshes: dict[int, object] = {}
@@ -157,7 +206,7 @@ def classical_fill(color: np.ndarray, mask: np.ndarray, view_depth: np.ndarray |
         from ..render import default_backend, render_mesh
 
         rc = recon_config or ReconConfig()
-        far = default_far(depth, rc.mesh.far_scale)
+        far = default_far(np.asarray(depth), rc.mesh.far_scale) if far is None else float(far)
         backend = rc.backend or default_backend()
 
         def mesh(s):
@@ -165,11 +214,10 @@ def classical_fill(color: np.ndarray, mask: np.ndarray, view_depth: np.ndarray |
                 meshes[s] = build_dwmesh(frames[s], depth[s], K, far=far, config=rc.mesh)
             return meshes[s]
 
-    H, W = color.shape[1:3]
     filled_from_video = np.zeros_like(known)
-    for t in range(T):
-        if can_reproject and not known[t].all():
-            hole = ~known[t]
+    for i, t in enumerate(targets):
+        if can_reproject and not known[i].all():
+            hole = ~known[i]
             best = np.full((H, W), -np.inf, dtype=np.float32)
             for off in frame_offsets(config.window):
                 s = t + off
@@ -180,9 +228,9 @@ def classical_fill(color: np.ndarray, mask: np.ndarray, view_depth: np.ndarray |
                 # the farthest candidate wins: background is what disocclusions reveal, and it rarely moves
                 ok &= r.depth > best
                 if ok.any():
-                    out[t][ok] = np.clip(r.color[ok] * 255 + 0.5, 0, 255).astype(np.uint8)
+                    out[i][ok] = np.clip(r.color[ok] * 255 + 0.5, 0, 255).astype(np.uint8)
                     best[ok] = r.depth[ok]
-                    filled_from_video[t] |= ok
+                    filled_from_video[i] |= ok
             # keep memory bounded: drop meshes that later frames will not use
             for s in [s for s in meshes if s < t - config.window]:
                 del meshes[s]
@@ -190,19 +238,17 @@ def classical_fill(color: np.ndarray, mask: np.ndarray, view_depth: np.ndarray |
             bar.update(1)
     inpainted = ~(known | filled_from_video)
 
-    def inpaint_frame(t: int) -> None:
-        out[t] = _inpaint(out[t], inpainted[t], config.inpaint_radius,
-                          None if view_depth is None else view_depth[t])
+    def inpaint_frame(i: int) -> None:
+        out[i] = _inpaint(out[i], inpainted[i], config.inpaint_radius,
+                          None if view_depth is None else view_depth[targets[i]])
 
     # frames are independent and OpenCV releases the GIL: one thread per core (same result as a loop)
     if bar is not None:
         bar.set_description("fill: inpaint")
-    with ThreadPoolExecutor(max_workers=max(1, min(T, os.cpu_count() or 1))) as pool:
-        for _ in pool.map(inpaint_frame, range(T)):
+    with ThreadPoolExecutor(max_workers=max(1, min(len(targets), os.cpu_count() or 1))) as pool:
+        for _ in pool.map(inpaint_frame, range(len(targets))):
             if bar is not None:
                 bar.update(1)
-    out = _smooth(out, inpainted, config.smooth)
-    out[known] = color[known]
     if bar is not None:
         bar.close()
-    return out
+    return out, inpainted

@@ -192,12 +192,12 @@ def _first_bad(mask: np.ndarray) -> tuple[int, int]:
     return t, int(mask[t].sum())
 
 
-def _check_finite(values: np.ndarray, what: str) -> None:
+def _check_finite(values: np.ndarray, what: str, first_frame: int = 0) -> None:
     bad = ~np.isfinite(values)
     if bad.any():
         t, n = _first_bad(bad)
         raise Ex4dError(f"{what} has {int(bad.sum())} non-finite values (NaN or inf); "
-                        f"first in frame {t} ({n} pixels)")
+                        f"first in frame {t + first_frame} ({n} pixels)")
 
 
 def disparity_to_depth(d: np.ndarray) -> np.ndarray:
@@ -211,7 +211,8 @@ def disparity_to_depth(d: np.ndarray) -> np.ndarray:
     return np.clip(z, *DEPTH_CLIP).astype(np.float32)
 
 
-def to_depth(values: np.ndarray, kind: str, scale: float = 1.0) -> np.ndarray:
+def to_depth(values: np.ndarray, kind: str, scale: float = 1.0, peak: float | None = None,
+             first_frame: int = 0) -> np.ndarray:
     """z-depth [T, H, W] float32 > 0 from raw depth-file values [T, H, W].
 
     Kinds (``scale`` multiplies the resulting depth in every kind):
@@ -228,6 +229,10 @@ def to_depth(values: np.ndarray, kind: str, scale: float = 1.0) -> np.ndarray:
       original's scale (nearest depth ≈ 2.56) whatever the estimator's units.
       Values must be finite and ≥ 0, and not all zero.
 
+    For a clip converted chunk by chunk, ``peak`` is the whole clip's maximum
+    disparity (``"disparity"`` kind; default: the maximum of ``values``) and
+    ``first_frame`` the index of ``values[0]`` in the clip (for the messages).
+
     Raises :class:`Ex4dError` naming the frame and number of offending pixels.
     """
     check(kind in DEPTH_KINDS, f"depth kind must be one of {DEPTH_KINDS}, got {kind!r}")
@@ -236,7 +241,7 @@ def to_depth(values: np.ndarray, kind: str, scale: float = 1.0) -> np.ndarray:
     values = np.asarray(values)
     check(values.ndim == 3, f"depth values must be [T, H, W], got shape {values.shape}")
     values = values.astype(np.float32, copy=False)
-    _check_finite(values, f"depth file (kind {kind!r})")
+    _check_finite(values, f"depth file (kind {kind!r})", first_frame)
 
     if kind == "depth":
         bad = values <= 0
@@ -244,7 +249,7 @@ def to_depth(values: np.ndarray, kind: str, scale: float = 1.0) -> np.ndarray:
             t, n = _first_bad(bad)
             hint = (" The file has zeros, which suggests it holds disparity: try --depth-kind disparity "
                     "(or depthcrafter for DepthCrafter's output)." if (values == 0).any() else "")
-            raise Ex4dError(f"depth must be > 0 everywhere, but frame {t} has {n} pixels <= 0 "
+            raise Ex4dError(f"depth must be > 0 everywhere, but frame {t + first_frame} has {n} pixels <= 0 "
                             f"({int(bad.sum())} in all frames; min {float(values.min()):g}).{hint}")
         return (values * np.float32(scale)).astype(np.float32)
 
@@ -254,16 +259,16 @@ def to_depth(values: np.ndarray, kind: str, scale: float = 1.0) -> np.ndarray:
             bad = (values < -_UNIT_TOLERANCE) | (values > 1 + _UNIT_TOLERANCE)
             t, n = _first_bad(bad)
             raise Ex4dError(f"DepthCrafter disparity must lie in [0, 1], but values span [{lo:g}, {hi:g}] "
-                            f"(frame {t}: {n} pixels outside). For disparity of another scale use "
+                            f"(frame {t + first_frame}: {n} pixels outside). For disparity of another scale use "
                             f"--depth-kind disparity; for depth use --depth-kind depth.")
         d = values
     else:
         bad = values < 0
         if bad.any():
             t, n = _first_bad(bad)
-            raise Ex4dError(f"disparity must be >= 0, but frame {t} has {n} negative pixels "
+            raise Ex4dError(f"disparity must be >= 0, but frame {t + first_frame} has {n} negative pixels "
                             f"(min {float(values.min()):g}); if the file holds depth use --depth-kind depth")
-        peak = float(values.max())
+        peak = float(values.max()) if peak is None else float(peak)
         check(peak > 0, "disparity is zero everywhere: the file holds no usable depth")
         d = values.astype(np.float64) / peak
     z = disparity_to_depth(d)

@@ -1,0 +1,344 @@
+"""A run's stages streamed chunk by chunk over on-disk caches: any clip length in bounded memory, resumable.
+
+Each stage reads its inputs per frame index from the previous stage's cache
+and writes its results to ``OUT/.ex4d/<stage>/`` as one file per chunk of
+:data:`CHUNK` frames (:class:`~ex4d.io.chunks.ChunkStore`), then streams the
+videos of the output folder from those chunks (:class:`~ex4d.io.video.VideoWriter`,
+atomic). So memory holds a few chunks whatever the clip's length, and a
+crash or Ctrl-C loses at most the chunk being computed: the same command
+again keeps the finished chunks of a stage whose key is unchanged.
+
+=================  ==========================================  =====================================
+cache              fields per frame                            written by
+=================  ==========================================  =====================================
+``frames/``        ``rgb`` [H, W, 3] uint8 (+ ``depth`` for    :func:`read_clip`
+                   the example: exact z-depth)
+``depth/``         ``depth`` [H, W] float32 z-depth            :func:`depth_from_file`, :func:`depth_from_model`
+``render/``        ``color`` uint8, ``mask`` bool, ``depth``    :func:`render_chunks`
+                   float32 (inf = no scene surface)
+``fill-pass1/``    ``out`` uint8, ``inpainted`` bool            :func:`classical_fill_chunks` (reproject + inpaint)
+``fill/``          ``output`` [H, W, 3] uint8                  :func:`classical_fill_chunks`, the ex4d windows
+=================  ==========================================  =====================================
+
+The pipeline (:mod:`ex4d.pipeline`) computes the keys and wires the stages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .io.chunks import ChunkedArray, ChunkStore
+
+__all__ = ["CHUNK", "Clip", "read_clip", "depth_from_file", "depth_from_model", "depth_store", "render_chunks",
+           "render_store", "classical_fill_chunks", "write_fill_outputs", "progress_bar"]
+
+#: Frames per cache chunk: 16 frames of 512² RGB + depth ≈ 28 MB.
+CHUNK = 16
+
+
+def progress_bar(total: int, desc: str, enabled: bool, unit: str = "frame"):
+    """A tqdm bar (with an ETA) or a no-op stand-in."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, leave=False, dynamic_ncols=True)
+
+
+# ---------------------------------------------------------------------------------------------- frames
+
+@dataclass(frozen=True)
+class Clip:
+    """The input clip, held on disk and read per frame.
+
+    =============  ===========================  ==============================================
+    field          type / shape                 meaning
+    =============  ===========================  ==============================================
+    frames         [T, H, W, 3] uint8 array-like  RGB frames (:class:`ChunkedArray`)
+    fps            float                        frame rate of the clip (source fps / stride)
+    indices        [T] int64                    index of each frame in the source
+    total_frames   int                          frames in the source (-1 if unknown)
+    example_depth  [T, H, W] float32 or None    the example's exact depth (array-like)
+    =============  ===========================  ==============================================
+    """
+
+    frames: ChunkedArray
+    fps: float
+    indices: np.ndarray
+    total_frames: int
+    example_depth: ChunkedArray | None = None
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(T, H, W)."""
+        return tuple(self.frames.shape[:3])
+
+
+def read_clip(config, folder: Path, key: str, progress: bool = True) -> Clip:
+    """The frames of ``config`` (a RunConfig: video or example and the frame selection) cached in ``folder``.
+
+    A video is decoded once, frame by frame, into chunks; a cache of the same
+    ``key`` is reused, and an interrupted decode keeps its finished chunks.
+    """
+    if config.example:
+        return _example_clip(config, folder, key, progress)
+    from .io.video import VideoReader
+
+    reader = VideoReader(config.video, num_frames=config.num_frames, start=config.start, stride=config.stride,
+                         max_res=config.max_res, allow_short=config.allow_short)
+    if ChunkStore.exists(folder, key):
+        store = ChunkStore.load(folder, key)
+        a = store.attrs
+        return Clip(store.field("rgb"), a["fps"], np.asarray(a["indices"], np.int64), a["total_frames"])
+    store = None
+    buf, idx = [], []
+    bar = progress_bar(reader.wanted, "read", progress)
+    try:
+        for index, image in reader:
+            if store is None:
+                store = ChunkStore.open(folder, key, None, CHUNK, {"rgb": (image.shape, np.uint8)})
+            buf.append(image)
+            idx.append(index)
+            if len(buf) == CHUNK:
+                _flush(store, len(idx) // CHUNK - 1, buf)
+            bar.update(1)
+        if buf:
+            _flush(store, (len(idx) - 1) // CHUNK, buf)
+    finally:
+        bar.close()
+    store.finish(len(idx))
+    store.set_attrs(fps=reader.fps / config.stride, indices=[int(i) for i in idx], total_frames=reader.total_frames)
+    return Clip(store.field("rgb"), reader.fps / config.stride, np.asarray(idx, np.int64), reader.total_frames)
+
+
+def _flush(store: ChunkStore, c: int, buf: list) -> None:
+    if not store.has(c):
+        store.write(c, rgb=np.stack(buf))
+    buf.clear()
+
+
+def _example_clip(config, folder: Path, key: str, progress: bool) -> Clip:
+    from .example import example_frame
+
+    T, S = config.num_frames or 49, config.example_size
+    store = ChunkStore.open(folder, key, T, CHUNK, {"rgb": ((S, S, 3), np.uint8), "depth": ((S, S), np.float32)})
+    missing = store.missing()
+    with progress_bar(sum(store.spans[c][1] - store.spans[c][0] for c in missing), "example scene",
+                      progress and bool(missing)) as bar:
+        for c in missing:
+            a, b = store.spans[c]
+            rgb = np.empty((b - a, S, S, 3), np.uint8)
+            depth = np.empty((b - a, S, S), np.float32)
+            for i, t in enumerate(range(a, b)):
+                rgb[i], depth[i] = example_frame(t, T, S, S)
+                bar.update(1)
+            store.write(c, rgb=rgb, depth=depth)
+    return Clip(store.field("rgb"), 24.0, np.arange(T), T, example_depth=store.field("depth"))
+
+
+# ---------------------------------------------------------------------------------------------- depth
+
+def depth_store(folder: Path, key: str, T: int, H: int, W: int) -> ChunkStore:
+    """The depth cache of ``key`` (resumed when it exists)."""
+    return ChunkStore.open(folder, key, T, CHUNK, {"depth": ((H, W), np.float32)})
+
+
+def depth_from_file(clip: Clip, path, kind: str | None, key_name: str | None, scale: float, folder: Path,
+                    key: str, progress: bool = True) -> tuple[ChunkedArray, float]:
+    """(depth [T, H, W] array-like, largest depth) of a depth file, converted and resized a chunk at a time."""
+    from .errors import Ex4dError
+    from .io.depth import default_depth_kind, resize_depth, to_depth
+    from .io.depth_stream import open_depth_values
+
+    T, H, W = clip.shape
+    raw = open_depth_values(path, key_name)
+    td = len(raw)
+    indices = clip.indices
+    if td == T:
+        pick = np.arange(T)
+    elif td == clip.total_frames or td > int(indices.max()):
+        pick = indices
+    else:
+        raise Ex4dError(f"depth has {td} frames but frames {int(indices[0])}…{int(indices[-1])} were selected "
+                        f"({T} frames of a {clip.total_frames if clip.total_frames >= 0 else 'unknown'}-frame "
+                        "video); give depth for the selected frames or for the whole video")
+    kind = kind or default_depth_kind(path, key_name)
+    store = depth_store(folder, key, T, H, W)
+    peak = None
+    if kind == "disparity" and store.missing():  # normalised by the clip's largest disparity: one pass first
+        peak = max(float(np.max(raw[int(s)])) for s in pick)
+    missing = store.missing()
+    with progress_bar(T, "depth", progress and bool(missing)) as bar:
+        for c in missing:
+            a, b = store.spans[c]
+            d = to_depth(raw[pick[a:b]], kind, scale=scale, peak=peak, first_frame=a)
+            if d.shape[1:] != (H, W):
+                d = resize_depth(d, H, W)
+            store.write(c, depth=d)
+            bar.update(b - a)
+    return _finish_depth(store)
+
+
+def _finish_depth(store: ChunkStore) -> tuple[ChunkedArray, float]:
+    """(depth field, the clip's largest depth): the maximum is computed once and kept with the cache."""
+    if "max" not in store.attrs:
+        store.set_attrs(max=max(float(np.max(z["depth"])) for _, _, z in store.chunks()))
+    return store.field("depth"), float(store.attrs["max"])
+
+
+def depth_from_model(clip: Clip, model: str, weights, options: dict, folder: Path, key: str,
+                     progress: bool = True) -> tuple[ChunkedArray, float]:
+    """(depth [T, H, W] array-like, largest depth) estimated by a depth model, written a chunk at a time."""
+    from .depth import estimate_depth_chunks
+
+    T, H, W = clip.shape
+    store = depth_store(folder, key, T, H, W)
+    if store.missing():
+        estimate_depth_chunks(clip.frames, store, model=model, weights=weights, progress=progress, **options)
+    return _finish_depth(store)
+
+
+def exact_depth(clip: Clip) -> tuple[ChunkedArray, float]:
+    """(the example's exact depth, its largest value)."""
+    store = clip.example_depth.store
+    if "max_depth" not in store.attrs:
+        store.set_attrs(max_depth=max(float(np.max(z["depth"])) for _, _, z in store.chunks()))
+    return clip.example_depth, float(store.attrs["max_depth"])
+
+
+# ---------------------------------------------------------------------------------------------- render
+
+def render_store(folder: Path, key: str | None, T: int, H: int, W: int) -> ChunkStore:
+    """The render cache (``key=None``: an existing, finished one)."""
+    if key is None:
+        return ChunkStore.load(folder)
+    return ChunkStore.open(folder, key, T, CHUNK, {"color": ((H, W, 3), np.uint8), "mask": ((H, W), bool),
+                                                   "depth": ((H, W), np.float32)})
+
+
+def render_chunks(clip: Clip, depth, K: np.ndarray, w2c: np.ndarray, K_out: np.ndarray, recon, far: float,
+                  folder: Path, key: str, out: Path, png: bool, save_mesh: bool, crf: int,
+                  progress: bool = True) -> tuple[ChunkStore, dict]:
+    """Render every frame's DW-Mesh chunk by chunk into the cache and stream color.mp4 / mask.mp4 (+ PNGs, meshes).
+
+    Returns (the render cache, {"known_sum", "known_frames", "mesh_s", "raster_s"}): the known fraction
+    summed over frames whose camera moved, and seconds spent.
+    """
+    from .dwmesh import export_ply
+    from .io.video import VideoWriter, write_png_frames
+    from .recon import render_novel_views
+
+    T, H, W = clip.shape
+    store = render_store(folder, key, T, H, W)
+    stats = {"known_sum": 0.0, "known_frames": 0, "known_all": 0.0, "mesh_s": 0.0, "raster_s": 0.0}
+    last = len(store.spans) - 1
+    if save_mesh:
+        (out / "meshes").mkdir(exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        color_w = stack.enter_context(VideoWriter(out / "color.mp4", clip.fps, crf=crf))
+        mask_w = stack.enter_context(VideoWriter(out / "mask.mp4", clip.fps, crf=crf))
+        bar = stack.enter_context(progress_bar(T, "render", progress))
+        for c, (a, b) in enumerate(store.spans):
+            meshes_there = not save_mesh or all((out / "meshes" / f"{t:05d}.ply").is_file() for t in range(a, b))
+            if store.has(c) and meshes_there:
+                z = store.read(c)
+            else:
+                on_mesh = None
+                if save_mesh:
+                    def on_mesh(t, mesh, a=a):
+                        export_ply(mesh, out / "meshes" / f"{a + t:05d}.ply")
+                res = render_novel_views(clip.frames[a:b], depth[a:b], K, w2c[a:b], K_out[a:b], config=recon,
+                                         progress=False, on_mesh=on_mesh, far=far)
+                z = {"color": res.color, "mask": res.mask, "depth": res.depth}
+                store.write(c, **z)
+                stats["mesh_s"] += res.timings["mesh_s"]
+                stats["raster_s"] += res.timings["render_s"]
+            color_w.write(z["color"])
+            mask_w.write(z["mask"])
+            if png:
+                write_png_frames(out / "color", z["color"], start=a, prune=c == last)
+                write_png_frames(out / "mask", z["mask"], start=a, prune=c == last)
+            moved = [i for i, t in enumerate(range(a, b)) if not np.allclose(w2c[t], np.eye(4))]
+            stats["known_sum"] += float(z["mask"][moved].mean(axis=(1, 2)).sum()) if moved else 0.0
+            stats["known_frames"] += len(moved)
+            stats["known_all"] += float(z["mask"].mean(axis=(1, 2)).sum())
+            bar.update(b - a)
+    return store, stats
+
+
+# ---------------------------------------------------------------------------------------------- fill
+
+def fill_store(folder: Path, key: str | None, T: int, H: int, W: int) -> ChunkStore:
+    """The fill output cache (``key=None``: an existing, finished one)."""
+    if key is None:
+        return ChunkStore.load(folder)
+    return ChunkStore.open(folder, key, T, CHUNK, {"output": ((H, W, 3), np.uint8)})
+
+
+def classical_fill_chunks(render: ChunkStore, clip: Clip, depth, K: np.ndarray, w2c: np.ndarray,
+                          K_out: np.ndarray, recon, config, far: float, state_dir: Path, key: str,
+                          progress: bool = True) -> ChunkStore:
+    """The classical fill of the whole clip, a chunk at a time: the pixels :func:`~ex4d.fill.classical_fill` gives.
+
+    Pass 1 (reprojection from the ±``config.window`` neighbours, inpainting)
+    fills each chunk with that many frames of context; pass 2 smooths the
+    inpainted pixels over time with :func:`~ex4d.fill.smoothing_margin`
+    frames of context, beyond which a frame's influence is below 1e-4 grey
+    levels. Both passes are cached per chunk.
+    """
+    from .fill import reproject_and_inpaint, smooth_inpainted, smoothing_margin
+
+    T, H, W = clip.shape
+    color, mask, vdepth = render.field("color"), render.field("mask"), render.field("depth")
+    pass1 = ChunkStore.open(state_dir / "fill-pass1", key, T, CHUNK,
+                            {"out": ((H, W, 3), np.uint8), "inpainted": ((H, W), bool)})
+    m = config.window
+    missing = pass1.missing()
+    with progress_bar(sum(pass1.spans[c][1] - pass1.spans[c][0] for c in missing), "fill", progress) as bar:
+        for c in missing:
+            a, b = pass1.spans[c]
+            lo, hi = max(0, a - m), min(T, b + m)
+            out, inp = reproject_and_inpaint(color[lo:hi], mask[lo:hi], vdepth[lo:hi], clip.frames[lo:hi],
+                                             depth[lo:hi], K, w2c[lo:hi], K_out[lo:hi], recon, config,
+                                             progress=False, far=far, targets=range(a - lo, b - lo))
+            pass1.write(c, out=out, inpainted=inp)
+            bar.update(b - a)
+    store = fill_store(state_dir / "fill", key, T, H, W)
+    M = smoothing_margin(config.smooth)
+    p_out, p_inp = pass1.field("out", cache_chunks=2 + 2 * (M // CHUNK + 1)), pass1.field("inpainted", 2 + 2 * (M // CHUNK + 1))
+    for c in store.missing():
+        a, b = store.spans[c]
+        lo, hi = max(0, a - M), min(T, b + M)
+        out = smooth_inpainted(p_out[lo:hi], p_inp[lo:hi], config.smooth)[a - lo:b - lo]
+        known = mask[a:b]
+        out[known] = color[a:b][known]
+        store.write(c, output=out)
+    return store
+
+
+def write_fill_outputs(out: Path, fill: ChunkStore, render: ChunkStore, clip: Clip, crf: int) -> None:
+    """Stream output.mp4 and preview.mp4 (input | render with unknown tinted | output) from the caches."""
+    from .io.video import VideoWriter
+
+    color, mask = render.field("color"), render.field("mask")
+    with VideoWriter(out / "output.mp4", clip.fps, crf=crf) as ow, \
+            VideoWriter(out / "preview.mp4", clip.fps, crf=crf) as pw:
+        for a, b, z in fill.chunks():
+            ow.write(z["output"])
+            pw.write(make_preview(clip.frames[a:b], color[a:b], mask[a:b], z["output"]))
+
+
+def tint_unknown(color: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Render [..., H, W, 3] uint8 with unknown pixels ([..., H, W] False) shown in magenta."""
+    out = color.copy()
+    out[~mask] = (255, 0, 255)
+    return out
+
+
+def make_preview(frames: np.ndarray, color: np.ndarray, mask: np.ndarray, output: np.ndarray) -> np.ndarray:
+    """Side by side [T, H, 3W(+gaps), 3] uint8: input | render with unknown tinted | output."""
+    T, H, W = mask.shape
+    gap = np.full((T, H, 8, 3), 255, dtype=np.uint8)
+    return np.concatenate([frames, gap, tint_unknown(color, mask), gap, output], axis=2)
