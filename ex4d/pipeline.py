@@ -440,7 +440,7 @@ def _fill(config: RunConfig, render, clip, depth, K, traj, far, cache: Path, key
                                                ClassicalFillConfig(**config.fill_options), far, cache, key,
                                                progress)
     try:
-        from .diffusion.windows import fill_windows
+        from .diffusion.windowed import fill_windows
     except ImportError as e:
         raise Ex4dError(f"--fill ex4d needs the diffusion extra: pip install 'ex4d[diffusion]' ({e})")
     opts = config.fill_options

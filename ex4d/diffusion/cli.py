@@ -7,15 +7,16 @@ Imports nothing heavy until a command runs, so ``ex4d --help`` stays fast.
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 from ..errors import Ex4dError, check
 from .config import DTYPES, FRAME_POLICIES, MEMORY_MODES, STEP_CACHES, GenerateConfig
+from .windows import WindowConfig
 
 __all__ = ["register", "run_generate", "run_convert_adapter", "config_from_args"]
 
 _D = GenerateConfig()
+_W = WindowConfig()
 
 GENERATE_EPILOG = """\
 examples:
@@ -38,9 +39,15 @@ memory modes:
   low       as balanced with a 10 GiB budget, the DiT's linear layers stored in fp8 (changes results
             slightly), text and image encoders offloaded, VAE tiled
 
+  # a long clip: windows of 49 frames, each continuing the last 9 frames of the one before
+  ex4d generate --color long/color.mp4 --mask long/mask.mp4 ... --window 49 --overlap 9 --out long/output.mp4
+
 The mask video is 255 where the render is known and 0 where it must be generated (as `ex4d recon` writes it).
-Frames are used at their stored size: width and height must be multiples of 16; the frame count must be
-4k+1 (49, 81, ...) unless --frames trim|pad. A JSON file with every setting is written next to the output.
+Frames are used at their stored size: width and height must be multiples of 16. Any frame count works: clips
+longer than --window are generated in overlapping windows (finished windows are kept in .OUT.windows/ beside
+the output, so the same command resumes after a crash). A JSON file with every setting is written next to
+the output. Lifting generated content into later windows needs the render's depth and cameras: use
+`ex4d run --fill ex4d`.
 """
 
 
@@ -77,11 +84,17 @@ def register(subparsers) -> None:
                    help="per-frame mask erosion, kernel size drawn from MIN..MAX px; 0 0 disables (2 8)")
     g.add_argument("--erosion-seed", type=int, default=None, help="seed of the erosion draws (default: --seed)")
 
-    g = p.add_argument_group("frames")
-    g.add_argument("--num-frames", type=int, default=0, help="use the first N frames (0 = all; must be 4k+1)")
+    g = p.add_argument_group("frames and windows")
+    g.add_argument("--num-frames", type=int, default=0, help="use the first N frames (0 = all; any count)")
     g.add_argument("--frames", choices=FRAME_POLICIES, default=_D.frames,
-                   help="when the count is not 4k+1: exact = error (default), trim = drop trailing frames, "
-                        "pad = repeat the last frame, generate, cut back")
+                   help="exact = every frame, any count (default; windows cover it without padding), "
+                        "trim = drop trailing frames down to 4k+1, pad = same as exact")
+    g.add_argument("--window", type=int, default=_W.window,
+                   help="frames per generation window, 4k+1 (%(default)s, the adapter's training length); longer "
+                        "clips are generated in windows that continue each other")
+    g.add_argument("--overlap", type=int, default=_W.overlap,
+                   help="frames each window shares with the previous one, given to the model as known "
+                        "(%(default)s: the I2V frame + two whole VAE latents)")
 
     g = p.add_argument_group("hardware")
     g.add_argument("--memory", choices=MEMORY_MODES, default=_D.memory, help="GPU memory mode (%(default)s)")
@@ -137,51 +150,38 @@ def config_from_args(args: argparse.Namespace) -> GenerateConfig:
         step_cache_threshold=args.step_cache_threshold, fp8_matmul=args.fp8_matmul).check()
 
 
-def _read_inputs(color_path: str, mask_path: str, num_frames: int):
-    """(frames [T,H,W,3] uint8, mask [T,H,W] bool, fps) at the stored size."""
-    from ..io.video import read_mask_video, read_video
-
-    check(num_frames >= 0, f"--num-frames must be >= 0, got {num_frames}")
-    n = num_frames or None
-    color = read_video(color_path, num_frames=n, max_res=1 << 16, multiple=1)
-    mask = read_mask_video(mask_path, num_frames=n, size=color.size)
-    check(mask.shape[0] == color.num_frames,
-          f"{mask_path} has {mask.shape[0]} frames, {color_path} {color.num_frames}; pass --num-frames")
-    check(mask.shape[1:] == color.frames.shape[1:3],
-          f"mask {mask_path} is {mask.shape[2]}x{mask.shape[1]}, color {color_path} "
-          f"{color.frames.shape[2]}x{color.frames.shape[1]}; they must have one size")
-    return color.frames, mask, color.fps
-
-
 def run_generate(args: argparse.Namespace) -> int:
     """Handler of ``ex4d generate``; user errors raise :class:`Ex4dError`."""
     from ..io.atomic import atomic_write_json
-    from ..io.video import write_video
+    from .windowed import generate_video_files
 
     config = config_from_args(args)
+    windows = WindowConfig(window=args.window, overlap=args.overlap, lift="none")
     out = Path(args.out)
     check(out.suffix.lower() in (".mp4", ".mov", ".mkv"), f"--out must end in .mp4, .mov or .mkv, got {out}")
-    color, mask, fps = _read_inputs(args.color, args.mask, args.num_frames)
-    from .conditioning import check_inputs, fit_frames
-    from .pipeline import Ex4dGenerator  # heavy imports only now
-
-    check_inputs(color, mask)
-    fit_frames(color, mask, config.frames)  # frame-count errors before loading the weights
-    t0 = time.perf_counter()
     adapter = None if args.no_adapter else args.adapter
-    generator = Ex4dGenerator.load(args.wan, adapter, config, encoders=args.wan_encoders)
-    t1 = time.perf_counter()
-    video = generator.generate(color, mask, progress=not args.quiet)
-    t2 = time.perf_counter()
-    write_video(out, video, fps)
+
+    def load():
+        from .pipeline import Ex4dGenerator  # heavy imports only now
+
+        return Ex4dGenerator.load(args.wan, adapter, config, encoders=args.wan_encoders)
+
+    from .loading import detect_layout
+
+    detect_layout(args.wan)  # a missing weights folder is an error before any work
+    if adapter is not None:
+        check(Path(adapter).is_file(), f"adapter file {adapter} does not exist; give the released ex4d.ckpt or "
+                                       "an ex4d .safetensors (or --no-adapter)")
+    info = generate_video_files(args.color, args.mask, out, load, config, windows, args.num_frames,
+                                progress=not args.quiet)
     atomic_write_json(out.with_name(out.stem + ".generate.json"), {
-        "config": config.to_json(), "color": str(args.color), "mask": str(args.mask), "wan": str(args.wan),
-        "wan_encoders": args.wan_encoders, "adapter": adapter, "fps": fps,
-        "frames": int(video.shape[0]), "width": int(video.shape[2]), "height": int(video.shape[1]),
-        "timings_s": {"load": round(t1 - t0, 3), "generate": round(t2 - t1, 3)},
+        "config": config.to_json(), "windows": windows.to_dict(), "color": str(args.color), "mask": str(args.mask),
+        "wan": str(args.wan), "wan_encoders": args.wan_encoders, "adapter": adapter, "fps": info["fps"],
+        "frames": info["frames"], "width": info["width"], "height": info["height"], "num_windows": info["windows"],
+        "timings_s": {"load": round(info["load_s"], 3), "generate": round(info["generate_s"], 3)},
     })
-    print(f"wrote {out} ({video.shape[0]} frames, {video.shape[2]}x{video.shape[1]}; "
-          f"load {t1 - t0:.1f} s, generate {t2 - t1:.1f} s)")
+    print(f"wrote {out} ({info['frames']} frames, {info['width']}x{info['height']}, {info['windows']} window(s); "
+          f"load {info['load_s']:.1f} s, generate {info['generate_s']:.1f} s)")
     return 0
 
 

@@ -347,15 +347,19 @@ class VideoReader:
     """The frames of a video file or image folder, decoded one at a time (for clips too long to hold).
 
     Same arguments, selection, size rule and errors as :func:`read_video`;
-    iterating yields ``(index in the source, [H, W, 3] uint8 RGB)``. Once the
+    iterating yields ``(index in the source, [H, W, 3] uint8 RGB)``, or with
+    ``mask=True`` ``[H, W] bool`` (luma > 127, True = known: a mask video as
+    :func:`read_mask_video` reads it). Once the
     iteration has finished, :attr:`fps`, :attr:`source_size` (W, H),
     :attr:`total_frames` and :attr:`count` (frames yielded) are set; the
     "too few frames" error is raised at the end, after the frames there are.
     """
 
     def __init__(self, path: str | os.PathLike, num_frames: int | None = 49, start: int = 0, stride: int = 1,
-                 max_res: int = 1024, multiple: int = 16, allow_short: bool = False, fps: float | None = None):
+                 max_res: int = 1024, multiple: int = 16, allow_short: bool = False, fps: float | None = None,
+                 mask: bool = False):
         self.path = Path(path)
+        self.mask = bool(mask)
         self.wanted = _check_selection(num_frames, start, stride)
         check(isinstance(multiple, (int, np.integer)) and multiple >= 1,
               f"multiple must be an integer >= 1, got {multiple!r}")
@@ -397,16 +401,18 @@ class VideoReader:
             elif image.shape[:2] != (h0, w0):
                 raise Ex4dError(f"{files[i]} is {image.shape[1]}x{image.shape[0]} but {files[chosen[0]]} is "
                                 f"{w0}x{h0}; all images in a folder must have one size")
-            yield i, _resize(image, out_w, out_h)
+            image = _resize(image, out_w, out_h)
+            yield i, (_binarize(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)) if self.mask else image)
 
     def _file(self) -> Iterator[tuple[int, np.ndarray]]:
         info: dict = {}
         sizer = lambda w, h: output_size(w, h, self.max_res, self.multiple)  # noqa: E731
-        for index, image in _iter_video(self.path, self.start, self.stride, self.wanted, "rgb24", sizer, info):
+        fmt = "gray" if self.mask else "rgb24"
+        for index, image in _iter_video(self.path, self.start, self.stride, self.wanted, fmt, sizer, info):
             if self.fps is None:
                 self.fps = float(self._fps if self._fps is not None else info["fps"])
                 self.source_size = tuple(int(v) for v in info["size"])
-            yield index, image
+            yield index, (_binarize(image) if self.mask else image)
         self.fps = float(self._fps if self._fps is not None else info["fps"])
         self.source_size = tuple(int(v) for v in info["size"])
         self.total_frames = int(info["total"])
