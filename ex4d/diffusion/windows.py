@@ -5,9 +5,14 @@ chain of windows (:func:`plan_windows`) of at most ``window`` frames (4k+1, as
 Wan needs), consecutive windows sharing at least ``overlap`` frames:
 
 * **Continuation.** In window k+1 the shared frames are given to the model as
-  *known*: their condition colours are the stitched output so far and their
-  mask is 255, and the I2V first frame is the output frame where window k+1
-  starts. So the model continues what it made instead of inventing it again.
+  *known* (mask 255): their condition colours are the stitched output so far
+  where the render did not know them (what window k generated), and the
+  render's own colours where it did; the I2V first frame is that frame where
+  window k+1 starts. So the model continues what it made instead of inventing
+  it again. (Feeding back window k's output also on the render's known pixels
+  would add its small colour error to window k+1's at every window, and the
+  conditions would jump back to the render's colours right after the shared
+  frames: a seam inside window k+1 and a drift that grows along the clip.)
 * **Blending.** Over the shared frames the output is blended linearly from the
   earlier window's frames to the new window's (weights ``linspace(0, 1, n)``
   of the new one), so the small change the model makes to its known frames
@@ -134,14 +139,18 @@ def plan_windows(num_frames: int, window: int = 49, overlap: int = 9) -> list[Wi
 
 
 def window_condition(color: np.ndarray, mask: np.ndarray, known_frames: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """(color, mask) of a window: the render's, with the first ``len(known_frames)`` frames known from earlier output.
+    """(color, mask) of a window: the render's, with its first ``len(known_frames)`` frames made fully known.
 
-    color [L, H, W, 3] uint8, mask [L, H, W] bool, known_frames [n, H, W, 3] uint8 (the stitched output there).
+    color [L, H, W, 3] uint8 and mask [L, H, W] bool (True = known) of the
+    render; known_frames [n, H, W, 3] uint8, the stitched output of the first n
+    frames. Those frames take the output's colours where the render did not
+    know them and keep the render's where it did; their mask becomes all True.
     """
     color, mask = color.copy(), mask.copy()
     if known_frames is not None and len(known_frames):
         n = len(known_frames)
-        color[:n] = known_frames
+        unknown = ~mask[:n]
+        color[:n][unknown] = known_frames[unknown]
         mask[:n] = True
     return color, mask
 
