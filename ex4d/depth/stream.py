@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from .estimate import _split_options, load_depth_model
 
 __all__ = ["estimate_depth_chunks"]
@@ -11,17 +9,17 @@ __all__ = ["estimate_depth_chunks"]
 
 def estimate_depth_chunks(frames, store, model: str = "depthcrafter", weights=None, device: str | None = None,
                           progress: bool = True, **options) -> dict:
-    """Estimate the depth of ``frames`` ([T, H, W, 3] uint8 array-like) into ``store`` (a ChunkStore, field ``depth``).
+    """Estimate the depth of ``frames`` ([T, H, W, 3] uint8 array-like, e.g. a ChunkedArray) into ``store``.
 
-    Returns the result's ``params`` (as :func:`~ex4d.depth.estimate_depth`).
+    ``store``: a :class:`~ex4d.io.chunks.ChunkStore` with field ``depth`` [H, W] float32 (resumed: only its
+    missing chunks are written). The backends' ``estimate_chunks`` hold the clip's latents or alignment
+    samples, never its frames or depth (DepthCrafter's 110/25 windows and Depth Anything's alignment cover
+    the whole clip, whatever its length); their intermediate values are cached beside ``store``. Same
+    result as :func:`~ex4d.depth.estimate_depth`. Returns its ``params``.
     """
     dtype, svd_weights, opts = _split_options(model, options)
     backend = load_depth_model(model, weights, device=device, dtype=dtype, svd_weights=svd_weights)
     try:
-        res = backend.estimate(np.asarray(frames), progress=progress, **opts)
+        return backend.estimate_chunks(frames, store, progress=progress, **opts)
     finally:
         backend.close()
-    for c in store.missing():
-        a, b = store.spans[c]
-        store.write(c, depth=res.depth[a:b])
-    return res.params
