@@ -75,11 +75,8 @@ def build_tiny_depth_anything(root, metric=False):
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    root = tmp_path_factory.mktemp("depth_weights")
-    return {"depthcrafter": build_tiny_depthcrafter(root / "DepthCrafter"),
-            "relative": build_tiny_depth_anything(root / "Depth-Anything-V2-Tiny-hf"),
-            "metric": build_tiny_depth_anything(root / "Depth-Anything-V2-Metric-Tiny-hf", metric=True)}
+def weights(tiny_depth_weights):
+    return tiny_depth_weights  # built once per session (conftest.py)
 
 
 @pytest.fixture(scope="module")

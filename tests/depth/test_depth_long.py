@@ -8,8 +8,6 @@ import pytest
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
-from test_depth_backends import build_tiny_depth_anything, build_tiny_depthcrafter  # noqa: E402
-
 from ex4d.depth import estimate_depth, estimate_depth_chunks  # noqa: E402
 from ex4d.io.chunks import ChunkStore  # noqa: E402
 
@@ -34,8 +32,8 @@ def _chunked(frames, tmp_path, model, weights, **options):
     return np.asarray(store.field("depth")), params
 
 
-def test_depthcrafter_windows_cover_a_long_clip_chunk_by_chunk(tmp_path, long_frames):
-    w = build_tiny_depthcrafter(tmp_path / "DepthCrafter")
+def test_depthcrafter_windows_cover_a_long_clip_chunk_by_chunk(tmp_path, long_frames, tiny_depth_weights):
+    w = tiny_depth_weights["depthcrafter"]
     opts = dict(window_size=8, overlap=2, num_inference_steps=1, max_res=16)  # 20 frames: 3 windows
     whole = estimate_depth(long_frames, "depthcrafter", w, device="cpu", progress=False, **opts)
     got, params = _chunked(long_frames, tmp_path, "depthcrafter", w, **opts)
@@ -44,8 +42,8 @@ def test_depthcrafter_windows_cover_a_long_clip_chunk_by_chunk(tmp_path, long_fr
 
 
 @pytest.mark.parametrize("metric, smooth", [(False, 1.0), (True, 0.0)])
-def test_depth_anything_aligns_a_long_clip_as_a_whole(tmp_path, long_frames, metric, smooth):
-    w = build_tiny_depth_anything(tmp_path / "da", metric=metric)
+def test_depth_anything_aligns_a_long_clip_as_a_whole(tmp_path, long_frames, metric, smooth, tiny_depth_weights):
+    w = tiny_depth_weights["metric" if metric else "relative"]
     whole = estimate_depth(long_frames, "depth-anything-v2", w, device="cpu", progress=False, smooth=smooth)
     got, _ = _chunked(long_frames, tmp_path, "depth-anything-v2", w, smooth=smooth)
     np.testing.assert_allclose(got, whole.depth, rtol=1e-6)
