@@ -443,6 +443,9 @@ def _fill(config: RunConfig, render, clip, depth, K, traj, far, cache: Path, key
         from .diffusion.windowed import fill_windows
     except ImportError as e:
         raise Ex4dError(f"--fill ex4d needs the diffusion extra: pip install 'ex4d[diffusion]' ({e})")
+    from .lift import LiftConfig
+
     opts = config.fill_options
     return fill_windows(render, clip, traj.w2c, traj.K, opts["wan"], opts.get("adapter"), _generate_config(config),
-                        _window_config(config), cache, key, encoders=opts.get("encoders"), progress=progress)
+                        _window_config(config), cache, key, encoders=opts.get("encoders"), progress=progress,
+                        lift_config=LiftConfig(mesh=config.recon.mesh), backend=config.recon.backend)

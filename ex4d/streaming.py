@@ -286,7 +286,8 @@ def classical_fill_chunks(render: ChunkStore, clip: Clip, depth, K: np.ndarray, 
     fills each chunk with that many frames of context; pass 2 smooths the
     inpainted pixels over time with :func:`~ex4d.fill.smoothing_margin`
     frames of context, beyond which a frame's influence is below 1e-4 grey
-    levels. Both passes are cached per chunk.
+    levels. Both passes are cached per chunk (pass 1's cache is removed once
+    pass 2 is done).
     """
     from .fill import reproject_and_inpaint, smooth_inpainted, smoothing_margin
 
@@ -315,6 +316,9 @@ def classical_fill_chunks(render: ChunkStore, clip: Clip, depth, K: np.ndarray, 
         known = mask[a:b]
         out[known] = color[a:b][known]
         store.write(c, output=out)
+    import shutil
+
+    shutil.rmtree(pass1.folder, ignore_errors=True)  # only needed to resume pass 2
     return store
 
 

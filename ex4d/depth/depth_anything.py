@@ -177,7 +177,7 @@ class DepthAnythingV2:
         For clips of any length: frames are predicted a chunk at a time; the alignment is solved once for the
         whole clip from :func:`~ex4d.depth.align.sample_grid` samples of every frame; the temporal smoothing
         reads :func:`~ex4d.depth.align.smoothing_radius` frames of context. Intermediate values are cached
-        beside ``store`` (``<name>-raw/``, ``<name>-values/``), so an interrupted run resumes. Same result
+        beside ``store`` (``<name>-raw/``, ``<name>-values/``, removed at the end), so an interrupted run resumes. Same result
         as :meth:`estimate`. Returns the result's params.
         """
         from ..io.chunks import ChunkStore
@@ -195,7 +195,7 @@ class DepthAnythingV2:
             return 1.0 / np.clip(raw, DEPTH_CLIP[0], DEPTH_CLIP[1]) if self.metric else np.maximum(raw, 0.0)
 
         # 1. predictions, a chunk at a time
-        raw_store = None
+        raw_store = ChunkStore.resume(folder.with_name(folder.name + "-raw"), key)
         from tqdm.auto import tqdm
 
         bar = tqdm(total=T, desc="Depth Anything V2", unit="frame", disable=not progress, leave=False)
@@ -233,6 +233,9 @@ class DepthAnythingV2:
                 a, b = spans[c]
                 depth = 1.0 / np.clip(aligned(a, b), 1.0 / DEPTH_CLIP[1], 1.0 / DEPTH_CLIP[0])
                 store.write(c, depth=values_to_depth(depth.astype(np.float32), "depth", H, W))
+            import shutil
+
+            shutil.rmtree(raw_store.folder, ignore_errors=True)  # only needed to resume
             return self.params(o)
         values = ChunkStore.open(folder.with_name(folder.name + "-values"), key, T, store.chunk,
                                  {"values": ((H, W), np.float32)})
@@ -246,6 +249,10 @@ class DepthAnythingV2:
         for c in store.missing():
             a, b = spans[c]
             store.write(c, depth=to_depth(values.read(c)["values"], "disparity", peak=peak, first_frame=a))
+        import shutil
+
+        for tmp in (raw_store.folder, values.folder):  # only needed to resume
+            shutil.rmtree(tmp, ignore_errors=True)
         return self.params(o)
 
     def close(self) -> None:

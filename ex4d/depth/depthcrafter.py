@@ -378,8 +378,8 @@ class DepthCrafter:
 
         For clips of any length: the frames are encoded a chunk at a time and denoised in DepthCrafter's
         windows (only the latents, ~0.1 MB a frame, are held); the decoded disparity is cached beside
-        ``store`` (``<name>-raw/``) with its range, then normalised over the whole clip and converted chunk by
-        chunk. Same result as :meth:`estimate`. Returns the result's params.
+        ``store`` (``<name>-raw/``, removed at the end) with its range, then normalised over the whole clip and
+        converted chunk by chunk. Same result as :meth:`estimate`. Returns the result's params.
         """
         torch = require("torch", _FEATURE)
         from ..io.chunks import ChunkStore
@@ -415,6 +415,9 @@ class DepthCrafter:
         for c in store.missing():
             v = raw.read(c)["values"].astype(np.float64)
             store.write(c, depth=values_to_depth(((v - lo) / (hi - lo)).astype(np.float32), "depthcrafter", H, W))
+        import shutil
+
+        shutil.rmtree(raw_dir, ignore_errors=True)  # only needed to resume
         return self.params(o)
 
     def _unet(self, sample, t, frame_embeds, time_ids):
