@@ -213,3 +213,82 @@ def test_the_model_receives_the_overlap_as_known(tmp_path, components, adapter, 
     assert bool((mask_pm1[0, :, :5] == 1).all()) and bool((mask_pm1[0, :, 5:] == -1).any())
     i2v_cond = [s for s in seen if s[0] == "i2v"][1][1]
     np.testing.assert_allclose(i2v_cond[0, :, 0].permute(1, 2, 0).float().numpy(), expected[0], atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------- through the CLI
+
+def test_run_fill_ex4d_in_windows_resumes_after_a_kill_mid_window(tmp_path, wan_dirs, adapter, monkeypatch, capsys):
+    """`ex4d run --fill ex4d` on 13 frames in windows of 9 sharing 5 (tiny random models): killed in window 2,
+    the same command again generates only window 2 and writes the video an uninterrupted run writes."""
+    from ex4d.cli import main
+    from ex4d.diffusion.checkpoint import export_original_ckpt
+    from ex4d.diffusion.pipeline import Ex4dGenerator
+    from ex4d.io.chunks import concat_field
+
+    export_original_ckpt(adapter, tmp_path / "ex4d.ckpt")
+    args = ["run", "--example", "--num-frames", "13", "--example-size", "64", "--trajectory", "orbit", "--yaw", "30",
+            "--fill", "ex4d", "--wan", str(wan_dirs[0]), "--adapter", str(tmp_path / "ex4d.ckpt"), "--steps", "1",
+            "--window", "9", "--overlap", "5", "-q"]
+    assert main(args + ["--out", str(tmp_path / "whole")]) == 0, capsys.readouterr().err
+    real = Ex4dGenerator.generate
+    calls = []
+
+    def killed(self, *a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Ex4dGenerator, "generate", killed)
+    assert main(args + ["--out", str(tmp_path / "resumed")]) == 130
+    assert (tmp_path / "resumed" / ".ex4d" / "windows" / "w00000.npz").is_file()
+    assert not (tmp_path / "resumed" / "output.mp4").exists()
+    calls.clear()
+    monkeypatch.setattr(Ex4dGenerator, "generate", lambda self, *a, **k: (calls.append(1), real(self, *a, **k))[1])
+    assert main(args + ["--out", str(tmp_path / "resumed")]) == 0
+    assert len(calls) == 1
+    np.testing.assert_array_equal(concat_field(tmp_path / "resumed" / ".ex4d" / "fill", "output"),
+                                  concat_field(tmp_path / "whole" / ".ex4d" / "fill", "output"))
+    opts = __import__("json").loads((tmp_path / "whole" / "config.json").read_text())["run"]["fill_options"]
+    assert opts["window"] == 9 and opts["overlap"] == 5
+
+
+def test_generate_streams_a_clip_longer_than_a_window_from_files(tmp_path):
+    """`ex4d generate`'s path (generate_video_files) with a stand-in generator: 14 frames in windows of 9
+    sharing 5, inputs cached per chunk, output streamed; the work folder is gone at the end."""
+    from ex4d.diffusion.config import GenerateConfig
+    from ex4d.diffusion.windowed import generate_video_files
+    from ex4d.io.video import read_mask_video, read_video, write_video
+
+    rng = np.random.default_rng(0)
+    color = rng.integers(0, 256, (14, 32, 48, 3), dtype=np.uint8)
+    mask = np.zeros((14, 32, 48), bool)
+    mask[:, :, :24] = True
+    write_video(tmp_path / "color.mp4", color, 10.0, lossless=True)
+    write_video(tmp_path / "mask.mp4", mask, 10.0)
+    double = ContinuingDouble(drift=0)
+
+    class Generator:  # TEST DOUBLE of Ex4dGenerator: .config and .generate
+        config = GenerateConfig(device="cpu")
+
+        def generate(self, c, m, config, progress=False):
+            return double(c, m, config.seed)
+
+    out = tmp_path / "gen" / "output.mp4"
+    info = generate_video_files(tmp_path / "color.mp4", tmp_path / "mask.mp4", out, Generator, GenerateConfig(),
+                                WindowConfig(window=9, overlap=5, lift="none"), progress=False)
+    assert info["windows"] == 3 and info["frames"] == 14 and [c[2] for c in double.calls] == [0, 1, 2]
+    np.testing.assert_array_equal(double.calls[0][1], read_mask_video(tmp_path / "mask.mp4")[:9])
+    assert read_video(out, num_frames=None, max_res=4096, multiple=1).frames.shape == (14, 32, 48, 3)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["output.mp4"]  # the work folder is removed
+
+
+def test_window_flags_belong_to_their_fill(tmp_path, capsys):
+    from ex4d.cli import main
+
+    assert main(["run", "--example", "--num-frames", "5", "--example-size", "64", "--window", "9",
+                 "--out", str(tmp_path / "a")]) == 2
+    assert "--fill ex4d" in capsys.readouterr().err
+    assert main(["run", "--example", "--num-frames", "5", "--example-size", "64", "--fill", "ex4d",
+                 "--fill-window", "2", "--wan", str(tmp_path), "--out", str(tmp_path / "b")]) == 2
+    assert "--window" in capsys.readouterr().err
