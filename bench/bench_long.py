@@ -74,13 +74,12 @@ def write_synthetic(folder: Path, T: int, size: int) -> tuple[Path, Path]:
 
     folder.mkdir(parents=True, exist_ok=True)
     video, depth_path = folder / "input.mp4", folder / "depth.npy"
-    depth = np.lib.format.open_memmap(depth_path, mode="w+", dtype=np.float32, shape=(T, size, size))
-    with VideoWriter(video, 24.0, crf=12) as w:
+    with VideoWriter(video, 24.0, crf=12) as w, open(depth_path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (T, size, size)})
         for t in range(T):
-            rgb, depth[t] = synthetic_frame(t, T, size)
+            rgb, depth = synthetic_frame(t, T, size)
             w.write(rgb[None])
-    depth.flush()
-    del depth
+            f.write(depth.astype("<f4").tobytes())
     return video, depth_path
 
 

@@ -4,8 +4,9 @@
 file's raw values (``len``, ``.shape``, ``a[t]``, ``a[t0:t1]``, ``a[indices]``,
 float32 on access) without reading the whole file:
 
-* ``.npy``: memory-mapped;
-* ``.npz``: an uncompressed member is memory-mapped inside the archive; a
+* ``.npy``: each frame read from its offset in the file (not memory-mapped:
+  a mapping's pages would count towards the process's resident memory);
+* ``.npz``: an uncompressed member likewise, inside the archive; a
   compressed one (``np.savez_compressed``, DepthCrafter's output) is
   decompressed as a stream, forwards (reading frames in order costs one pass);
 * a folder of PNGs: one file per frame, read when asked for; a single
@@ -98,6 +99,24 @@ def _array_values(values: np.ndarray, source: str) -> DepthValues:
     return DepthValues(v.shape, lambda t: v[t], source)
 
 
+def _file_values(path: Path, offset: int, shape: tuple, fortran: bool, dtype: np.dtype, source: str) -> DepthValues:
+    """Frames of a C-ordered array stored raw at ``offset`` of ``path``, each read from its place when asked for."""
+    check(dtype.kind in "fiu", f"{source}: depth must be numeric, got dtype {dtype}")
+    T, H, W = _layout(shape, source)
+    if fortran and len(shape) > 2:  # frames are not contiguous: map the array (rare; numpy writes C order)
+        return _array_values(np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F"), source)
+    size = H * W * dtype.itemsize
+
+    def frame(t):
+        with open(path, "rb") as f:
+            f.seek(offset + t * size)
+            data = f.read(size)
+        check(len(data) == size, f"{source}: truncated array data at frame {t}")
+        return np.frombuffer(data, dtype).reshape(H, W)
+
+    return DepthValues((T, H, W), frame, source)
+
+
 class _NpyStream:
     """Frames of a C-ordered .npy stream (a compressed npz member), decompressed forwards as they are asked for."""
 
@@ -146,8 +165,7 @@ def _npz_values(path: Path, key: str | None) -> DepthValues:
             shape, fortran, dtype = _read_header(f)
             offset = f.tell()
         archive.close()
-        values = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
-        return _array_values(values, source)
+        return _file_values(path, offset, shape, fortran, dtype, source)
     stream = _NpyStream(lambda: archive.open(info), source)
     check(stream.dtype.kind in "fiu", f"{source}: depth must be numeric, got dtype {stream.dtype}")
     T, H, W = _layout(stream.shape, source)
@@ -185,10 +203,12 @@ def open_depth_values(path: str | os.PathLike, key: str | None = None) -> DepthV
     if suffix == ".npy":
         check(key is None, f"--depth-key applies to .npz files, but {path} is .npy")
         try:
-            values = np.load(path, mmap_mode="r", allow_pickle=False)
+            with open(path, "rb") as f:
+                shape, fortran, dtype = _read_header(f)
+                offset = f.tell()
         except (ValueError, OSError, EOFError) as e:
             raise Ex4dError(f"cannot read {path} as .npy ({e})") from None
-        return _array_values(values, str(path))
+        return _file_values(path, offset, shape, fortran, dtype, str(path))
     if suffix == ".png":
         image = _load_png(path)
         return DepthValues((1, *image.shape), lambda t: image, str(path))
