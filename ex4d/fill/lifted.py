@@ -77,7 +77,8 @@ class LiftedMemory:
     def lift(self, t: int, rgb: np.ndarray, render_depth: np.ndarray, known: np.ndarray, K: np.ndarray,
              w2c: np.ndarray) -> None:
         """Lift finished output frame ``t`` (rgb [H,W,3] uint8; its condition's depth, known mask; K, w2c) and keep it."""
-        self.add(t, lift_frame(rgb, render_depth, known, K, w2c, config=self.config))
+        self.add(t, lift_frame(rgb, render_depth, known, np.array(K, np.float64), np.array(w2c, np.float64),
+                               config=self.config))
 
     def meshes(self) -> list:
         for i, m in enumerate(self._meshes):
@@ -95,8 +96,8 @@ class LiftedMemory:
         view_depth = np.asarray(view_depth, np.float32)
         if not self.frames or mask.all():
             return LiftedFill(color, mask, view_depth, np.zeros((H, W), bool))
-        r = render_lifted(self.frames, K, w2c, H, W, config=self.config, backend=self.backend,
-                          meshes=self.meshes())
+        r = render_lifted(self.frames, np.array(K, np.float64), np.array(w2c, np.float64), H, W, config=self.config,
+                          backend=self.backend, meshes=self.meshes())
         behind = ~np.isfinite(view_depth) | (r.depth >= view_depth * (1 - self.config.depth_tolerance))
         filled = ~mask & r.mask & behind
         color = color.copy()
