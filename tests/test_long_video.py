@@ -218,6 +218,16 @@ def test_lifted_memory_fills_only_behind_the_occluder_and_stays_bounded():
     for t in range(4):
         mem.add(t, plane)
     assert mem.ids == [2, 3]
+    # a camera path that swings out and back: the viewpoint it had at the start stays among the older ones
+    from dataclasses import replace
+
+    from ex4d.cameras import look_at_w2c
+
+    swing = LiftedMemory(keep=4)
+    for t, x in enumerate([0.0, 0.1, 0.2, 1.5, 1.6, 1.7, 0.15]):
+        swing.add(t, replace(plane, w2c=look_at_w2c(np.array([x, 0, 0]), np.array([x, 0, 5.0]))))
+    assert len(swing) == 4 and swing.ids[-2:] == [5, 6]  # the newest half by recency
+    assert any(t in swing.ids for t in (0, 1, 2)) and any(t in swing.ids for t in (3, 4))  # both viewpoints
     color, mask = np.zeros((H, W, 3), np.uint8), np.zeros((H, W), bool)
     mask[:, :8] = True
     view_depth = np.full((H, W), np.inf, np.float32)

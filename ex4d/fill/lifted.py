@@ -13,9 +13,13 @@ there (``depth ≥ view_depth · (1 − tolerance)``; the render's depth at an
 unknown pixel is that of the stretched face in front of the hole), or where
 the render has no scene surface at all (inf). Known pixels never change.
 
-Memory: at most ``keep`` lifted frames (the most recent ones: the camera path
-is continuous, so the newest windows see most of what the next one will) and
-their meshes; a 512² lifted frame is ≈ 2 MB, its mesh ≈ 15 MB.
+Memory: at most ``keep`` lifted frames and their meshes (a 512² lifted frame
+is ≈ 2 MB, its mesh ≈ 15 MB). The newest half is kept by recency (the camera
+path is continuous, so the latest windows see most of what the next one will);
+the older half by viewpoint: when one more must go, it is the older frame of
+the two older kept cameras that are closest to each other (centre distance +
+viewing-angle difference × the scene's depth), so a path that swings back
+finds what it generated there still kept.
 """
 
 from __future__ import annotations
@@ -72,7 +76,28 @@ class LiftedMemory:
         self.frames.append(frame)
         self._meshes.append(None)
         while len(self.frames) > self.keep:
-            del self.ids[0], self.frames[0], self._meshes[0]
+            i = self._redundant()
+            del self.ids[i], self.frames[i], self._meshes[i]
+
+    def _redundant(self) -> int:
+        """Index of the frame to drop: among the older ones (all but the newest ``keep // 2``), the older of the
+        closest pair of viewpoints."""
+        older = len(self.frames) - max(1, self.keep // 2)
+        if older < 2:
+            return 0
+        from ..cameras import invert_w2c
+
+        c2w = [invert_w2c(f.w2c) for f in self.frames[:older]]
+        scale = float(np.median([np.median(f.depth) for f in self.frames[:older]]))
+        best, drop = np.inf, 0
+        for i in range(older):
+            for j in range(i + 1, older):
+                d = float(np.linalg.norm(c2w[i][:3, 3] - c2w[j][:3, 3]))
+                cos = float(np.clip(np.dot(c2w[i][:3, 2], c2w[j][:3, 2]), -1.0, 1.0))
+                d += np.arccos(cos) * scale
+                if d < best:
+                    best, drop = d, i  # i < j: the older of the pair
+        return drop
 
     def lift(self, t: int, rgb: np.ndarray, render_depth: np.ndarray, known: np.ndarray, K: np.ndarray,
              w2c: np.ndarray) -> None:
