@@ -132,7 +132,8 @@ def bench_generate(args) -> dict:
     from ex4d.diffusion.config import GenerateConfig
     from ex4d.diffusion.pipeline import Ex4dGenerator, model_spec
     from ex4d.diffusion.random_models import build_components, random_adapter
-    from ex4d.diffusion.windows import WindowConfig, generate_windows
+    from ex4d.diffusion.windowed import lift_backend
+    from ex4d.diffusion.windows import WindowConfig, generate_windows, seam_changes
     from ex4d.example import make_example
     from ex4d.recon import render_novel_views
     from ex4d.trajectory import make_trajectory
@@ -186,15 +187,16 @@ def bench_generate(args) -> dict:
             with tempfile.TemporaryDirectory(dir=args.tmp) as work:
                 res = generate_windows(render.color, render.mask, generate, wcfg, work, mode, seed=0,
                                        view_depth=render.depth, w2c=traj.w2c, K=traj.K, progress=False,
-                                       on_window=on_window)
-            total = time.perf_counter() - t0
+                                       on_window=on_window, backend=lift_backend(mode))
+                total = time.perf_counter() - t0
+                seams = seam_changes(res.video(), res.plan)  # random weights: says little about a trained model
             ends = [m["t0"] for m in marks[1:]] + [t0 + total]
             for m, end in zip(marks, ends):
                 m["window_s"] = end - m.pop("t0")
                 m["other_s"] = m["window_s"] - m["generate_s"]
             peak = torch.cuda.max_memory_allocated() / GIB if device.type == "cuda" else None
             row = {"memory": mode, "frames": T, "size": S, "windows": len(res.plan), "steps": args.steps,
-                   "total_s": total, "per_window": marks, "peak_gib": peak,
+                   "total_s": total, "per_window": marks, "peak_gib": peak, "seams": seams,
                    "baseline_49_s": marks[0]["generate_s"],
                    "s_per_output_frame": total / T, "baseline_s_per_frame": marks[0]["generate_s"] / marks[0]["frames"]}
             rows.append(row)

@@ -18,7 +18,15 @@ import numpy as np
 from ..errors import check
 from .windows import WindowConfig, WindowResult, generate_windows
 
-__all__ = ["fill_windows", "write_window_chunks", "generate_video_files"]
+__all__ = ["fill_windows", "write_window_chunks", "generate_video_files", "lift_backend"]
+
+
+def lift_backend(memory: str, backend: str | None = None) -> str | None:
+    """Rasterizer for the lifted meshes: ``backend`` if given; on the CPU (numba) in memory mode ``low``, whose
+    budget (a 12 GB GPU) leaves no room for a 512² frame's ~0.6 GB of GPU raster temporaries; else the default."""
+    if backend is not None:
+        return backend
+    return "numba" if memory == "low" else None
 
 
 def _lazy_generator(load):
@@ -51,8 +59,8 @@ def fill_windows(render, clip, w2c: np.ndarray, K_out: np.ndarray, wan, adapter,
     T, H, W = mask.shape
     generate = _lazy_generator(lambda: Ex4dGenerator.load(wan, adapter, gen_config, encoders=encoders))
     result = generate_windows(color, mask, generate, config, cache / "windows", key, seed=gen_config.seed,
-                              view_depth=vdepth, w2c=w2c, K=K_out, lift_config=lift_config, backend=backend,
-                              progress=progress)
+                              view_depth=vdepth, w2c=w2c, K=K_out, lift_config=lift_config,
+                              backend=lift_backend(gen_config.memory, backend), progress=progress)
     return write_window_chunks(result, fill_store(cache / "fill", key, T, H, W), CHUNK)
 
 

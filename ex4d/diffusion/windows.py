@@ -58,7 +58,7 @@ from ..errors import check
 from ..io.atomic import atomic_save_npz, atomic_write_json
 
 __all__ = ["WindowConfig", "Window", "plan_windows", "window_condition", "blend_overlap", "generate_windows",
-           "WindowResult", "LIFT_MODES"]
+           "WindowResult", "seam_changes", "LIFT_MODES"]
 
 LIFT_MODES = ("background", "none")
 _TEMPORAL = 4
@@ -162,6 +162,30 @@ def blend_overlap(old: np.ndarray, new: np.ndarray) -> np.ndarray:
         return new
     w = np.linspace(0.0, 1.0, n).reshape((n,) + (1,) * (new.ndim - 1))
     return np.clip(w * new.astype(np.float32) + (1 - w) * old.astype(np.float32) + 0.5, 0, 255).astype(np.uint8)
+
+
+def seam_changes(video, plan: list[Window]) -> dict:
+    """Frame-to-frame change of a stitched video across window seams and inside windows.
+
+    ``video``: [T, H, W, 3] uint8 (array-like, read a frame at a time). The change into frame t is the mean
+    absolute difference to frame t−1 in 8-bit levels; it counts as a *seam* change when t lies in the
+    shared frames of a later window (``start … start + known``), else as *inside*. Returns
+    ``{"seam_max", "seam_mean", "inside_max", "inside_mean"}`` (a seamless video has ``seam_max`` no larger
+    than ``inside_max``).
+    """
+    seams = {t for w in plan[1:] for t in range(w.start, w.start + w.known + 1)}
+    out = {"seam": [], "inside": []}
+    prev = None
+    for t in range(len(video)):
+        cur = np.asarray(video[t], np.float32)
+        if prev is not None:
+            out["seam" if t in seams else "inside"].append(float(np.abs(cur - prev).mean()))
+        prev = cur
+    res = {}
+    for k, v in out.items():
+        res[f"{k}_max"] = max(v) if v else 0.0
+        res[f"{k}_mean"] = float(np.mean(v)) if v else 0.0
+    return res
 
 
 # ---------------------------------------------------------------------------------------------- windows on disk

@@ -111,6 +111,8 @@ def _seams_and_inside(plan, T):
 
 
 def test_a_model_that_continues_its_condition_shows_no_seam(tmp_path):
+    from ex4d.diffusion.windows import seam_changes
+
     color, mask = _moving_clip()
     res = generate_windows(color, mask, ContinuingDouble(drift=0), WindowConfig(), tmp_path / "w", "k",
                            progress=False)
@@ -119,6 +121,9 @@ def test_a_model_that_continues_its_condition_shows_no_seam(tmp_path):
     change = _frame_change(video)
     seams, inside = _seams_and_inside(res.plan, len(video))
     assert max(change[t - 1] for t in seams) <= max(change[t - 1] for t in inside) + 1e-6
+    s = seam_changes(video, res.plan)
+    assert s["seam_max"] == pytest.approx(max(change[t - 1] for t in seams), abs=1e-4)
+    assert s["seam_max"] <= s["inside_max"] + 1e-6 and s["inside_mean"] > 0
 
 
 def test_blending_spreads_what_the_model_changes_in_its_known_frames(tmp_path, monkeypatch):
