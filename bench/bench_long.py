@@ -236,7 +236,8 @@ def print_tables(result: dict) -> None:
         print(f"\nwindowed generation on {g['device']}: window {g['window']['window']}, overlap "
               f"{g['window']['overlap']}, lift {g['window']['lift']}")
         print(f"{'memory':9s} {'frames':>6s} {'windows':>7s} {'total s':>8s} {'s/window':>9s} {'gen s/win':>9s} "
-              f"{'other s/win':>11s} {'peak GiB':>8s} {'s/frame':>8s} {'49-frame video s':>16s} {'ratio':>6s}")
+              f"{'other s/win':>11s} {'peak GiB':>8s} {'s/frame':>8s} {'49-frame video s':>16s} {'ratio':>6s} "
+              f"{'seam/inside max':>15s}")
         for row in g["modes"]:
             if "error" in row:
                 print(f"{row['memory']:9s} error: {row['error']}")
@@ -246,9 +247,11 @@ def print_tables(result: dict) -> None:
             print(f"{row['memory']:9s} {row['frames']:6d} {row['windows']:7d} {row['total_s']:8.1f} "
                   f"{np.mean([x['window_s'] for x in w]):9.1f} {np.mean([x['generate_s'] for x in w]):9.1f} "
                   f"{np.mean([x['other_s'] for x in w]):11.2f} {peak:>8s} {row['s_per_output_frame']:8.2f} "
-                  f"{row['baseline_49_s']:16.1f} {row['s_per_output_frame'] / row['baseline_s_per_frame']:6.2f}")
+                  f"{row['baseline_49_s']:16.1f} {row['s_per_output_frame'] / row['baseline_s_per_frame']:6.2f} "
+                  f"{row['seams']['seam_max']:7.1f}/{row['seams']['inside_max']:<7.1f}")
         print("(ratio: seconds per output frame against one window's generation; s/window: the whole window, "
-              "other: conditioning, lifting and saving)")
+              "other: conditioning, lifting and saving; seam/inside: largest frame-to-frame change, 8-bit levels, "
+              "across window seams / inside windows: with random weights it says little)")
 
 
 def main(argv: list[str] | None = None) -> dict:
