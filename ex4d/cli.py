@@ -1,4 +1,4 @@
-"""Command line: ``ex4d recon | run | example | generate | depth``. A thin layer over the library.
+"""Command line: ``ex4d recon | run | example | generate | depth | stereo | export | …``. A thin layer over the library.
 
 User errors (:class:`ex4d.errors.Ex4dError`) are printed as one line and exit
 with status 2; Ctrl-C exits with 130 and keeps every finished stage.
@@ -134,6 +134,9 @@ def _add_fill(p: argparse.ArgumentParser) -> None:
                         "(background: weight-free depth completion, default; none: off)")
     g.add_argument("--no-lift", dest="lift", action="store_const", const="none", default=S,
                    help="ex4d: same as --lift none")
+    from .scene_cli import add_stereo_args
+
+    add_stereo_args(p.add_argument_group("stereo (also write stereo.mp4; the left eye is output.mp4)"), run=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=512)
     p.set_defaults(func=_cmd_example)
 
-    for module in ("ex4d.diffusion.cli", "ex4d.depth.cli", "ex4d.eval.cli", "ex4d.train.cli", "ex4d.app.cli"):
+    for module in ("ex4d.diffusion.cli", "ex4d.depth.cli", "ex4d.eval.cli", "ex4d.train.cli", "ex4d.app.cli",
+                   "ex4d.scene_cli"):
         try:
             mod = __import__(module, fromlist=["register"])
         except ModuleNotFoundError as e:  # that part of the package is not installed: skip its commands
@@ -263,6 +267,10 @@ def _run_config(args: argparse.Namespace, with_fill: bool):
             if k in a:
                 fopts[k] = a[k]
     d["fill_options"] = fopts
+    if with_fill:
+        from .scene_cli import stereo_options
+
+        d["stereo"], d["stereo_options"] = stereo_options(args, d.get("stereo"), d.get("stereo_options", {}))
     return RunConfig.from_dict({k: (v.to_dict() if k == "recon" else v) for k, v in d.items()})
 
 

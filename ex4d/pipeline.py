@@ -57,7 +57,7 @@ __all__ = ["RunConfig", "run_pipeline", "RunSummary", "STATE_DIR"]
 
 STATE_DIR = ".ex4d"
 _OUR_FILES = {"color.mp4", "mask.mp4", "cameras.json", "cameras_ex4d.npz", "config.json", "output.mp4",
-              "preview.mp4", "color", "mask", "meshes", STATE_DIR}
+              "preview.mp4", "color", "mask", "meshes", STATE_DIR, "stereo.mp4", "stereo.json"}
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,8 @@ class RunConfig:
     save_mesh: bool = False
     crf: int = 18
     seed: int = 0
+    stereo: str | None = None          #: sbs | ou | anaglyph: also write stereo.mp4 (left eye = output.mp4)
+    stereo_options: dict = field(default_factory=dict)  #: ipd, convergence, half, … (ex4d.stereo.StereoConfig)
 
     def __post_init__(self):
         check(not (self.video and self.example), "give either an input video or --example, not both")
@@ -105,6 +107,13 @@ class RunConfig:
               "--adapter ex4d.ckpt (the released EX-4D adapter); or use --fill classical, which needs no weights")
         check(self.example_size >= 64 and self.example_size % 16 == 0,
               f"example size must be a multiple of 16, ≥ 64, got {self.example_size}")
+        if self.stereo is not None or self.stereo_options:
+            from .io.stereo_video import LAYOUTS
+            from .run_scene import stereo_config_from
+
+            check(self.stereo in LAYOUTS, f"unknown --stereo layout {self.stereo!r}; choose one of {', '.join(LAYOUTS)}")
+            check(self.fill != "none", "--stereo needs a fill: the left eye is output.mp4, which --fill none does not write")
+            stereo_config_from(self.stereo_options)  # bad --ipd / --convergence fail before any work
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -377,6 +386,27 @@ def run_pipeline(config: RunConfig, out: str | os.PathLike, overwrite: bool = Fa
             streaming.write_fill_outputs(out, filled, render, clip, config.crf)
             state.mark("fill", fill_key)
         timings["fill_s"] = time.perf_counter() - t0
+
+        if config.stereo:  # the second eye from the lifted output (ex4d.stereo); its own key
+            stereo_key = _key("stereo", fill_key, config.stereo, config.stereo_options)
+            t0 = time.perf_counter()
+            if state.done("stereo", stereo_key, [out / "stereo.mp4"]):
+                reused.append("stereo")
+            else:
+                from .io.chunks import concat_field
+                from .run_scene import RunViews, run_stereo, stereo_config_from
+
+                state.forget("stereo")
+                # the stereo stage holds the clip (ex4d.stereo works on whole arrays); the output comes lossless
+                # from the fill cache
+                output = concat_field(cache / "fill", "output") if (cache / "fill" / "meta.json").is_file() else None
+                views = RunViews(out=out, config=config, fps=fps, w2c=traj.w2c, K=traj.K,
+                                 mask=np.asarray(render.field("mask")), depth=np.asarray(render.field("depth")),
+                                 source_K=K)
+                sconf, half = stereo_config_from(config.stereo_options)
+                run_stereo(views, config.stereo, sconf, half, output=output, progress=progress)
+                state.mark("stereo", stereo_key)
+            timings["stereo_s"] = time.perf_counter() - t0
 
     summary = RunSummary(out=out, num_frames=T, width=W, height=H,
                          known_fraction=float(render.attrs.get("known_fraction", 0.0)), timings=timings,

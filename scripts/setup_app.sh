@@ -3,7 +3,8 @@
 #   * the app extra's PyPI packages (starlette, uvicorn) and playwright (Python client; the browser is Debian's),
 #   * the front-end: npm packages of web/ (three, esbuild; exact versions from web/package-lock.json),
 #     built into ex4d/app/static/,
-#   * Debian's chromium (/usr/bin/chromium) for the browser tests (needs root or sudo; skipped if present).
+#   * Debian's chromium (/usr/bin/chromium) for the browser tests and Debian's ffmpeg (ffprobe reads the stereo
+#     files' st3d box in the tests) (needs root or sudo; skipped if present).
 # Idempotent and fast when everything is already there. Environment: EX4D_VENV (default .venv),
 # EX4D_SKIP_BROWSER=1 to skip chromium (the app itself does not need it).
 set -euo pipefail
@@ -33,11 +34,15 @@ if [ ! -f "$out/view.js" ] || [ -n "$(find web/src web/build.mjs web/package-loc
   (cd web && node build.mjs)
 fi
 
-# 3. Browser for the end-to-end tests.
-if [ "${EX4D_SKIP_BROWSER:-0}" != "1" ] && [ ! -x /usr/bin/chromium ]; then
+# 3. Browser for the end-to-end tests, and Debian's FFmpeg (its ffprobe checks the stereo files' st3d metadata).
+need=""
+[ "${EX4D_SKIP_BROWSER:-0}" != "1" ] && [ ! -x /usr/bin/chromium ] && need="chromium fonts-dejavu-core"
+command -v ffprobe >/dev/null || need="$need ffmpeg"
+if [ -n "$need" ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $need >/dev/null
 fi
 echo "setup_app: ready (front-end in $out$( [ -x /usr/bin/chromium ] && echo ", $(/usr/bin/chromium --version 2>/dev/null | head -1)"))"

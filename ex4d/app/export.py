@@ -22,6 +22,7 @@ n            header, UTF-8 JSON (below)
 Header: ``{"version": 1, "num_frames": T, "width": w, "height": h, "fps",
 "K": 3×3 (pixels of the w×h grid), "source_size": [W, H], "source_K": 3×3,
 "stride": s, "depth_min", "depth_max", "pivot_depth", "mesh": MeshConfig,
+"stereo": {"ipd", "convergence", "near"} (ex4d.stereo's defaults for this depth),
 "frames": [{"depth": [off, len], "occ": [off, len], "color": [off, len]}]}``.
 
 Per frame: ``depth`` uint16 [h, w] little-endian, q = round(65535 ·
@@ -163,10 +164,14 @@ def encode_scene(frames: np.ndarray, depth: np.ndarray, K: np.ndarray, fps: floa
         index.append({"depth": add(_quantize_depth(d[t], dmin, dmax).tobytes()),
                       "occ": add(np.ascontiguousarray(bits).tobytes()),
                       "color": add(_jpeg(c[t]))})
+    from ..stereo import stereo_geometry
+
+    geo = stereo_geometry(d)  # the viewer's stereo mode starts from ex4d's default eye geometry
     header = {"version": 1, "num_frames": T, "width": int(w), "height": int(h), "fps": float(fps),
               "K": Ks.tolist(), "source_size": [int(W), int(H)], "source_K": np.asarray(K, dtype=float).tolist(),
               "stride": int(s), "depth_min": dmin, "depth_max": dmax, "pivot_depth": pivot,
-              "mesh": asdict(mesh), "frames": index}
+              "mesh": asdict(mesh), "stereo": {"ipd": geo.ipd, "convergence": geo.convergence, "near": geo.near},
+              "frames": index}
     head = json.dumps(header).encode()
     return MAGIC + struct.pack("<I", len(head)) + head + b"".join(blobs)
 

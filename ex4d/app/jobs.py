@@ -46,7 +46,8 @@ _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{22}$")
 #: Output files the app serves (name → media type); nothing else of a job folder is reachable.
 SERVED_FILES = {"color.mp4": "video/mp4", "mask.mp4": "video/mp4", "output.mp4": "video/mp4",
                 "preview.mp4": "video/mp4", "cameras.json": "application/json",
-                "cameras_ex4d.npz": "application/octet-stream", "config.json": "application/json"}
+                "cameras_ex4d.npz": "application/octet-stream", "config.json": "application/json",
+                "stereo.mp4": "video/mp4", "stereo.json": "application/json"}
 _ZIP_SKIP = {".ex4d"}
 FINAL_STATES = ("done", "error", "cancelled")
 

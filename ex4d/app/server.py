@@ -331,7 +331,8 @@ def create_view_app(out: str | os.PathLike, max_size: int = 512, host: str = "12
     lock = threading.Lock()
 
     async def index(request):
-        return RedirectResponse("/view?scene=/api/run/scene&cameras=/api/run/cameras.json", status_code=307)
+        asset = "&asset=/api/run/scene.glb" if (out / "output.mp4").is_file() else ""
+        return RedirectResponse(f"/view?scene=/api/run/scene&cameras=/api/run/cameras.json{asset}", status_code=307)
 
     async def view_page(request):
         return _page("view.html")
@@ -352,8 +353,25 @@ def create_view_app(out: str | os.PathLike, max_size: int = 512, host: str = "12
     async def info(request):
         return JSONResponse({"out": out.name})
 
+    async def asset(request):
+        def make():  # the run's 4D asset (ex4d export's GLB), made once and reused while the output is older
+            from ..run_scene import read_run, run_export
+
+            path = out / ".ex4d" / "view" / "scene.glb"
+            newest = max(p.stat().st_mtime for p in (out / "output.mp4", out / "config.json") if p.is_file())
+            with lock:
+                if not (path.is_file() and path.stat().st_mtime >= newest):
+                    run_export(read_run(out), "glb", path, progress=False)
+            return path
+
+        if not (out / "output.mp4").is_file():
+            raise JobNotFound(f"{out} has no output.mp4: the 4D asset is the filled output lifted into 3D")
+        return FileResponse(await run_in_threadpool(make), media_type="model/gltf-binary",
+                            headers={"Cache-Control": "no-cache"})
+
     routes = [Route("/", index), Route("/view", view_page), Route("/api/run/scene", scene),
-              Route("/api/run/cameras.json", cameras), Route("/api/run/info", info), *_static_routes()]
+              Route("/api/run/cameras.json", cameras), Route("/api/run/info", info),
+              Route("/api/run/scene.glb", asset), *_static_routes()]
     handlers = {Ex4dError: lambda request, exc: _error_response(exc)}
     return _security_headers(Starlette(routes=routes, middleware=_middleware(host), exception_handlers=handlers))
 

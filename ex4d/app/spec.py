@@ -15,7 +15,8 @@ Request fields (all optional but ``input``)::
      "trajectory_options": {"yaw": 30, "pitch": 0, "dolly": 0, "zoom": 1, "ease": "smoothstep"}
                            | {"keyframes": [{"t": 0, "yaw": 0}, ...], "interpolation": "cubic"},
      "filter": "grazing" | "angle" | "boundary",
-     "fill": "classical" | "none" | "ex4d"}
+     "fill": "classical" | "none" | "ex4d",
+     "stereo": null | "sbs" | "ou" | "anaglyph"}        (also write stereo.mp4, ex4d's default eye geometry)
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ TRAJECTORY_OPTION_KEYS = {
     "keyframes": ("keyframes", "interpolation", "pivot_depth"),
 }
 _REQUEST_KEYS = {"input", "num_frames", "max_res", "example_size", "depth", "depth_kind", "trajectory",
-                 "trajectory_options", "filter", "fill"}
+                 "trajectory_options", "filter", "fill", "stereo"}
 
 
 @dataclass(frozen=True)
@@ -150,5 +151,6 @@ def build_run_config(req: dict, job_input: dict, limits: AppLimits, models: Serv
     fill_options = {"wan": models.wan, **({"adapter": models.adapter} if models.adapter else {})} if fill == "ex4d" \
         else {}
     mesh = MeshConfig(filter=_choice(req, "filter", "grazing", FILTERS))
+    stereo = _choice(req, "stereo", None, (None, "sbs", "ou", "anaglyph"))
     return RunConfig(trajectory=name, trajectory_options=opts, recon=ReconConfig(mesh=mesh), fill=fill,
-                     fill_options=fill_options, **kw)
+                     fill_options=fill_options, stereo=stereo, **kw)

@@ -50,6 +50,7 @@ function keyframes() {
 
 function request() {
   const req = { input: inputKind(), num_frames: num('num-frames'), filter: $('filter').value, fill: $('fill').value };
+  if ($('stereo').value && req.fill !== 'none') req.stereo = $('stereo').value;
   if (req.input === 'example') req.example_size = num('example-size');
   else req.max_res = num('max-res');
   const depth = $('depth-source').value;
@@ -282,7 +283,7 @@ async function poll() {
 function showResults(st) {
   const v = Date.now();
   const base = `/api/jobs/${state.job}`;
-  for (const name of ['output', 'color', 'mask', 'preview']) {
+  for (const name of ['output', 'color', 'mask', 'preview', 'stereo']) {
     const el = $(`video-${name}`);
     const has = st.files.includes(`${name}.mp4`);
     el.parentElement.hidden = !has;

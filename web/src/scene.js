@@ -8,6 +8,7 @@ import { OrbitControls } from 'three/addons/controls/OrbitControls.js';
 import {
   centreOf, frustumPoints, orbitAngles, orbitCentre, setCameraFromW2C, setCameraIntrinsics, w2cFromCamera,
 } from './cameras.js';
+import { StereoRenderer } from './stereo.js';
 
 THREE.ColorManagement.enabled = false; // colours pass through untouched, as in the run's videos
 
@@ -184,9 +185,19 @@ export class SceneView {
     this.fixed = false;
     this.listeners = [];
     this.resetCamera();
+    // stereo: ex4d's default geometry for this scene (the export's header), else the 1/30 rule on its nearest depth
+    const st = header.stereo || { ipd: header.depth_min / 30, convergence: header.depth_min };
+    this.stereo = { mode: 'off', ipd: st.ipd, convergence: st.convergence ?? Infinity };
+    this.stereoRenderer = new StereoRenderer(this.renderer);
     this.resizeObserver = new ResizeObserver(() => this.fit());
     this.resizeObserver.observe(canvas.parentElement);
     this.fit();
+  }
+
+  /** Show the view in stereo: mode 'off' | 'anaglyph' | 'sbs'; ipd and convergence in scene units (default kept). */
+  setStereo(mode, ipd, convergence) {
+    this.stereo = { mode, ipd: ipd ?? this.stereo.ipd, convergence: convergence ?? this.stereo.convergence };
+    this.render();
   }
 
   applyIntrinsics() {
@@ -307,7 +318,13 @@ export class SceneView {
     this.render();
   }
 
-  render() { this.renderer.render(this.scene, this.camera); }
+  render() {
+    const st = this.stereo;
+    if (st && st.mode !== 'off') {
+      this.stereoRenderer.render(st.mode, this.scene, this.camera, this.K, this.imageSize, this.near, this.far,
+        st.ipd, st.convergence);
+    } else this.renderer.render(this.scene, this.camera);
+  }
 
   /** RGBA pixels of the canvas (for tests and thumbnails). */
   pixels() {
@@ -325,6 +342,7 @@ export class SceneView {
     for (const t of this.textures) { t.depth.dispose(); t.occ.dispose(); t.color.dispose(); }
     this.mesh.geometry.dispose();
     this.material.dispose();
+    this.stereoRenderer.dispose();
     this.renderer.dispose();
   }
 }

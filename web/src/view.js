@@ -3,6 +3,7 @@
 // The page reads ?scene=URL (a scene export) and optionally &cameras=URL (the run's cameras.json); both must
 // be paths on this server. The saved cameras.json is in ex4d's convention (OpenCV w2c, world = source camera,
 // K and size of the run's frames), so `ex4d run --trajectory cameras.json` takes it as it is.
+import { AssetView, loadAsset } from './asset.js';
 import { fillPath } from './cameras.js';
 import { SceneView, loadScene, responseError } from './scene.js';
 
@@ -141,8 +142,53 @@ async function main() {
   $('run-view').disabled = !state.runPath;
   $('run-view').addEventListener('click', () => { v.setFree(true); state.follow = true; showFrame(v.frame); });
   $('save').addEventListener('click', save);
+  $('ipd').value = Number(v.stereo.ipd.toPrecision(3));
+  const stereo = () => v.setStereo($('stereo').value, Number($('ipd').value) > 0 ? Number($('ipd').value) : undefined);
+  $('stereo').addEventListener('change', stereo);
+  $('ipd').addEventListener('change', stereo);
+  const assetUrl = localUrl('asset');
+  if (assetUrl) {
+    $('asset-box').hidden = false;
+    $('open-asset').href = `/view?glb=${encodeURIComponent(assetUrl)}`;
+  }
   describePath();
   document.body.dataset.ready = '1';
 }
 
-main().catch((e) => { showError(`The viewer could not start: ${e.message}`); $('view-msg').textContent = e.message; });
+/** The page for an exported 4D asset (?glb=URL): play its frames, orbit freely or look through the output camera. */
+async function mainAsset(url) {
+  const gltf = await loadAsset(url);
+  const v = new AssetView($('view'), gltf);
+  state.asset = v;
+  document.querySelector('section.controls').hidden = true;
+  for (const id of ['hide-unknown', 'show-path', 'stereo']) $(id).closest('label').hidden = true;
+  $('through-output').hidden = !v.cameraData;
+  $('view-help').textContent = 'The generated scene as ex4d export writes it: one coloured mesh per output frame. Drag to orbit, '
+    + 'wheel to zoom; "Through the output camera" shows it as the video does. Dark: no surface (depth edges are left open).';
+  $('frame').max = v.numFrames - 1;
+  const show = (t) => {
+    v.setFrame(t);
+    $('frame').value = v.frame;
+    $('frame-label').textContent = `${v.frame + 1}/${v.numFrames}`;
+    $('hud').textContent = `4D asset · frame ${v.frame + 1}/${v.numFrames} · ${v.info().vertices} vertices`;
+  };
+  $('frame').addEventListener('input', () => show(Number($('frame').value)));
+  $('through').addEventListener('change', (e) => { v.setThrough(e.target.checked); show(v.frame); });
+  $('play').addEventListener('click', () => {
+    state.playing = !state.playing;
+    $('play').textContent = state.playing ? '❚❚' : '▶';
+    let last = performance.now();
+    const step = (now) => {
+      if (!state.playing) return;
+      if (now - last >= 1000 / v.fps) { last = now; show((v.frame + 1) % v.numFrames); }
+      requestAnimationFrame(step);
+    };
+    if (state.playing) requestAnimationFrame(step);
+  });
+  show(0);
+  $('view-msg').textContent = '';
+  document.body.dataset.ready = '1';
+}
+
+const glb = localUrl('glb');
+(glb ? mainAsset(glb) : main()).catch((e) => { showError(`The viewer could not start: ${e.message}`); $('view-msg').textContent = e.message; });
