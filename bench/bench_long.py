@@ -86,18 +86,20 @@ def write_synthetic(folder: Path, T: int, size: int) -> tuple[Path, Path]:
 _RUN = """
 import json, resource, sys, time
 from ex4d.pipeline import RunConfig, run_pipeline
-video, depth, n, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+from ex4d.recon import ReconConfig
+video, depth, n, out, window, backend = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5]), sys.argv[6]
 t0 = time.perf_counter()
 s = run_pipeline(RunConfig(video=video, depth=depth, depth_kind="depth", num_frames=n or None, trajectory="orbit",
-                           trajectory_options={"yaw": 30}, max_res=4096), out, progress=False)
+                           trajectory_options={"yaw": 30}, max_res=4096, fill_options={"window": window},
+                           recon=ReconConfig(backend=None if backend == "auto" else backend)), out, progress=False)
 print(json.dumps({"wall_s": time.perf_counter() - t0, "timings": s.timings, "frames": s.num_frames,
                   "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
 
-def run_recon(video: Path, depth: Path, n: int, out: Path) -> dict:
-    res = subprocess.run([sys.executable, "-c", _RUN, str(video), str(depth), str(n), str(out)],
-                         capture_output=True, text=True)
+def run_recon(video: Path, depth: Path, n: int, out: Path, fill_window: int = 4, backend: str = "auto") -> dict:
+    res = subprocess.run([sys.executable, "-c", _RUN, str(video), str(depth), str(n), str(out), str(fill_window),
+                          backend], capture_output=True, text=True)
     if res.returncode:
         raise RuntimeError(res.stderr[-3000:])
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -112,8 +114,8 @@ def bench_recon(args) -> dict:
         video, depth = write_synthetic(tmp / "input", args.frames, args.size)
         made = time.perf_counter() - t0
         print(f"synthetic clip: {args.frames} frames {args.size}² written in {made:.0f} s", flush=True)
-        long = run_recon(video, depth, 0, tmp / "long")
-        base = run_recon(video, depth, 49, tmp / "short") if args.frames > 49 else long
+        long = run_recon(video, depth, 0, tmp / "long", args.fill_window, args.backend)
+        base = run_recon(video, depth, 49, tmp / "short", args.fill_window, args.backend) if args.frames > 49 else long
         print(f"  baseline ({base['frames']} frames): {base['wall_s']:.1f} s, peak RSS {base['peak_rss_mib']:.0f} MiB",
               flush=True)
         print(f"  long ({long['frames']} frames): {long['wall_s']:.1f} s, peak RSS {long['peak_rss_mib']:.0f} MiB",
@@ -121,7 +123,8 @@ def bench_recon(args) -> dict:
         disk = sum(p.stat().st_size for p in (tmp / "long").rglob("*") if p.is_file()) / GIB
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return {"frames": args.frames, "size": args.size, "baseline": base, "long": long, "run_folder_gib": disk}
+    return {"frames": args.frames, "size": args.size, "fill_window": args.fill_window, "backend": args.backend,
+            "baseline": base, "long": long, "run_folder_gib": disk}
 
 
 # --------------------------------------------------------------------------- generate: windows on the GPU
@@ -222,7 +225,8 @@ def print_tables(result: dict) -> None:
     if "recon" in result:
         r = result["recon"]
         b, lg = r["baseline"], r["long"]
-        print(f"\nrecon + classical fill, CPU, {r['size']}² ({result['machine']}):")
+        print(f"\nrecon + classical fill (--fill-window {r['fill_window']}, rasterizer {r['backend']}), "
+              f"{r['size']}² ({result['machine']}, {result['cpus']} CPUs):")
         print(f"{'clip':28s} {'frames':>6s} {'wall s':>8s} {'s/frame':>8s} {'peak RSS MiB':>13s}")
         for name, x in (("baseline (first 49 frames)", b), ("long", lg)):
             print(f"{name:28s} {x['frames']:6d} {x['wall_s']:8.1f} {x['wall_s'] / x['frames']:8.3f} "
@@ -260,6 +264,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--tiny", action="store_true", help="a CPU smoke run of both sections at tiny sizes")
     p.add_argument("--frames", type=int, default=None, help="recon: frames of the synthetic clip (2000)")
     p.add_argument("--size", type=int, default=None, help="recon: frame size (512)")
+    p.add_argument("--fill-window", type=int, default=4, help="recon: the classical fill's --fill-window (%(default)s)")
+    p.add_argument("--backend", default="auto", choices=["auto", "numba", "torch"],
+                   help="recon: rasterizer (auto: torch on a CUDA GPU, else numba)")
     p.add_argument("--gen-frames", type=int, default=None, help="generate: frames (193)")
     p.add_argument("--gen-size", type=int, default=None, help="generate: frame size (512)")
     p.add_argument("--modes", default=None, help="generate: memory modes (full,balanced,low)")
