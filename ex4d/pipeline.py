@@ -235,7 +235,7 @@ def _input_ident(config: RunConfig) -> dict:
             "stride": config.stride, "max_res": config.max_res, "allow_short": config.allow_short}
 
 
-def _intrinsics(config: RunConfig, width: int, height: int, example: bool) -> np.ndarray:
+def _intrinsics(config: RunConfig, width: int, height: int) -> np.ndarray:
     if config.focal is not None:
         return intrinsics_from_focal(width, height, config.focal)
     if config.fov is not None:
@@ -343,7 +343,7 @@ def run_pipeline(config: RunConfig, out: str | os.PathLike, overwrite: bool = Fa
         reused.append("depth")
     timings["depth_s"] = time.perf_counter() - t0
 
-    K = _intrinsics(config, W, H, config.example)
+    K = _intrinsics(config, W, H)
     traj = make_trajectory(config.trajectory, T, K, W, H, depth0=depth[0], **config.trajectory_options)
     far = config.recon.mesh.far_scale * max_depth  # dwmesh.default_far of the whole clip
 
