@@ -275,3 +275,39 @@ def test_content_generated_in_one_window_is_known_where_a_later_window_sees_it(t
         # window 1's generated colour (the rest: source content that earlier output frames knew)
         reused = np.abs(c[new][lifted].astype(int) - generated).max(axis=1) <= 12
         assert reused.sum() > 0.2 * unknown, (reused.sum(), lifted.sum(), unknown)
+
+
+def test_a_resumed_run_lifts_into_its_windows_what_an_uninterrupted_run_does(tmp_path):
+    from ex4d.diffusion.windows import WindowConfig, generate_windows
+    from ex4d.example import make_example
+    from ex4d.recon import render_novel_views
+    from ex4d.trajectory import make_trajectory
+
+    T, S = 25, 64
+    scene = make_example(T, S, S)
+    traj = make_trajectory("swing", T, scene.K, S, S, depth0=scene.depth[0], yaw=30)
+    r = render_novel_views(scene.frames, scene.depth, scene.K, traj.w2c, traj.K, progress=False)
+    cfg = WindowConfig(window=9, overlap=5, lift_keep=4, lift_every=2)  # 5 windows; the memory drops frames
+    calls = []
+
+    def double(c, m, seed):  # TEST DOUBLE: keeps what it is given, paints what is unknown a colour per window
+        calls.append(seed)
+        if seed == 3 and killed["on"]:
+            raise KeyboardInterrupt
+        out = c.copy()
+        out[~m] = (30 * seed, 200 - 30 * seed, 90)
+        return out
+
+    def run(folder):
+        return generate_windows(r.color, r.mask, double, cfg, folder, "k", view_depth=r.depth, w2c=traj.w2c,
+                                K=traj.K, progress=False).video()
+
+    killed = {"on": False}
+    whole = run(tmp_path / "a")
+    killed["on"] = True
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b")
+    killed["on"] = False
+    calls.clear()
+    np.testing.assert_array_equal(run(tmp_path / "b"), whole)
+    assert calls == [3, 4]

@@ -217,7 +217,9 @@ class _WindowFiles:
     def done(self, k: int) -> bool:
         return self.path(k).is_file()
 
-    def save(self, k: int, frames: np.ndarray, lifted: list, lifted_ids: list) -> None:
+    def save(self, k: int, frames: np.ndarray, lifted: list, lifted_ids: list, kept: list) -> None:
+        """Window ``k``: its stitched frames, the frames it lifted (output indices ``lifted_ids``) and the lifted
+        memory after it (``kept``: (output index, window that lifted it) in the memory's order)."""
         from ..lift import save_lifted
 
         if lifted:
@@ -225,7 +227,13 @@ class _WindowFiles:
         else:
             self.lifted_path(k).unlink(missing_ok=True)
         # last: its presence marks the window done
-        atomic_save_npz(self.path(k), compress=False, frames=frames, lifted_ids=np.asarray(lifted_ids, np.int64))
+        atomic_save_npz(self.path(k), compress=False, frames=frames, lifted_ids=np.asarray(lifted_ids, np.int64),
+                        kept=np.asarray(kept, np.int64).reshape(-1, 2))
+
+    def kept(self, k: int) -> list[tuple[int, int]]:
+        """(output index, window) of the lifted frames kept after window ``k``."""
+        with np.load(self.path(k)) as z:
+            return [(int(t), int(w)) for t, w in z["kept"]]
 
     def frames(self, k: int) -> np.ndarray:
         with np.load(self.path(k)) as z:
@@ -289,8 +297,9 @@ def generate_windows(color, mask, generate: Callable[[np.ndarray, np.ndarray, in
         memory = LiftedMemory(config.lift_keep, lift_config, backend)
     todo = [k for k in range(len(plan)) if not files.done(k)]
     first = todo[0] if todo else len(plan)
-    if todo and memory is not None:
-        _restore_memory(memory, files, first)
+    origin: dict[int, int] = {}  # output frame index → the window that lifted it
+    if todo and memory is not None and first > 0:
+        origin = _restore_memory(memory, files, first - 1)
     from ..streaming import progress_bar
 
     with progress_bar(len(plan), "generate", progress, unit="window") as bar:
@@ -327,22 +336,19 @@ def generate_windows(color, mask, generate: Callable[[np.ndarray, np.ndarray, in
                     memory.lift(t, out[i], d[i], m[i], K[t], w2c[t])
                     lifted.append(memory.frames[-1])
                     ids.append(t)
-            files.save(k, out, lifted, ids)
+                    origin[t] = k
+            files.save(k, out, lifted, ids, [(t, origin[t]) for t in (memory.ids if memory is not None else [])])
             prev = out
             bar.update(1)
     return WindowResult(plan=plan, files=files, num_frames=T)
 
 
-def _restore_memory(memory, files: _WindowFiles, upto: int) -> None:
-    """Refill ``memory`` with the most recent lifted frames of windows before ``upto`` (a resumed run)."""
-    gathered: list[list] = []
-    n = 0
-    for k in range(upto - 1, -1, -1):
-        frames = files.lifted(k)
-        gathered.append(frames)
-        n += len(frames)
-        if n >= memory.keep:
-            break
-    for frames in reversed(gathered):
-        for t, f in frames:
-            memory.add(t, f)
+def _restore_memory(memory, files: _WindowFiles, last: int) -> dict[int, int]:
+    """Refill ``memory`` with exactly the lifted frames it held after window ``last`` (a resumed run), in order."""
+    kept = files.kept(last)
+    loaded: dict[int, dict] = {}
+    for t, k in kept:
+        if k not in loaded:
+            loaded[k] = dict(files.lifted(k))
+        memory.add(t, loaded[k][t])
+    return {t: k for t, k in kept}
