@@ -9,6 +9,8 @@ Modules (the web stack, Starlette + uvicorn, is imported only when a server is m
 ``spec``        the browser's run request → a checked RunConfig (no paths from the browser)
 ``preview``     the input's scene and camera path before a run
 ``jobs``        sandboxed job folders, sessions, the FIFO queue, clean-up
+``capacity``    what the server lends out, bounded: issued sessions, disk for jobs, upload slots
+``redact``      no server paths in what the browser sees (messages, served JSON)
 ``worker``      one job in its own process, reporting progress
 ``server``      HTTP routes (Starlette), serving helpers
 ``cli``         ``register(subparsers)``: the ``app`` and ``view`` commands

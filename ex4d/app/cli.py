@@ -26,6 +26,8 @@ def _add_server_flags(p: argparse.ArgumentParser, port: int) -> None:
 
 def register(subparsers) -> None:
     """Add the ``app`` and ``view`` commands to ex4d's sub-command parser."""
+    from .uploads import AppLimits
+
     p = subparsers.add_parser(
         "app", help="local web app: upload a video, design the camera path in 3D, run, watch, download",
         description="A local web app over ex4d: upload a video (and depth) or use the example, design the camera "
@@ -34,13 +36,39 @@ def register(subparsers) -> None:
                     "built front-end: bash scripts/setup_app.sh")
     _add_server_flags(p, 7860)
     p.add_argument("--workdir", default=None, help=f"job folders (default {default_workdir()})")
-    g = p.add_argument_group("limits")
-    g.add_argument("--max-upload-mb", type=float, default=200.0, help="largest upload per file (200)")
-    g.add_argument("--max-duration", type=float, default=120.0, help="longest uploaded video in seconds (120)")
-    g.add_argument("--max-frames", type=int, default=49, help="most frames a job processes (49)")
-    g.add_argument("--max-res", type=int, default=512, help="longest side of processed frames (512)")
-    g.add_argument("--max-queue", type=int, default=8, help="most jobs waiting at once (8)")
-    g.add_argument("--keep-hours", type=float, default=24.0, help="delete finished jobs after this long (24)")
+    d = AppLimits()
+    g = p.add_argument_group("limits (per job)")
+    g.add_argument("--max-upload-mb", type=float, default=d.max_upload_mb,
+                   help=f"largest upload per file (default {d.max_upload_mb:g}; larger: 413)")
+    g.add_argument("--max-depth-mb", type=float, default=d.max_depth_mb,
+                   help=f"largest uploaded depth array once unpacked, read from the .npz/.npy headers before "
+                        f"anything is decompressed (default {d.max_depth_mb:g})")
+    g.add_argument("--max-duration", type=float, default=d.max_duration_s,
+                   help=f"longest uploaded video in seconds (default {d.max_duration_s:g})")
+    g.add_argument("--max-frames", type=int, default=d.max_frames, help=f"most frames a job processes (default "
+                                                                         f"{d.max_frames})")
+    g.add_argument("--max-res", type=int, default=d.max_res, help=f"longest side of processed frames (default "
+                                                                   f"{d.max_res})")
+    g = p.add_argument_group("limits (the whole server)")
+    g.add_argument("--max-queue", type=int, default=d.max_queue,
+                   help=f"most jobs waiting at once, all users (default {d.max_queue}; one more runs; beyond: 429)")
+    g.add_argument("--max-jobs", type=int, default=d.max_jobs,
+                   help=f"most job folders kept at once, all users (default {d.max_jobs}; beyond: 503)")
+    g.add_argument("--max-jobs-per-session", type=int, default=d.max_jobs_per_session,
+                   help=f"most jobs kept per browser session; its oldest finished ones make room "
+                        f"(default {d.max_jobs_per_session})")
+    g.add_argument("--max-disk-gb", type=float, default=d.max_disk_gb,
+                   help=f"disk all job folders may use together (default {d.max_disk_gb:g}; beyond: 507)")
+    g.add_argument("--min-free-gb", type=float, default=d.min_free_gb,
+                   help=f"free space to leave on the work folder's disk (default {d.min_free_gb:g})")
+    g.add_argument("--max-uploads", type=int, default=d.max_concurrent_uploads,
+                   help=f"uploads received and checked at once, all users (default {d.max_concurrent_uploads}; "
+                        f"beyond: 429)")
+    g.add_argument("--max-sessions", type=int, default=d.max_sessions,
+                   help=f"browser sessions remembered; the longest idle are forgotten first (default "
+                        f"{d.max_sessions})")
+    g.add_argument("--keep-hours", type=float, default=d.keep_hours,
+                   help=f"delete finished jobs after this long (default {d.keep_hours:g})")
     g = p.add_argument_group("models (local weights the app may use; nothing is downloaded)")
     g.add_argument("--depth-weights", action="append", default=[], metavar="MODEL=DIR",
                    help="offer a depth model, e.g. depth-anything-v2=/models/Depth-Anything-V2-Small-hf "
@@ -76,19 +104,50 @@ def _depth_weights(items: list[str]) -> dict:
     return out
 
 
+_LIMIT_FLAGS = {"max_duration_s": "--max-duration", "max_concurrent_uploads": "--max-uploads"}
+
+
+def _limits(args):
+    """The AppLimits of the flags; an error names the flag."""
+    from .uploads import AppLimits
+
+    try:
+        return AppLimits(max_upload_mb=args.max_upload_mb, max_duration_s=args.max_duration,
+                         max_frames=args.max_frames, max_res=args.max_res, max_queue=args.max_queue, keep_hours=args.keep_hours,
+                         max_depth_mb=args.max_depth_mb, max_jobs=args.max_jobs,
+                         max_jobs_per_session=args.max_jobs_per_session, max_disk_gb=args.max_disk_gb,
+                         min_free_gb=args.min_free_gb, max_concurrent_uploads=args.max_uploads,
+                         max_sessions=args.max_sessions)
+    except Ex4dError as e:
+        name = str(e).split(" ", 1)[0]
+        raise Ex4dError(str(e).replace(name, _LIMIT_FLAGS.get(name, "--" + name.replace("_", "-")), 1)) from None
+
+
+def _check_server_flags(args) -> None:
+    check(0 <= args.port <= 65535, f"--port must be in 0..65535, got {args.port}")
+    check(bool(args.host) and not any(c.isspace() for c in args.host), f"--host {args.host!r} is not an address")
+
+
 def _cmd_app(args) -> int:
     from .jobs import JobStore
     from .server import check_frontend, create_app, serve
     from .spec import ServerModels
-    from .uploads import AppLimits
 
     check_frontend()
     check(args.adapter is None or args.wan is not None, "--adapter needs --wan")
     for flag in ("wan", "adapter"):
         v = getattr(args, flag)
         check(v is None or Path(v).exists(), f"--{flag} {v} does not exist")
-    limits = AppLimits(max_upload_mb=args.max_upload_mb, max_duration_s=args.max_duration, max_frames=args.max_frames,
-                       max_res=args.max_res, max_queue=args.max_queue, keep_hours=args.keep_hours)
+    _check_server_flags(args)
+    limits = _limits(args)
+    if args.wan:
+        from ..diffusion.loading import detect_layout
+
+        detect_layout(args.wan)
+    if args.adapter:
+        from ..diffusion.checkpoint import inspect_adapter
+
+        inspect_adapter(args.adapter)  # a bad adapter fails now, not in every job
     models = ServerModels(depth_weights=_depth_weights(args.depth_weights),
                           wan=str(Path(args.wan).resolve()) if args.wan else None,
                           adapter=str(Path(args.adapter).resolve()) if args.adapter else None)
@@ -107,9 +166,10 @@ def _cmd_view(args) -> int:
     from .server import check_frontend, create_view_app, serve
 
     check_frontend()
+    _check_server_flags(args)
     out = Path(args.out)
     check(out.is_dir(), f"{out} is not a folder; give the --out folder of an ex4d run")
-    check(args.max_size >= 16, f"--max-size must be ≥ 16, got {args.max_size}")
+    check(16 <= args.max_size <= 8192, f"--max-size must be in 16..8192, got {args.max_size}")
     print(f"ex4d view: preparing the 4D scene of {out} …", flush=True)
     path = export_run_scene(out, max_size=args.max_size)
     print(f"ex4d view: {path.stat().st_size / 1e6:.1f} MB scene export", flush=True)

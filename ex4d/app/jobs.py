@@ -11,11 +11,14 @@ Layout of the work root (``ex4d app --workdir``, mode 0700)::
     ROOT/<job id>/results.zip     the download
 
 Job ids are 128-bit random tokens and every job belongs to the browser
-session that created it: a request for a malformed id, an unknown one or
-someone else's gets the same "no such job". File names that can be served
-are a fixed list. Jobs run one after another in a worker process
-(``python -m ex4d.app.worker``), so several users' jobs queue instead of
-competing for the CPU/GPU; finished jobs older than ``keep_hours`` are deleted.
+session that created it (a token this server issued and remembers, see
+:mod:`.capacity`): a request for a malformed id, an unknown one or someone
+else's gets the same "no such job". File names that can be served are a fixed
+list. Jobs run one after another in a worker process (:func:`worker_command`:
+in the job's folder, importing the server's own ex4d), so several users' jobs
+queue instead of competing for the CPU/GPU; the number of job folders, the
+queue, the disk they use and the uploads at once are bounded for the whole
+server; finished jobs older than ``keep_hours`` are deleted.
 """
 
 from __future__ import annotations
@@ -36,11 +39,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import Ex4dError, check
+from .capacity import (DiskBudget, DiskFull, QueueFull, ServerBusy, SessionRegistry, UnknownSession, UploadSlots,
+                       new_token)
 from .spec import ServerModels, build_run_config
 from .uploads import AppLimits, check_depth_file, check_video_file, sniff_depth, sniff_video
 from .worker import OUT_DIR, RUN_FILE, read_status
 
-__all__ = ["Job", "JobStore", "JobNotFound", "QueueFull", "SERVED_FILES", "new_token", "valid_token"]
+__all__ = ["Job", "JobStore", "JobNotFound", "QueueFull", "ServerBusy", "DiskFull", "UnknownSession", "SERVED_FILES",
+           "new_token", "valid_token", "worker_command"]  # the capacity errors are re-exported from .capacity
 
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{22}$")
 #: Output files the app serves (name → media type); nothing else of a job folder is reachable.
@@ -56,13 +62,31 @@ class JobNotFound(Ex4dError):
     """No job with this id belongs to this session."""
 
 
-class QueueFull(Ex4dError):
-    """Too many jobs are waiting."""
+_BOOTSTRAP = (
+    "import importlib.util, os, sys\n"
+    "root, job = sys.argv[1], sys.argv[2]\n"
+    "spec = importlib.util.find_spec('ex4d')\n"
+    "found = spec and spec.origin and os.path.dirname(os.path.dirname(os.path.realpath(spec.origin)))\n"
+    "if found != root:\n"
+    "    sys.path.insert(0, root)\n"
+    "from ex4d.app.worker import main\n"
+    "sys.exit(main([job]))\n")
 
 
-def new_token() -> str:
-    """A fresh 128-bit URL-safe random token (22 characters)."""
-    return secrets.token_urlsafe(16)
+def worker_command(python: str, job_dir: Path) -> list[str]:
+    """The command that runs one job: ``python -c BOOTSTRAP PACKAGE_ROOT JOB_DIR``.
+
+    The worker must import the same ex4d as the server, never an ``ex4d/`` folder
+    that happens to sit in the directory the server was started from: ``python -m``
+    would put that directory first on ``sys.path``. So the worker runs with its
+    job folder as working directory (which holds only fixed names) and
+    ``PYTHONSAFEPATH=1``, and the bootstrap puts the folder of the server's own
+    ex4d package first on ``sys.path`` when the interpreter would find another
+    one (or none) by itself.
+    """
+    import ex4d
+
+    return [python, "-c", _BOOTSTRAP, os.path.realpath(Path(ex4d.__file__).parents[1]), str(job_dir)]
 
 
 def valid_token(value) -> bool:
@@ -105,10 +129,16 @@ class JobStore:
 
     def __init__(self, root: str | os.PathLike, limits: AppLimits | None = None, models: ServerModels | None = None,
                  python: str | None = None):
-        self.root = Path(root)
-        if not self.root.exists():
-            self.root.mkdir(parents=True, mode=0o700)  # job folders are private to this user
-        check(self.root.is_dir(), f"--workdir {self.root} is not a folder")
+        root = Path(root)
+        try:
+            if not root.exists():
+                root.mkdir(parents=True, mode=0o700)  # job folders are private to this user
+        except OSError as e:
+            raise Ex4dError(f"cannot create the work folder {root} ({e.strerror or e}); choose another --workdir") \
+                from None
+        check(root.is_dir(), f"--workdir {root} is not a folder")
+        check(os.access(root, os.W_OK | os.X_OK), f"--workdir {root} is not writable; choose another --workdir")
+        self.root = root.resolve()  # workers run in their job folder: every path they get is absolute
         self.limits = limits or AppLimits()
         self.models = models or ServerModels()
         self.python = python or sys.executable
@@ -120,6 +150,9 @@ class JobStore:
         self._running: str | None = None
         self._job_locks: dict[str, threading.Lock] = {}
         self._thread: threading.Thread | None = None
+        self.sessions = SessionRegistry(self.limits.max_sessions)
+        self.uploads = UploadSlots(self.limits.max_concurrent_uploads)
+        self.disk = DiskBudget(self.root, self.limits.max_disk_bytes, self.limits.min_free_bytes)
         self.cleanup()
 
     # ------------------------------------------------------------------ lifecycle
@@ -142,11 +175,29 @@ class JobStore:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    # ------------------------------------------------------------------ sessions
+    def issue_session(self) -> str:
+        """A new session token that this server remembers (the only kind it accepts); see :mod:`.capacity`."""
+        with self._lock:
+            busy = {j.session for j in self._jobs.values() if j.state in ("queued", "running")}
+            token, forgotten = self.sessions.issue(busy, {j.session for j in self._jobs.values()})
+            for old in forgotten:  # their jobs can no longer be reached
+                for job in [j for j in self._jobs.values() if j.session == old]:
+                    self._delete(job)
+            return token
+
+    def known_session(self, token) -> bool:
+        """True if ``token`` was issued by :meth:`issue_session` and not forgotten since (and marks it as seen)."""
+        return valid_token(token) and self.sessions.known(token)
+
     # ------------------------------------------------------------------ access
     def create(self, session: str) -> Job:
-        """A new empty job owned by ``session``."""
-        check(valid_token(session), "no session: reload the page")
+        """A new empty job owned by ``session`` (a token from :meth:`issue_session`)."""
+        if not self.known_session(session):
+            raise UnknownSession("this session was not issued by this server (it may have restarted); reload the "
+                                 "page")
         self.cleanup()
+        self.disk.check()
         with self._lock:
             mine = sorted((j for j in self._jobs.values() if j.session == session), key=lambda j: j.created)
             while len(mine) >= self.limits.max_jobs_per_session:
@@ -154,6 +205,14 @@ class JobStore:
                 check(old is not None, f"you have {len(mine)} jobs queued or running; wait for one to finish")
                 self._delete(old)
                 mine.remove(old)
+            if len(self._jobs) >= self.limits.max_jobs:
+                # Make room from jobs that never ran and sat idle for 10 minutes (never from results).
+                stale = sorted((j for j in self._jobs.values() if j.state == "created"
+                                and time.time() - j.created > 600), key=lambda j: j.created)
+                for old in stale[: len(self._jobs) - self.limits.max_jobs + 1]:
+                    self._delete(old)
+            if len(self._jobs) >= self.limits.max_jobs:
+                raise ServerBusy(f"this server holds {len(self._jobs)} jobs, the most it keeps; try again later")
             job_id = new_token()
             d = self.root / job_id
             d.mkdir(mode=0o700)
@@ -170,6 +229,24 @@ class JobStore:
             if job is None or not valid_token(session) or not secrets.compare_digest(job.session, session):
                 raise JobNotFound("no such job (it may have expired); start a new one")
             return job
+
+    def redact(self, text: str, job: Job | None = None) -> str:
+        """``text`` as the browser may see it: no server paths (see :mod:`ex4d.app.redact`)."""
+        from .redact import redact_text
+
+        return redact_text(text, job.dir if job is not None else None, self.root, self._hidden_paths())
+
+    def _hidden_paths(self) -> list[str]:
+        m = self.models
+        return [p for p in (m.wan, m.adapter, *m.depth_weights.values()) if p]
+
+    def served_json(self, job: Job, name: str = "config.json"):
+        """The job's ``out/NAME`` (a JSON output) with every path relative to the job folder (or reduced to its name)."""
+        from ..io.json_input import read_json
+        from .redact import redact_json
+
+        value = read_json(job.dir / OUT_DIR / name, name, max_bytes=64 << 20)
+        return redact_json(value, job.dir, self.root, self._hidden_paths())
 
     def job_lock(self, job: Job) -> threading.Lock:
         return self._job_locks[job.id]
@@ -242,6 +319,7 @@ class JobStore:
     def submit(self, job: Job, request: dict) -> int:
         """Queue a run of ``request``; returns its position (1 = next). Raises QueueFull or Ex4dError."""
         config = self.run_config(job, request)
+        self.disk.check()
         with self._lock:
             check(job.state not in ("queued", "running"), "this job is already queued or running")
             waiting = len(self._queue)
@@ -273,7 +351,8 @@ class JobStore:
     def status(self, job: Job) -> dict:
         """What the browser polls: state, queue position, progress, error, available files."""
         with self._lock:
-            out = {"id": job.id, "state": job.state, "error": job.error, "created": job.created,
+            out = {"id": job.id, "state": job.state, "error": self.redact(job.error, job) if job.error else None,
+                   "created": job.created,
                    "started": job.started, "finished": job.finished,
                    "video": job.video["info"] if job.video else None,
                    "depth": job.depth["info"] if job.depth else None}
@@ -284,7 +363,7 @@ class JobStore:
             out["progress"] = {k: st.get(k) for k in ("stage", "done", "total")}
             if job.state == "done":
                 out["summary"] = st.get("summary")
-                out["message"] = st.get("message")
+                out["message"] = self.redact(str(st.get("message") or ""), job)
         out["files"] = sorted(n for n in SERVED_FILES if (job.dir / OUT_DIR / n).is_file()) \
             if job.state == "done" else []
         return out
@@ -303,8 +382,8 @@ class JobStore:
                 job.state, job.started = "running", time.time()
                 self._running = job.id
                 log = open(job.dir / "log.txt", "ab")
-                env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-                job.proc = subprocess.Popen([self.python, "-m", "ex4d.app.worker", str(job.dir)], stdout=log,
+                env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONSAFEPATH": "1"}
+                job.proc = subprocess.Popen(worker_command(self.python, job.dir), cwd=job.dir, stdout=log,
                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                             start_new_session=True)
                 job.save()
@@ -338,7 +417,10 @@ class JobStore:
         with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w") as z:
             for p in sorted(out.rglob("*")):
                 rel = p.relative_to(out)
-                if p.is_file() and not p.is_symlink() and rel.parts[0] not in _ZIP_SKIP:
+                if len(rel.parts) == 1 and SERVED_FILES.get(rel.name) == "application/json":  # as served
+                    z.writestr(f"ex4d-{job.id[:8]}/{rel}", json.dumps(self.served_json(job, rel.name), indent=2)
+                               + "\n", compress_type=zipfile.ZIP_DEFLATED)
+                elif p.is_file() and not p.is_symlink() and rel.parts[0] not in _ZIP_SKIP:
                     kind = zipfile.ZIP_STORED if p.suffix == ".mp4" else zipfile.ZIP_DEFLATED
                     z.write(p, f"ex4d-{job.id[:8]}/{rel}", compress_type=kind)
         return path

@@ -33,7 +33,8 @@ import time
 from pathlib import Path
 
 from ..errors import Ex4dError
-from .jobs import SERVED_FILES, JobNotFound, JobStore, QueueFull, new_token, valid_token
+from .jobs import (SERVED_FILES, DiskFull, JobNotFound, JobStore, QueueFull, ServerBusy, UnknownSession,
+                   valid_token)
 
 __all__ = ["create_app", "create_view_app", "static_dir", "check_frontend", "ServerHandle", "start_server",
            "serve", "SESSION_COOKIE"]
@@ -41,12 +42,22 @@ __all__ = ["create_app", "create_view_app", "static_dir", "check_frontend", "Ser
 SESSION_COOKIE = "ex4d_session"
 _KEY_RE = re.compile(r"^[0-9a-f]{16}$")
 _PREVIEW_SIZE = 256
+MAX_JSON_BODY = 64 << 10  #: bytes of a JSON request body (a run request is well under 4 KB)
+MAX_JSON_DEPTH = 8
 _CSP = ("default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; style-src 'self' 'unsafe-inline'; "
         "script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
 
 
 class _Forbidden(Ex4dError):
     pass
+
+
+class _TooLarge(Ex4dError):
+    pass
+
+
+_STATUS = ((JobNotFound, 404), (QueueFull, 429), (_Forbidden, 403), (UnknownSession, 403), (ServerBusy, 503),
+           (DiskFull, 507), (_TooLarge, 413))
 
 
 def static_dir() -> Path:
@@ -75,18 +86,47 @@ def _deps():
 
 # ---------------------------------------------------------------------------------------------- helpers
 
-def _error_response(exc: Exception):
+def _error_response(exc: Exception, redact=str):
+    """``{"error": message}`` with the status of the error's class (400 for any other Ex4dError)."""
     from starlette.responses import JSONResponse
 
-    if isinstance(exc, JobNotFound):
-        status = 404
-    elif isinstance(exc, QueueFull):
-        status = 429
-    elif isinstance(exc, _Forbidden):
-        status = 403
-    else:
-        status = 400
-    return JSONResponse({"error": str(exc)}, status_code=status)
+    status = next((code for cls, code in _STATUS if isinstance(exc, cls)), 400)
+    message = " ".join(redact(str(exc)).split())  # one line, whatever the library wrote
+    return JSONResponse({"error": message if len(message) <= 600 else message[:599] + "…"}, status_code=status)
+
+
+def _internal_error(request, exc: Exception):
+    """A bug (the traceback goes to the server log): a short JSON answer without server details."""
+    from starlette.responses import JSONResponse
+
+    return JSONResponse({"error": "internal error of the ex4d app; see the server log (please report it)"},
+                        status_code=500)
+
+
+async def read_body(request, limit: int, what: str) -> bytes:
+    """The request body, refused (413) as soon as it is declared or found to exceed ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    too_big = _TooLarge(f"{what} is larger than the {limit:,} bytes this app accepts")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_big
+    chunks, size = [], 0
+    async for chunk in _stream(request):
+        size += len(chunk)
+        if size > limit:
+            raise too_big
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _stream(request):
+    """``request.stream()``, with a client that went away mid-body as an Ex4dError (not a server error)."""
+    from starlette.requests import ClientDisconnect
+
+    try:
+        async for chunk in request.stream():
+            yield chunk
+    except ClientDisconnect:
+        raise Ex4dError("the request was interrupted before its body arrived") from None
 
 
 def _security_headers(app, csp: str = _CSP):
@@ -167,24 +207,27 @@ def create_app(store: JobStore, host: str = "127.0.0.1"):
         s = request.cookies.get(SESSION_COOKIE)
         if not valid_token(s):
             raise _Forbidden("no session cookie: reload the page (cookies must be enabled for this site)")
+        if not store.known_session(s):
+            raise UnknownSession("this session is unknown to the server (it restarted, or the session expired): "
+                                 "reload the page")
         return s
 
     def job_of(request: Request):
         return store.get(request.path_params["job"], session_of(request))
 
     async def request_json(request: Request) -> dict:
-        try:
-            body = await request.json()
-        except ValueError:
-            raise Ex4dError("the request body must be JSON") from None
+        from ..io.json_input import parse_json
+
+        data = await read_body(request, MAX_JSON_BODY, "the request body")
+        body = parse_json(data, "the request body", max_bytes=MAX_JSON_BODY, max_depth=MAX_JSON_DEPTH)
         if not isinstance(body, dict):
             raise Ex4dError("the request body must be a JSON object")
         return body
 
     async def index(request: Request):
         resp = _page("app.html")
-        if not valid_token(request.cookies.get(SESSION_COOKIE)):
-            resp.set_cookie(SESSION_COOKIE, new_token(), httponly=True, samesite="strict", path="/")
+        if not store.known_session(request.cookies.get(SESSION_COOKIE)):
+            resp.set_cookie(SESSION_COOKIE, store.issue_session(), httponly=True, samesite="strict", path="/")
         return resp
 
     async def view_page(request: Request):
@@ -205,25 +248,34 @@ def create_app(store: JobStore, host: str = "127.0.0.1"):
         kind = request.path_params["kind"]
         tmp = store.upload_path(job, kind)
         limit = store.limits.max_upload_bytes
-        too_big = Ex4dError(f"the file is larger than this app's limit of {store.limits.max_upload_mb:g} MB")
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            return JSONResponse({"error": str(too_big)}, status_code=413)
-        size = 0
-        try:
-            with open(tmp, "wb") as f:
-                async for chunk in request.stream():
-                    size += len(chunk)
-                    if size > limit:
-                        raise too_big
-                    f.write(chunk)
-        except Ex4dError as e:
-            tmp.unlink(missing_ok=True)
-            return JSONResponse({"error": str(e)}, status_code=413)
-        if size == 0:
-            tmp.unlink(missing_ok=True)
-            raise Ex4dError("the upload is empty")
-        info = await run_in_threadpool(store.accept_upload, job, kind, tmp)
+            raise _TooLarge(f"the file is larger than this app's limit of {store.limits.max_upload_mb:g} MB")
+        with store.uploads.hold(job.id):  # bounded: uploads at once (memory of the checks), one per job
+            store.disk.check(int(declared) if declared is not None and declared.isdigit() else 0)
+            room = store.disk.left()
+            size = 0
+            try:
+                with open(tmp, "wb") as f:
+                    async for chunk in _stream(request):
+                        size += len(chunk)
+                        if size > limit:
+                            raise _TooLarge(f"the file is larger than this app's limit of "
+                                            f"{store.limits.max_upload_mb:g} MB")
+                        if size > room:
+                            raise DiskFull("the server's job storage is full; try again once older jobs have "
+                                           "expired")
+                        f.write(chunk)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            if size == 0:
+                tmp.unlink(missing_ok=True)
+                raise Ex4dError("the upload is empty")
+            try:
+                info = await run_in_threadpool(store.accept_upload, job, kind, tmp)
+            finally:
+                store.disk.invalidate()
         return JSONResponse({"kind": kind, "info": info})
 
     async def remove_upload(request: Request):
@@ -266,8 +318,11 @@ def create_app(store: JobStore, host: str = "127.0.0.1"):
     async def file(request: Request):
         job = job_of(request)
         name = request.path_params["name"]
-        return FileResponse(store.file(job, name), media_type=SERVED_FILES[name],
-                            headers={"Cache-Control": "no-cache"})
+        path = store.file(job, name)
+        if SERVED_FILES[name] == "application/json":  # may name files: relative to the job, never server paths
+            return JSONResponse(await run_in_threadpool(store.served_json, job, name),
+                                headers={"Cache-Control": "no-cache"})
+        return FileResponse(path, media_type=SERVED_FILES[name], headers={"Cache-Control": "no-cache"})
 
     async def scene(request: Request):
         job = job_of(request)
@@ -310,7 +365,7 @@ def create_app(store: JobStore, host: str = "127.0.0.1"):
         Route("/api/jobs/{job}/download", download),
         *_static_routes(),
     ]
-    handlers = {Ex4dError: lambda request, exc: _error_response(exc)}
+    handlers = {Ex4dError: lambda request, exc: _error_response(exc, store.redact), Exception: _internal_error}
     app = Starlette(routes=routes, middleware=_middleware(host), exception_handlers=handlers)
     return _security_headers(app)
 
@@ -405,7 +460,8 @@ def _bind(host: str, port: int):
         sock.bind((host, port))
     except OSError as e:
         sock.close()
-        raise Ex4dError(f"cannot listen on {host}:{port} ({e.strerror}); choose another --port") from None
+        raise Ex4dError(f"cannot listen on {host}:{port} ({e.strerror}); check --host, or choose another --port") \
+            from None
     sock.listen(64)
     return sock
 

@@ -54,9 +54,20 @@ class ServerModels:
         return ["classical", "none"] + (["ex4d"] if self.wan else [])
 
 
+def _show(value, limit: int = 40) -> str:
+    """``repr(value)`` cut to ``limit`` characters (values come from the browser: any size)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _names(keys, limit: int = 5) -> str:
+    keys = [_show(str(k), 24).strip("'") for k in sorted(map(str, keys))]
+    return ", ".join(keys[:limit]) + (f", … ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
 def _int(req: dict, key: str, default: int, lo: int, hi: int, multiple: int = 1) -> int:
     v = req.get(key, default)
-    check(isinstance(v, int) and not isinstance(v, bool), f"{key} must be an integer, got {v!r}")
+    check(isinstance(v, int) and not isinstance(v, bool), f"{key} must be an integer, got {_show(v)}")
     check(lo <= v <= hi, f"{key} must be in [{lo}, {hi}] on this server, got {v}")
     check(v % multiple == 0, f"{key} must be a multiple of {multiple}, got {v}")
     return v
@@ -64,7 +75,8 @@ def _int(req: dict, key: str, default: int, lo: int, hi: int, multiple: int = 1)
 
 def _choice(req: dict, key: str, default, allowed) -> str:
     v = req.get(key, default)
-    check(v in allowed, f"{key} must be one of {', '.join(map(str, allowed))}, got {v!r}")
+    check(isinstance(v, (str, type(None))) and v in allowed,
+          f"{key} must be one of {', '.join(map(str, allowed))}, got {_show(v)}")
     return v
 
 
@@ -74,33 +86,51 @@ def _plain(value, where: str, depth: int = 0):
     if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, (int, float)):
-        check(math.isfinite(value), f"{where} must be finite, got {value!r}")
+        check(math.isfinite(value), f"{where} must be finite, got {_show(value)}")
+        check(abs(value) <= 1e12, f"{where} must be a number of sensible size (|x| ≤ 1e12), got {_show(value)}")
         return value
     if isinstance(value, str):
-        check(len(value) <= 32 and "/" not in value and "\\" not in value, f"{where}: unexpected text {value!r}")
+        check(len(value) <= 32 and "/" not in value and "\\" not in value and value.isprintable(),
+              f"{where}: unexpected text {_show(value)}")
         return value
     if isinstance(value, list):
-        check(len(value) <= 64, f"{where}: at most 64 entries")
+        check(len(value) <= 64, f"{where}: at most 64 entries, got {len(value)}")
         return [_plain(v, f"{where}[{i}]", depth + 1) for i, v in enumerate(value)]
     if isinstance(value, dict):
+        check(len(value) <= 16, f"{where}: at most 16 fields, got {len(value)}")
+        for k in value:
+            check(len(k) <= 32 and k.isprintable(), f"{where}: unexpected field name {_show(k)}")
         return {str(k): _plain(v, f"{where}.{k}", depth + 1) for k, v in value.items()}
-    raise Ex4dError(f"{where}: unexpected value {value!r}")
+    raise Ex4dError(f"{where}: unexpected value {_show(value)}")
 
 
 def _trajectory(req: dict) -> tuple[str, dict]:
     from ..trajectory import PRESETS
 
     name = req.get("trajectory", "orbit")
-    check(name in PRESETS or name == "keyframes",
-          f"trajectory must be a preset ({', '.join(PRESETS)}) or 'keyframes', got {name!r}")
+    check(isinstance(name, str) and (name in PRESETS or name == "keyframes"),
+          f"trajectory must be a preset ({', '.join(PRESETS)}) or 'keyframes', got {_show(name)}")
     opts = req.get("trajectory_options") or {}
     check(isinstance(opts, dict), "trajectory_options must be an object")
     kind = "keyframes" if name == "keyframes" else "original" if name.startswith("ex4d-") else "motion"
     allowed = () if name == "static" else TRAJECTORY_OPTION_KEYS[kind]
     extra = sorted(set(opts) - set(allowed))
-    check(not extra, f"trajectory {name!r} does not take option(s) {', '.join(extra)}; "
+    check(not extra, f"trajectory {name!r} does not take option(s) {_names(extra)}; "
                      f"it accepts: {', '.join(allowed) or 'none'}")
-    return name, _plain({k: v for k, v in opts.items() if v is not None}, "trajectory_options")
+    opts = _plain({k: v for k, v in opts.items() if v is not None}, "trajectory_options")
+    _try_trajectory(name, opts)
+    return name, opts
+
+
+def _try_trajectory(name: str, opts: dict) -> None:
+    """Build the path once on a stand-in scene (64×64, depth 1), so bad option values are refused now, not in the job."""
+    import numpy as np
+
+    from ..cameras import default_intrinsics
+    from ..trajectory import make_trajectory
+
+    size = 64
+    make_trajectory(name, 9, default_intrinsics(size, size), size, size, np.ones((size, size), np.float32), **opts)
 
 
 def build_run_config(req: dict, job_input: dict, limits: AppLimits, models: ServerModels | None = None):
@@ -120,18 +150,21 @@ def build_run_config(req: dict, job_input: dict, limits: AppLimits, models: Serv
     models = models or ServerModels()
     check(isinstance(req, dict), "the run request must be a JSON object")
     extra = sorted(set(req) - _REQUEST_KEYS)
-    check(not extra, f"unknown request field(s) {', '.join(extra)}")
+    check(not extra, f"unknown request field(s) {_names(extra)}; expected {', '.join(sorted(_REQUEST_KEYS))}")
     source = _choice(req, "input", None, ("example", "upload"))
     num_frames = _int(req, "num_frames", min(49, limits.max_frames), 1, limits.max_frames)
+    # Every field given is checked, also those this input does not use (a wrong value is a wrong request).
+    example_size = _int(req, "example_size", min(256, limits.max_res), 64, limits.max_res, 16)
+    max_res = _int(req, "max_res", limits.max_res, 64, limits.max_res, 16)
+    depth_kind = _choice(req, "depth_kind", None, (None, *DEPTH_KINDS))
     depth_models = sorted(models.depth_weights)
     kw: dict = {"num_frames": num_frames}
     if source == "example":
-        kw.update(example=True, example_size=_int(req, "example_size", min(256, limits.max_res), 64, limits.max_res, 16))
+        kw.update(example=True, example_size=example_size)
         depth = _choice(req, "depth", "example", ("auto", "example", *depth_models))
     else:
         check(job_input.get("video") is not None, "upload a video first (or use the example)")
-        kw.update(video=str(job_input["video"]), allow_short=True,
-                  max_res=_int(req, "max_res", limits.max_res, 64, limits.max_res, 16))
+        kw.update(video=str(job_input["video"]), allow_short=True, max_res=max_res)
         depth = _choice(req, "depth", "auto", ("auto", "file", *depth_models))
         if depth == "auto":
             check(job_input.get("depth") is not None or depth_models,
@@ -141,9 +174,8 @@ def build_run_config(req: dict, job_input: dict, limits: AppLimits, models: Serv
         if depth == "file":
             check(job_input.get("depth") is not None, "depth 'file' chosen but no depth file was uploaded")
             kw.update(depth=str(job_input["depth"]))
-            kind = req.get("depth_kind")
-            if kind is not None:
-                kw["depth_kind"] = _choice(req, "depth_kind", None, DEPTH_KINDS)
+            if depth_kind is not None:
+                kw["depth_kind"] = depth_kind
     if depth in depth_models:
         kw.update(depth_model=depth, depth_weights=str(Path(models.depth_weights[depth])))
     name, opts = _trajectory(req)

@@ -1,4 +1,5 @@
-"""One job in its own process: ``python -m ex4d.app.worker JOB_DIR``.
+"""One job in its own process, started by the server with :func:`~ex4d.app.jobs.worker_command` (by hand:
+``python -m ex4d.app.worker JOB_DIR``).
 
 Reads ``JOB_DIR/run.json`` (``{"config": RunConfig dict}``), runs
 :func:`ex4d.pipeline.run_pipeline` into ``JOB_DIR/out`` and keeps
@@ -76,22 +77,25 @@ def run_job(job_dir: Path) -> int:
     """Run the job in ``job_dir``; returns 0 (done), 2 (user error) or 1 (internal error)."""
     from ..errors import Ex4dError
     from ..pipeline import RunConfig, run_pipeline
+    from .redact import redact_text
 
     reporter = _Reporter(job_dir)
     reporter.update(force=True)
     _install_progress(reporter)
     try:
-        spec = json.loads((job_dir / RUN_FILE).read_text())
+        from ..io.json_input import read_json
+
+        spec = read_json(job_dir / RUN_FILE, RUN_FILE)
         config = RunConfig.from_dict(spec["config"])
         reporter.update(force=True, stage="reading input")
         summary = run_pipeline(config, job_dir / OUT_DIR, overwrite=True, fill=True, progress=True)
     except Ex4dError as e:
-        reporter.update(force=True, state="error", message=str(e))
+        reporter.update(force=True, state="error", message=redact_text(str(e), job_dir))
         return 2
     except Exception as e:  # noqa: BLE001 - reported to the user, traceback kept in the job log
         traceback.print_exc()
-        reporter.update(force=True, state="error", message=f"internal error ({type(e).__name__}: {e}); "
-                                                             "see the server log")
+        reporter.update(force=True, state="error", message=redact_text(
+            f"internal error ({type(e).__name__}: {e}); see log.txt of the job on the server", job_dir))
         return 1
     total = sum(v for v in summary.timings.values() if isinstance(v, float))
     message = (f"{summary.num_frames} frames {summary.width}×{summary.height}, {100 * summary.known_fraction:.1f}% of "

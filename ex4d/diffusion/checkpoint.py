@@ -42,11 +42,14 @@ from torch import nn
 from ..errors import Ex4dError, check
 from ..io.atomic import atomic_path
 from .adapter import DEFAULT_ADAPTER_NAME, LORA_TARGETS, ORIGINAL_TO_DIFFUSERS, lora_layers
+from .adapter_spec import AdapterSpec, check_block_indices, check_finite, check_tensor_dtype, spec_from_metadata
 
 __all__ = [
     "AdapterSpec",
     "AdapterWeights",
     "original_key_shapes",
+    "canonical_lora_shapes",
+    "encoder_shapes",
     "load_adapter",
     "load_original_ckpt",
     "load_adapter_safetensors",
@@ -54,32 +57,16 @@ __all__ = [
     "export_original_ckpt",
     "adapter_from_original_state_dict",
     "apply_adapter_weights",
+    "inspect_adapter",
+    "check_adapter_fits",
 ]
 
 FORMAT = "ex4d-adapter"
 FORMAT_VERSION = "1"
 ENCODER_KEYS = ("latent_encoder.0", "latent_encoder.2", "latent_encoder.4", "latent_patch_embedding")
-_ORIGINAL_LORA_RE = re.compile(r"^blocks\.(\d+)\.(.+)\.lora_([AB])\.default\.weight$")
+_ORIGINAL_LORA_RE = re.compile(r"^blocks\.([0-9]{1,9})\.(.+)\.lora_([AB])\.default\.weight$")
 _MAX_LISTED = 12
-
-
-@dataclass(frozen=True)
-class AdapterSpec:
-    """Dimensions an adapter was trained for (defaults: EX-4D on Wan2.1-I2V-14B)."""
-
-    num_layers: int = 40
-    dim: int = 5120
-    ffn_dim: int = 13824
-    z_dim: int = 16
-    hidden: int = 1024
-    rank: int = 16
-    alpha: float = 16.0
-    patch_size: tuple[int, int, int] = (1, 2, 2)
-
-    def describe(self) -> str:
-        """One line: ``40 blocks, width 5120, ffn 13824, z 16, hidden 1024, rank 16, alpha 16``."""
-        return (f"{self.num_layers} blocks, width {self.dim}, ffn {self.ffn_dim}, z {self.z_dim}, "
-                f"hidden {self.hidden}, rank {self.rank}, alpha {self.alpha:g}")
+_MAX_HEADER = 16 << 20  # bytes of a safetensors JSON header (1024 blocks of LoRA need ~3 MiB)
 
 
 @dataclass
@@ -108,7 +95,8 @@ def _layer_io(spec: AdapterSpec, target: str) -> tuple[int, int]:
     return spec.dim, spec.dim
 
 
-def _encoder_shapes(spec: AdapterSpec) -> dict[str, tuple[int, ...]]:
+def encoder_shapes(spec: AdapterSpec) -> dict[str, tuple[int, ...]]:
+    """Every camera-encoder tensor of an adapter for ``spec`` (``latent_encoder.0.weight`` …) → its shape."""
     h, d = spec.hidden, spec.dim
     return {
         "latent_encoder.0.weight": (h, 2 * spec.z_dim, 1, 1, 1), "latent_encoder.0.bias": (h,),
@@ -118,7 +106,8 @@ def _encoder_shapes(spec: AdapterSpec) -> dict[str, tuple[int, ...]]:
     }
 
 
-def _canonical_lora_shapes(spec: AdapterSpec) -> dict[str, tuple[int, ...]]:
+def canonical_lora_shapes(spec: AdapterSpec) -> dict[str, tuple[int, ...]]:
+    """Every LoRA tensor of an adapter for ``spec`` in our naming (``blocks.{i}.{layer}.lora_A``) → its shape."""
     shapes = {}
     for i in range(spec.num_layers):
         for target in LORA_TARGETS:
@@ -136,20 +125,20 @@ def original_key_shapes(spec: AdapterSpec = AdapterSpec()) -> dict[str, tuple[in
             fin, fout = _layer_io(spec, target)
             shapes[f"blocks.{i}.{orig}.lora_A.default.weight"] = (spec.rank, fin)
             shapes[f"blocks.{i}.{orig}.lora_B.default.weight"] = (fout, spec.rank)
-    shapes.update(_encoder_shapes(spec))
+    shapes.update(encoder_shapes(spec))
     return shapes
 
 
 # --------------------------------------------------------------------------- validation
 
 
-def _check_keys(found: dict[str, torch.Tensor], expected: dict[str, tuple[int, ...]], source: str,
+def _check_keys(found: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]], source: str,
                 spec: AdapterSpec, allow_unexpected: bool = False) -> None:
-    """Raise one Ex4dError listing missing, unexpected and mis-shaped keys (if any)."""
+    """Raise one Ex4dError listing missing, unexpected and mis-shaped keys (if any); ``found``: key → shape."""
     missing = [k for k in expected if k not in found]
     unexpected = [] if allow_unexpected else [k for k in found if k not in expected]
-    misshaped = [f"{k}: {tuple(found[k].shape)} (expected {expected[k]})"
-                 for k in expected if k in found and tuple(found[k].shape) != expected[k]]
+    misshaped = [f"{k}: {tuple(found[k])} (expected {expected[k]})"
+                 for k in expected if k in found and tuple(found[k]) != expected[k]]
     if not (missing or unexpected or misshaped):
         return
     parts = [f"{source} is not a complete EX-4D adapter for {spec.describe()}:"]
@@ -163,27 +152,34 @@ def _check_keys(found: dict[str, torch.Tensor], expected: dict[str, tuple[int, .
     raise Ex4dError("\n".join(parts))
 
 
-def _infer_spec(sd: dict[str, torch.Tensor], alpha: float) -> AdapterSpec:
-    """Dimensions from an original-layout state dict; falls back to the 14B defaults where a key is absent."""
+def _infer_spec(shapes: dict[str, tuple[int, ...]], alpha: float, source: str) -> AdapterSpec:
+    """Validated dims of an original-layout state dict (``key → shape``); the 14B defaults where a key is absent."""
     base = AdapterSpec()
-    w0 = sd.get("latent_encoder.0.weight")
-    wp = sd.get("latent_patch_embedding.weight")
-    qa = sd.get("blocks.0.self_attn.q.lora_A.default.weight")
-    fb = sd.get("blocks.0.ffn.0.lora_B.default.weight")
-    blocks = [int(m.group(1)) for k in sd if (m := _ORIGINAL_LORA_RE.match(k))]
-    return AdapterSpec(
-        num_layers=max(blocks) + 1 if blocks else base.num_layers,
-        dim=int(wp.shape[0]) if wp is not None and wp.ndim == 5 else (int(qa.shape[1]) if qa is not None and qa.ndim == 2 else base.dim),
-        ffn_dim=int(fb.shape[0]) if fb is not None and fb.ndim == 2 else base.ffn_dim,
-        z_dim=int(w0.shape[1]) // 2 if w0 is not None and w0.ndim == 5 else base.z_dim,
-        hidden=int(w0.shape[0]) if w0 is not None and w0.ndim == 5 else base.hidden,
-        rank=int(qa.shape[0]) if qa is not None and qa.ndim == 2 else base.rank,
+    blocks = {int(m.group(1)) for k in shapes if (m := _ORIGINAL_LORA_RE.match(k))}
+    num_layers = check_block_indices(blocks, source) or base.num_layers
+    w0 = shapes.get("latent_encoder.0.weight")
+    wp = shapes.get("latent_patch_embedding.weight")
+    qa = shapes.get("blocks.0.self_attn.q.lora_A.default.weight")
+    fb = shapes.get("blocks.0.ffn.0.lora_B.default.weight")
+    w0 = w0 if w0 is not None and len(w0) == 5 else None
+    wp = wp if wp is not None and len(wp) == 5 else None
+    qa = qa if qa is not None and len(qa) == 2 else None
+    fb = fb if fb is not None and len(fb) == 2 else None
+    spec = AdapterSpec(
+        num_layers=num_layers,
+        dim=int(wp[0]) if wp else (int(qa[1]) if qa else base.dim),
+        ffn_dim=int(fb[0]) if fb else base.ffn_dim,
+        z_dim=max(1, int(w0[1]) // 2) if w0 else base.z_dim,
+        hidden=int(w0[0]) if w0 else base.hidden,
+        rank=int(qa[0]) if qa else base.rank,
         alpha=float(alpha),
-        patch_size=tuple(int(s) for s in wp.shape[2:]) if wp is not None and wp.ndim == 5 else base.patch_size,
+        patch_size=tuple(int(s) for s in wp[2:]) if wp else base.patch_size,
     )
+    return spec.validate(source)
 
 
-def _check_spec(spec: AdapterSpec, expected: AdapterSpec | None, source: str) -> None:
+def check_adapter_fits(spec: AdapterSpec, expected: AdapterSpec | None, source: str) -> None:
+    """Ex4dError unless an adapter of ``spec`` fits a model of ``expected``'s dims (None: no check)."""
     if expected is None:
         return
     diffs = [f"{name} {getattr(spec, name)} (model: {getattr(expected, name)})"
@@ -191,6 +187,22 @@ def _check_spec(spec: AdapterSpec, expected: AdapterSpec | None, source: str) ->
              if getattr(spec, name) != getattr(expected, name)]
     check(not diffs, f"{source} was made for a different model: " + ", ".join(diffs)
           + ". EX-4D's released adapter fits Wan2.1-I2V-14B-480P.")
+
+
+def _checked_float(key: str, tensor: torch.Tensor, source: str) -> torch.Tensor:
+    """``tensor`` as float32 on the CPU, after checking its dtype and that every value is finite."""
+    check_tensor_dtype(key, tensor.dtype, source)
+    out = tensor.detach().to("cpu", torch.float32)
+    check_finite(key, out, source)
+    return out
+
+
+def _cast_checked(key: str, tensor: torch.Tensor, dtype: torch.dtype, dest) -> torch.Tensor:
+    """``tensor`` cast to ``dtype`` for writing; Ex4dError if a value does not fit (e.g. > 65504 in float16)."""
+    out = tensor.to(dtype).contiguous()
+    if out.is_floating_point():
+        check_finite(key, out, f"writing {dest}", f" after casting to {str(dtype).removeprefix('torch.')}")
+    return out
 
 
 # --------------------------------------------------------------------------- original layout
@@ -207,43 +219,68 @@ def _unwrap(obj, source: str) -> dict[str, torch.Tensor]:
     return obj
 
 
+def _original_spec(sd: dict[str, torch.Tensor], source: str, expected: AdapterSpec | None, alpha: float,
+                   allow_unexpected: bool) -> AdapterSpec:
+    """Dims of an original-layout state dict after checking every key, shape and dtype (no values read)."""
+    shapes = {k: tuple(v.shape) for k, v in sd.items()}
+    spec = _infer_spec(shapes, alpha, source)
+    _check_keys(shapes, original_key_shapes(spec), source, spec, allow_unexpected)
+    check_adapter_fits(spec, expected, source)
+    for key in original_key_shapes(spec):
+        check_tensor_dtype(key, sd[key].dtype, source)
+    return spec
+
+
 def adapter_from_original_state_dict(sd: dict[str, torch.Tensor], source: str = "state dict",
                                      expected: AdapterSpec | None = None, alpha: float = 16.0,
                                      allow_unexpected: bool = False) -> AdapterWeights:
     """Validated :class:`AdapterWeights` from an original-layout state dict (see module docstring)."""
-    spec = _infer_spec(sd, alpha)
-    _check_keys(sd, original_key_shapes(spec), source, spec, allow_unexpected)
-    _check_spec(spec, expected, source)
-    encoder = {k: sd[k].detach().to("cpu", torch.float32) for k in _encoder_shapes(spec)}
+    spec = _original_spec(sd, source, expected, alpha, allow_unexpected)
+    encoder = {k: _checked_float(k, sd[k], source) for k in encoder_shapes(spec)}
     lora = {}
     for i in range(spec.num_layers):
         for orig, target in ORIGINAL_TO_DIFFUSERS.items():
             for ab in "AB":
-                lora[f"blocks.{i}.{target}.lora_{ab}"] = sd[f"blocks.{i}.{orig}.lora_{ab}.default.weight"].detach().to(
-                    "cpu", torch.float32)
+                key = f"blocks.{i}.{orig}.lora_{ab}.default.weight"
+                lora[f"blocks.{i}.{target}.lora_{ab}"] = _checked_float(key, sd[key], source)
     return AdapterWeights(spec=spec, encoder=encoder, lora=lora, source=source)
+
+
+def _torch_load(path: Path):
+    """The object in a torch checkpoint, memory-mapped when the file allows it (nothing is read before the checks)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as e:
+        if "mmap" not in str(e) and "zip" not in str(e):
+            raise
+    return torch.load(path, map_location="cpu", weights_only=True)  # a legacy (non-zip) torch file
+
+
+def _read_original(path: Path):
+    _check_file(path)
+    try:
+        return _torch_load(path)
+    except Exception as e:  # corrupt file, pickle with non-tensor objects, zip error …
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise Ex4dError(f"cannot read {path} as a torch checkpoint with weights_only=True: {first}") from None
 
 
 def load_original_ckpt(path: str | os.PathLike, expected: AdapterSpec | None = None, alpha: float = 16.0,
                        allow_unexpected: bool = False) -> AdapterWeights:
-    """Load the released ``ex4d.ckpt`` (``torch.load(weights_only=True)``), checking every key and shape."""
+    """Load the released ``ex4d.ckpt`` (``torch.load(weights_only=True)``), checking every key, shape and value."""
     path = Path(path)
-    _check_file(path)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt file, pickle with non-tensor objects, zip error …
-        raise Ex4dError(f"cannot read {path} as a torch checkpoint with weights_only=True: {e}") from None
-    return adapter_from_original_state_dict(_unwrap(obj, str(path)), str(path), expected, alpha, allow_unexpected)
+    sd = _unwrap(_read_original(path), str(path))
+    return adapter_from_original_state_dict(sd, str(path), expected, alpha, allow_unexpected)
 
 
 def export_original_ckpt(weights: AdapterWeights, path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> None:
-    """Write ``weights`` as an original-layout torch state dict (loadable by the original EX-4D code)."""
-    sd = {k: v.to(dtype).contiguous() for k, v in weights.encoder.items()}
+    """Write ``weights`` as an original-layout torch state dict (loadable by the original EX-4D code; atomic)."""
+    sd = {k: _cast_checked(k, v, dtype, path) for k, v in weights.encoder.items()}
     for i in range(weights.spec.num_layers):
         for orig, target in ORIGINAL_TO_DIFFUSERS.items():
             for ab in "AB":
-                sd[f"blocks.{i}.{orig}.lora_{ab}.default.weight"] = weights.lora[f"blocks.{i}.{target}.lora_{ab}"].to(
-                    dtype).contiguous()
+                key = f"blocks.{i}.{target}.lora_{ab}"
+                sd[f"blocks.{i}.{orig}.lora_{ab}.default.weight"] = _cast_checked(key, weights.lora[key], dtype, path)
     with atomic_path(path) as tmp:
         torch.save(sd, tmp)
 
@@ -256,9 +293,9 @@ def save_adapter_safetensors(weights: AdapterWeights, path: str | os.PathLike,
     """Write ``weights`` in our safetensors format with its dims in the metadata (atomic)."""
     from safetensors.torch import save_file
 
-    s = weights.spec
-    tensors = {f"encoder.{k}": v.to(dtype).contiguous() for k, v in weights.encoder.items()}
-    tensors.update({f"lora.{k}": v.to(dtype).contiguous() for k, v in weights.lora.items()})
+    s = weights.spec.validate("adapter to write")
+    tensors = {f"encoder.{k}": _cast_checked(k, v, dtype, path) for k, v in weights.encoder.items()}
+    tensors.update({f"lora.{k}": _cast_checked(k, v, dtype, path) for k, v in weights.lora.items()})
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "rank": str(s.rank), "alpha": repr(float(s.alpha)),
             "targets": json.dumps(list(LORA_TARGETS)), "original_targets": json.dumps(list(ORIGINAL_TO_DIFFUSERS)),
             "num_layers": str(s.num_layers), "dim": str(s.dim), "ffn_dim": str(s.ffn_dim), "z_dim": str(s.z_dim),
@@ -268,40 +305,76 @@ def save_adapter_safetensors(weights: AdapterWeights, path: str | os.PathLike,
         save_file(tensors, str(tmp), metadata=meta)
 
 
-def load_adapter_safetensors(path: str | os.PathLike, expected: AdapterSpec | None = None) -> AdapterWeights:
-    """Load our safetensors format, checking metadata, every key and shape."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    _check_file(path)
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:
-        raise Ex4dError(f"cannot read {path} as safetensors: {e}") from None
+def _safetensors_spec(f, path: Path, expected: AdapterSpec | None) -> AdapterSpec:
+    """Dims of an open safetensors adapter after checking its metadata, keys, shapes and dtypes (no values read)."""
+    meta = f.metadata() or {}
     check(meta.get("format") == FORMAT,
-          f"{path} is a safetensors file but not an ex4d adapter (metadata format={meta.get('format')!r}); "
+          f"{path} is a safetensors file but not an ex4d adapter (metadata format={str(meta.get('format'))[:40]!r}); "
           f"convert the released ex4d.ckpt with `ex4d convert-adapter`")
     check(meta.get("format_version") == FORMAT_VERSION,
-          f"{path} has adapter format version {meta.get('format_version')!r}; this ex4d reads {FORMAT_VERSION!r}")
-    targets = json.loads(meta.get("targets", "[]"))
-    check(tuple(targets) == LORA_TARGETS, f"{path} targets LoRA layers {targets}, expected {list(LORA_TARGETS)}")
+          f"{path}: metadata format_version = {str(meta.get('format_version'))[:40]!r}; this ex4d reads "
+          f"{FORMAT_VERSION!r} (a file from another ex4d version; convert it again with `ex4d convert-adapter`)")
+    spec = spec_from_metadata(meta, str(path))
+    keys = f.keys()
+    n = len(encoder_shapes(spec)) + len(LORA_TARGETS) * 2 * spec.num_layers
+    check(len(keys) <= 2 * n + 64, f"{path} holds {len(keys)} tensors; an EX-4D adapter for {spec.describe()} has {n}")
+    slices = {k: f.get_slice(k) for k in keys}
+    shapes = {k: tuple(s.get_shape()) for k, s in slices.items()}
+    expected_shapes = {f"encoder.{k}": v for k, v in encoder_shapes(spec).items()}
+    expected_shapes.update({f"lora.{k}": v for k, v in canonical_lora_shapes(spec).items()})
+    _check_keys(shapes, expected_shapes, str(path), spec)
+    check_adapter_fits(spec, expected, str(path))
+    for k, s in slices.items():
+        check_tensor_dtype(k, s.get_dtype(), str(path))
+    return spec
+
+
+def _open_safetensors(path: Path):
+    """``safe_open`` of ``path`` after checking that its JSON header is of adapter size (≤ 16 MiB)."""
+    from safetensors import safe_open
+
+    _check_file(path)
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    check(len(head) == 8, f"cannot read {path} as safetensors: the file is {len(head)} bytes long")
+    header = int.from_bytes(head, "little")
+    check(header <= _MAX_HEADER, f"cannot read {path} as an ex4d adapter: its safetensors header is {header:,} bytes "
+                                 f"(an adapter's is under {_MAX_HEADER >> 20} MiB)")
     try:
-        spec = AdapterSpec(num_layers=int(meta["num_layers"]), dim=int(meta["dim"]), ffn_dim=int(meta["ffn_dim"]),
-                           z_dim=int(meta["z_dim"]), hidden=int(meta["hidden"]), rank=int(meta["rank"]),
-                           alpha=float(meta["alpha"]), patch_size=tuple(json.loads(meta["patch_size"])))
-    except (KeyError, ValueError) as e:
-        raise Ex4dError(f"{path}: adapter metadata incomplete or malformed ({e})") from None
-    expected_shapes = {f"encoder.{k}": v for k, v in _encoder_shapes(spec).items()}
-    expected_shapes.update({f"lora.{k}": v for k, v in _canonical_lora_shapes(spec).items()})
-    _check_keys(tensors, expected_shapes, str(path), spec)
-    _check_spec(spec, expected, str(path))
-    return AdapterWeights(
-        spec=spec,
-        encoder={k[len("encoder."):]: v.float() for k, v in tensors.items() if k.startswith("encoder.")},
-        lora={k[len("lora."):]: v.float() for k, v in tensors.items() if k.startswith("lora.")},
-        source=str(path))
+        return safe_open(str(path), framework="pt", device="cpu")
+    except Exception as e:  # not safetensors, truncated, malformed header …
+        raise Ex4dError(f"cannot read {path} as safetensors: {str(e)[:300]}") from None
+
+
+def load_adapter_safetensors(path: str | os.PathLike, expected: AdapterSpec | None = None) -> AdapterWeights:
+    """Load our safetensors format, checking metadata, every key, shape, dtype and value (in that order)."""
+    path = Path(path)
+    f = _open_safetensors(path)
+    with f:
+        spec = _safetensors_spec(f, path, expected)
+        encoder, lora = {}, {}
+        for k in f.keys():
+            t = _checked_float(k, f.get_tensor(k), str(path))
+            if k.startswith("encoder."):
+                encoder[k[len("encoder."):]] = t
+            else:
+                lora[k[len("lora."):]] = t
+    return AdapterWeights(spec=spec, encoder=encoder, lora=lora, source=str(path))
+
+
+def inspect_adapter(path: str | os.PathLike, expected: AdapterSpec | None = None) -> AdapterSpec:
+    """The dims of an adapter file after every check that needs no tensor values (metadata, keys, shapes, dtypes).
+
+    Cheap (the header only; an original ``ex4d.ckpt`` is memory-mapped): commands
+    call it before loading a 14B model, so a bad adapter fails in a second.
+    Values (NaN, inf) are checked by :func:`load_adapter`.
+    """
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        with _open_safetensors(path) as f:
+            return _safetensors_spec(f, path, expected)
+    sd = _unwrap(_read_original(path), str(path))
+    return _original_spec(sd, str(path), expected, 16.0, False)
 
 
 def load_adapter(path: str | os.PathLike, expected: AdapterSpec | None = None,

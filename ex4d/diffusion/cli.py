@@ -135,6 +135,7 @@ def register(subparsers) -> None:
     p.add_argument("input", help="ex4d.ckpt or an ex4d .safetensors adapter")
     p.add_argument("output", help="OUT.safetensors (ours) or OUT.ckpt (original layout)")
     p.add_argument("--dtype", choices=DTYPES, default="float32", help="dtype of the written tensors (%(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists (default: refuse)")
     p.set_defaults(func=run_convert_adapter)
 
 
@@ -186,18 +187,27 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 def run_convert_adapter(args: argparse.Namespace) -> int:
-    """Handler of ``ex4d convert-adapter``."""
+    """Handler of ``ex4d convert-adapter``: every check before reading the tensors, an atomic write at the end."""
     from .checkpoint import export_original_ckpt, load_adapter, save_adapter_safetensors
     from .loading import torch_dtype
 
     src, dst = Path(args.input), Path(args.output)
-    if src.resolve() == dst.resolve():
+    check(dst.name not in ("", ".", ".."), f"output {dst} is not a file name")
+    check(not dst.is_dir(), f"output {dst} is a folder; give a file name ending in .safetensors or .ckpt")
+    if src.exists() and dst.exists() and src.resolve() == dst.resolve():
         raise Ex4dError(f"input and output are the same file: {src}")
-    weights = load_adapter(src)
+    check(not dst.exists() or getattr(args, "overwrite", False),
+          f"output {dst} exists; pass --overwrite to replace it, or choose another name")
+    parent = dst.parent if str(dst.parent) else Path(".")
+    check(not parent.exists() or parent.is_dir(), f"cannot write {dst}: {parent} is not a folder")
+    weights = load_adapter(src)  # metadata, keys, shapes and dtypes are checked before any value is read
     dtype = torch_dtype(args.dtype)
-    if dst.suffix == ".safetensors":
-        save_adapter_safetensors(weights, dst, dtype=dtype)
-    else:
-        export_original_ckpt(weights, dst, dtype=dtype)
+    try:
+        if dst.suffix == ".safetensors":
+            save_adapter_safetensors(weights, dst, dtype=dtype)
+        else:
+            export_original_ckpt(weights, dst, dtype=dtype)
+    except OSError as e:
+        raise Ex4dError(f"cannot write {dst}: {e.strerror or e}") from None
     print(f"wrote {dst}: {weights.spec.describe()}, {len(weights.lora)} LoRA + {len(weights.encoder)} encoder tensors")
     return 0

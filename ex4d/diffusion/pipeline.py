@@ -28,7 +28,7 @@ import torch
 
 from ..errors import Ex4dError, check
 from .adapter import CamVidEncoder, TokenInjection, add_lora, merge_lora, transformer_dims
-from .checkpoint import AdapterSpec, AdapterWeights, apply_adapter_weights, load_adapter
+from .checkpoint import AdapterSpec, AdapterWeights, apply_adapter_weights, inspect_adapter, load_adapter
 from .conditioning import (check_inputs, condition_tensors, erode_masks, first_frame_mask, fit_frames,
                            i2v_first_frame, initial_noise, latent_shape)
 from .config import MODEL_FIELDS, GenerateConfig
@@ -95,6 +95,8 @@ class Ex4dGenerator:
              config: GenerateConfig = GenerateConfig(), encoders: str | os.PathLike | None = None) -> "Ex4dGenerator":
         """Load Wan from ``wan`` (see ``load_wan``) and the adapter file (``ex4d.ckpt`` or ours), then place them."""
         config = config.check()
+        if adapter is not None:  # metadata, keys, shapes, dtypes: a bad adapter fails before the 14B load
+            inspect_adapter(adapter)
         components = load_wan(wan, encoders=encoders, dtype=config.dtype, vae_dtype=config.vae_dtype,
                               device=config.device, force_cpu=config.force_cpu)
         weights = load_adapter(adapter, expected=model_spec(components)) if adapter is not None else None
@@ -195,6 +197,9 @@ class Ex4dGenerator:
         latents = denoise(self.components.transformer, scheduler, latents, y, text_pos, text_neg, clip_states,
                           cfg.cfg, cfg.cfg_batch, self.dtype, conditioning, progress)
         clock.lap("denoise_s")
+        check(bool(torch.isfinite(latents).all()),
+              "the sampler produced non-finite latents (NaN or inf), which would decode to a black video; with "
+              "--dtype float16 use bfloat16, otherwise check the adapter and the Wan weights")
         video = vae_decode(self.components.vae, latents, self.device)  # [1, 3, T, H, W]
         clock.lap("decode_s")
         self.last_timings = clock.laps

@@ -19,7 +19,7 @@ import torch
 
 from ._deps import require
 from .adapter import ORIGINAL_TO_DIFFUSERS
-from .checkpoint import AdapterSpec, AdapterWeights, _canonical_lora_shapes, _encoder_shapes
+from .checkpoint import AdapterSpec, AdapterWeights, canonical_lora_shapes, encoder_shapes
 from .loading import WanComponents, _keep_fp32
 
 __all__ = [
@@ -125,8 +125,8 @@ def build_components(size: str = "tiny", device: str | torch.device = "cpu", dty
 def random_adapter(spec: AdapterSpec, seed: int = 0, scale: float = 0.02, zero_output: bool = False) -> AdapterWeights:
     """Random :class:`AdapterWeights` for ``spec`` (normal(0, scale)); ``zero_output`` zeroes the patch conv and LoRA B."""
     gen = torch.Generator("cpu").manual_seed(seed)
-    encoder = {k: torch.randn(s, generator=gen) * scale for k, s in _encoder_shapes(spec).items()}
-    lora = {k: torch.randn(s, generator=gen) * scale for k, s in _canonical_lora_shapes(spec).items()}
+    encoder = {k: torch.randn(s, generator=gen) * scale for k, s in encoder_shapes(spec).items()}
+    lora = {k: torch.randn(s, generator=gen) * scale for k, s in canonical_lora_shapes(spec).items()}
     if zero_output:
         for k in encoder:
             if k.startswith("latent_patch_embedding"):

@@ -73,8 +73,8 @@ class BenchmarkConfig:
     seed: int = 0                                              #: depth noise seed
 
     def __post_init__(self):
-        check(self.size >= 16, f"benchmark size must be ≥ 16 px, got {self.size}")
-        check(self.frames >= 1, f"benchmark frames must be ≥ 1, got {self.frames}")
+        check(16 <= self.size <= 4096, f"benchmark size must be in 16..4096 px, got {self.size}")
+        check(1 <= self.frames <= 1000, f"benchmark frames must be in 1..1000, got {self.frames}")
         check(len(self.ranges) >= 1 and len(self.scenes) >= 1 and len(self.methods) >= 1,
               "the benchmark needs at least one range, scene and method")
         for r in self.ranges:

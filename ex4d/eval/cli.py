@@ -99,6 +99,19 @@ def register(subparsers) -> None:
     n.set_defaults(func=run_novel_view_command)
 
 
+def check_output_path(path: Path, flag: str, folder: bool = False) -> None:
+    """Ex4dError unless ``path`` (a file, or a folder with ``folder``) can be written: checked before any work."""
+    import os
+
+    check(not path.exists() or (path.is_dir() if folder else not path.is_dir()),
+          f"{flag} {path} exists and is {'not a folder' if folder else 'a folder'}")
+    probe = path if folder else path.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    check(probe.is_dir(), f"{flag} {path}: {probe} is not a folder")
+    check(os.access(probe, os.W_OK | os.X_OK), f"{flag} {path}: {probe} is not writable")
+
+
 def run_eval_command(args: argparse.Namespace) -> int:
     """Handler of ``ex4d eval``: evaluate, write the JSON (+ PNG) atomically, print the table; returns 0."""
     from .evaluate import EvalConfig, evaluate_files
@@ -107,6 +120,13 @@ def run_eval_command(args: argparse.Namespace) -> int:
     out = Path(args.out)
     check(out.suffix.lower() == ".json", f"--out {out} must end in .json")
     check(args.render is None or args.mask is not None, "--render needs --mask (the known region to compare in)")
+    check_output_path(out, "--out")
+    if args.plot and not args.no_plot:
+        check(Path(args.plot).suffix.lower() == ".png", f"--plot {args.plot} must end in .png")
+        check_output_path(Path(args.plot), "--plot")
+    for flag in ("lpips_weights", "lpips_backbone", "inception_weights", "i3d_weights"):
+        value = getattr(args, flag)
+        check(value is None or Path(value).exists(), f"--{flag.replace('_', '-')} {value} does not exist")
     config = EvalConfig(flow=args.flow, flow_from=args.flow_from, lpips_weights=args.lpips_weights,
                         lpips_backbone=args.lpips_backbone, inception_weights=args.inception_weights,
                         i3d_weights=args.i3d_weights)
@@ -130,6 +150,7 @@ def run_novel_view_command(args: argparse.Namespace) -> int:
     from .benchmark import BenchmarkConfig, run_benchmark
     from .report import write_benchmark_report
 
+    check_output_path(Path(args.out), "--out", folder=True)
     config = BenchmarkConfig(size=args.size, frames=args.frames, ranges=tuple(args.ranges), scenes=tuple(args.scenes),
                              methods=tuple(args.methods), blur=tuple(args.blur), noise=tuple(args.noise),
                              fill=args.fill, fill_window=args.fill_window, pitch=args.pitch, seed=args.seed)

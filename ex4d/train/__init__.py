@@ -4,8 +4,10 @@ Public API (heavy modules — torch, diffusers, ray — load on first attribute 
 
 * masks: :class:`MaskConfig`, :func:`simulate_masks`, :func:`round_trip`, :func:`propagate_masks`,
   :func:`apply_mask`, :func:`mask_preview`
-* preparation: :class:`PrepareConfig`, :func:`prepare_dataset` (``ex4d prepare``)
+* preparation: :class:`PrepareConfig`, :func:`prepare_dataset` (``ex4d prepare``; its bookkeeping in
+  :mod:`.manifest`, the Ray executor in :mod:`.ray_run`)
 * training: :class:`TrainConfig`, :func:`train` (``ex4d train``), :class:`TripleDataset`
+* :func:`check_train_inputs` — every input of a training run checked before anything heavy loads (:mod:`.preflight`)
 * :func:`accelerate_config` — path of a bundled accelerate config (``ddp``, ``fsdp``, ``single``)
 
 Needs the ``diffusion`` extra for training, ``ray`` for ``prepare`` on Ray, ``tensorboard`` for logging.
@@ -19,13 +21,14 @@ from pathlib import Path
 __all__ = [
     "MaskConfig", "simulate_masks", "round_trip", "propagate_masks", "apply_mask", "mask_preview",
     "PrepareConfig", "prepare_dataset", "TrainConfig", "train", "TripleDataset", "accelerate_config",
+    "check_train_inputs",
 ]
 
 _LAZY = {
     "MaskConfig": "masks", "simulate_masks": "masks", "round_trip": "masks", "propagate_masks": "masks",
     "apply_mask": "masks", "mask_preview": "masks",
     "PrepareConfig": "prepare", "prepare_dataset": "prepare",
-    "TrainConfig": "config", "train": "trainer", "TripleDataset": "dataset",
+    "TrainConfig": "config", "train": "trainer", "TripleDataset": "dataset", "check_train_inputs": "preflight",
 }
 
 ACCELERATE_CONFIGS = ("single", "ddp", "fsdp")

@@ -16,6 +16,9 @@ from ..errors import Ex4dError
 
 __all__ = ["register", "main", "build_parser"]
 
+MASKS_MAX_FRAMES = 1000  # ex4d masks is a preview: a few hundred frames at most
+MASKS_MAX_SIZE = 4096
+
 PREPARE_EPILOG = """\
 examples:
   ex4d prepare /data/videos --out /data/ex4d-train --depth-model depthcrafter --depth-weights /models/DepthCrafter
@@ -231,9 +234,12 @@ def _has_cuda() -> bool:
 
 
 def run_train(args) -> int:
-    from .trainer import train
+    from .preflight import check_train_inputs
 
     config = train_config_from_args(args)
+    check_train_inputs(config, args.resume)  # every input checked before torch/accelerate/Wan are loaded
+    from .trainer import train
+
     result = train(config, resume=args.resume, progress=not args.quiet)
     if not result.main_process:
         return 0
@@ -258,6 +264,7 @@ def run_masks(args) -> int:
     from .prepare import _fit_depth, _fit_frames
 
     w, h = args.size
+    _check_masks_args(args)
     if args.example:
         from ..example import make_example
 
@@ -295,6 +302,30 @@ def run_masks(args) -> int:
     print(f"wrote {args.out}: source | mask | condition, {len(frames)} frames; camera {sample.to_dict()}; "
           f"{100 * (1 - float(np.mean(mask))):.1f}% unknown")
     return 0
+
+
+def _check_masks_args(args) -> None:
+    """``ex4d masks``' numbers and files, before any frame is read or allocated."""
+    import math
+
+    from ..errors import check
+    from .preflight import check_output_folder
+
+    w, h = args.size
+    check(1 <= args.num_frames <= MASKS_MAX_FRAMES, f"--num-frames must be in 1..{MASKS_MAX_FRAMES}, got "
+                                                    f"{args.num_frames}")
+    check(16 <= w <= MASKS_MAX_SIZE and 16 <= h <= MASKS_MAX_SIZE,
+          f"--size must be in 16..{MASKS_MAX_SIZE} per side, got {w} {h}")
+    if args.camera:
+        yaw, pitch, dolly = args.camera
+        check(all(math.isfinite(v) for v in args.camera), f"--camera values must be finite, got {args.camera}")
+        check(abs(yaw) <= 180 and abs(pitch) <= 90 and abs(dolly) < 1,
+              f"--camera YAW PITCH DOLLY must be within ±180°, ±90° and (-1, 1), got {yaw:g} {pitch:g} {dolly:g}")
+    for flag in ("video", "depth"):
+        v = getattr(args, flag)
+        check(v is None or Path(v).exists(), f"{'input' if flag == 'video' else '--depth'} {v} does not exist")
+    check_output_folder(Path(args.out).parent if str(Path(args.out).parent) else ".", "--out's folder")
+    check(not Path(args.out).is_dir(), f"--out {args.out} is a folder; give a video file name (.mp4)")
 
 
 def build_parser() -> argparse.ArgumentParser:

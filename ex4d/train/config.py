@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 from ..diffusion.adapter import LORA_TARGETS
@@ -132,6 +133,14 @@ class TrainConfig:
         for name in ("warmup_steps", "checkpoint_every", "validate_every", "num_workers", "val_clips", "seed"):
             v = getattr(self, name)
             check(isinstance(v, int) and v >= 0, f"{name} must be an integer >= 0, got {v!r}")
+        for name in ("alpha", "learning_rate", "weight_decay", "max_grad_norm", "shift", "val_cfg"):
+            v = getattr(self, name)
+            check(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+                  f"{name} must be a finite number, got {v!r}")
+        check(self.rank <= 4096 and self.hidden <= 1 << 17 and self.alpha <= 1e6,
+              f"rank must be <= 4096, hidden <= 131072 and alpha <= 1e6 (what an adapter file may hold), got rank "
+              f"{self.rank}, hidden {self.hidden}, alpha {self.alpha}")
+        check(self.stop_at is None or isinstance(self.stop_at, int), f"stop_at must be an integer, got {self.stop_at!r}")
         check(self.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
         check(self.alpha > 0, f"alpha must be > 0, got {self.alpha}")
         check(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")

@@ -23,7 +23,7 @@ from torch import nn
 from ..diffusion._deps import require
 from ..diffusion.adapter import (DEFAULT_ADAPTER_NAME, LORA_TARGETS, ORIGINAL_TO_DIFFUSERS, CamVidEncoder,
                                  TokenInjection, lora_layers, transformer_dims)
-from ..diffusion.checkpoint import AdapterSpec, AdapterWeights, _canonical_lora_shapes
+from ..diffusion.checkpoint import AdapterSpec, AdapterWeights, canonical_lora_shapes
 from ..errors import Ex4dError, check
 
 __all__ = ["Ex4dTrainModel", "resolve_targets", "add_training_lora", "adapter_spec", "export_adapter",
@@ -132,7 +132,7 @@ def export_adapter(state: dict[str, torch.Tensor], spec: AdapterSpec, source: st
     (as ``named_parameters`` gives them). LoRA layers not trained get zeros.
     """
     encoder = {k[len("encoder."):]: v.detach().float().cpu() for k, v in state.items() if k.startswith("encoder.")}
-    lora = {k: torch.zeros(s) for k, s in _canonical_lora_shapes(spec).items()}
+    lora = {k: torch.zeros(s) for k, s in canonical_lora_shapes(spec).items()}
     suffix = f".{DEFAULT_ADAPTER_NAME}.weight"
     found = 0
     for k, v in state.items():

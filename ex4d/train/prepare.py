@@ -4,7 +4,8 @@ Each video gives ``clips_per_video`` clips of ``num_frames`` frames (evenly
 spaced starts); each clip is read, cropped (or squashed) to the training size,
 given depth (a depth file per video, or a depth model run by the worker), and
 turned into a sample by :func:`ex4d.train.masks.simulate_masks`. The layout
-is described in :mod:`ex4d.train.layout`.
+is described in :mod:`ex4d.train.layout`, the manifest and ``config.json`` in
+:mod:`ex4d.train.manifest`, the Ray executor in :mod:`ex4d.train.ray_run`.
 
 Robustness
 ----------
@@ -27,7 +28,7 @@ Robustness
 from __future__ import annotations
 
 import dataclasses
-import json
+import math
 import os
 import shutil
 import time
@@ -41,7 +42,8 @@ import numpy as np
 
 from ..errors import Ex4dError, check
 from ..io.atomic import atomic_save_npz, atomic_write_json
-from . import layout
+from . import layout, ray_run
+from .manifest import Manifest, check_dataset_config, read_manifest, video_record
 from .masks import MaskConfig
 
 __all__ = [
@@ -116,6 +118,15 @@ class PrepareConfig:
         check(not (self.depth_dir and self.depth_model), "give either depth_dir (--depth-dir) or depth_model "
                                                          "(--depth-model), not both")
         check(0 <= self.crf <= 51, f"crf must be in 0..51, got {self.crf}")
+        check(isinstance(self.depth_scale, (int, float)) and math.isfinite(self.depth_scale) and self.depth_scale > 0,
+              f"depth_scale must be a finite number > 0, got {self.depth_scale!r}")
+        check(self.depth_kind in (None, "depth", "disparity", "depthcrafter"),
+              f"depth_kind must be depth, disparity or depthcrafter, got {self.depth_kind!r}")
+        from ..depth.common import DEPTH_MODELS
+
+        check(self.depth_model is None or self.depth_model in DEPTH_MODELS,
+              f"depth_model must be one of {', '.join(DEPTH_MODELS)}, got {self.depth_model!r}")
+        check(isinstance(self.seed, int) and self.seed >= 0, f"seed must be an integer >= 0, got {self.seed!r}")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -161,7 +172,11 @@ def find_videos(inputs: Iterable[str | os.PathLike]) -> list[Path]:
         if p.is_dir():
             found += sorted(f for f in p.rglob("*") if f.suffix.lower() in VIDEO_SUFFIXES and f.is_file())
         elif p.suffix.lower() == ".txt":
-            lines = [ln.strip() for ln in p.read_text().splitlines()]
+            try:
+                lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines()]
+            except (OSError, UnicodeDecodeError) as e:
+                raise Ex4dError(f"cannot read the video list {p} ({e}); expected a UTF-8 text file, one path a "
+                                f"line") from None
             found += [Path(ln) if Path(ln).is_absolute() else p.parent / ln for ln in lines if ln and not ln.startswith("#")]
         else:
             found.append(p)
@@ -253,13 +268,13 @@ class ClipWorker:
         try:
             total, fps, src_w, src_h = probe_video(video)
         except Ex4dError as e:
-            return [_video_record(video, vid, "skipped", f"cannot read the video: {e}")]
+            return [video_record(video, vid, "skipped", f"cannot read the video: {e}")]
         except Exception as e:  # PyAV and friends on broken files
-            return [_video_record(video, vid, "skipped", f"cannot read the video: {type(e).__name__}: {e}")]
+            return [video_record(video, vid, "skipped", f"cannot read the video: {type(e).__name__}: {e}")]
         starts = clip_starts(total, cfg.num_frames, cfg.stride, cfg.clips_per_video)
         span = (cfg.num_frames - 1) * cfg.stride + 1
         if not starts:
-            return [_video_record(video, vid, "skipped", f"too short: {total} frames, a clip needs {span} "
+            return [video_record(video, vid, "skipped", f"too short: {total} frames, a clip needs {span} "
                                                          f"({cfg.num_frames} frames at stride {cfg.stride})")]
         ids = [f"{vid}-c{i:02d}" for i in range(len(starts))]
         depth_path = None
@@ -268,7 +283,7 @@ class ClipWorker:
                                              "(--depth-model)")
             depth_path = _depth_file(Path(cfg.depth_dir), video)
             if depth_path is None:
-                return [_video_record(video, vid, "skipped", f"no depth file {video.stem}.npz/.npy or folder "
+                return [video_record(video, vid, "skipped", f"no depth file {video.stem}.npz/.npy or folder "
                                                              f"{video.stem}/ in {cfg.depth_dir}")]
         records = []
         for clip_id, start in zip(ids, starts):
@@ -280,10 +295,10 @@ class ClipWorker:
             try:
                 info = self._make_clip(video, clip_id, start, total, fps, (src_w, src_h), depth_path)
             except Ex4dError as e:
-                return records + [_video_record(video, vid, "skipped", str(e), ids)]
+                return records + [video_record(video, vid, "skipped", str(e), ids)]
             records.append({"type": "clip", "clip": clip_id, "video": str(video), "status": "done",
                             "seconds": round(time.perf_counter() - t0, 3), **info})
-        records.append(_video_record(video, vid, "done", "", ids))
+        records.append(video_record(video, vid, "done", "", ids))
         return records
 
     # ------------------------------------------------------------------ one clip
@@ -361,66 +376,6 @@ def _clip_seed(seed: int, clip_id: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{clip_id}".encode()).digest()[:8], "little") >> 1
 
 
-def _video_record(video: Path, vid: str, status: str, reason: str, clips: list[str] | None = None) -> dict:
-    return {"type": "video", "video": str(video), "video_id": vid, "status": status, "reason": reason,
-            "clips": clips or []}
-
-
-# --------------------------------------------------------------------------- manifest
-
-
-def read_manifest(out: str | os.PathLike) -> list[dict]:
-    """Records of ``OUT/manifest.jsonl`` in order; a torn last line (a crash mid-write) is ignored."""
-    path = Path(out) / "manifest.jsonl"
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
-
-
-class _Manifest:
-    """Appends records to ``OUT/manifest.jsonl``: one JSON line each, flushed and fsynced (driver only)."""
-
-    def __init__(self, out: Path) -> None:
-        path = out / "manifest.jsonl"
-        if path.is_file() and path.stat().st_size and not path.read_bytes().endswith(b"\n"):
-            with open(path, "ab") as f:  # a torn last line: end it so the next record starts cleanly
-                f.write(b"\n")
-        self._f = open(path, "a", encoding="utf-8")
-
-    def write(self, record: dict) -> None:
-        self._f.write(json.dumps(record) + "\n")
-        self._f.flush()
-        os.fsync(self._f.fileno())
-
-    def close(self) -> None:
-        self._f.close()
-
-
-def _check_config(out: Path, config: PrepareConfig) -> None:
-    path = out / "config.json"
-    mine = config.to_dict()
-    if path.is_file():
-        try:
-            theirs = json.loads(path.read_text())["prepare"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise Ex4dError(f"{path} is not an ex4d prepare config ({e}); use another --out") from None
-        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-        check(not diff, f"{out} holds a dataset prepared with other settings (different: {', '.join(diff)}); "
-                        f"re-run with the same settings to resume, or choose another --out")
-        return
-    if out.exists() and any(p.name not in (".tmp", "clips", "manifest.jsonl") for p in out.iterdir()):
-        raise Ex4dError(f"{out} exists and holds files that are not an ex4d dataset; choose another --out")
-    from .. import __version__
-
-    atomic_write_json(path, {"prepare": mine, "ex4d_version": __version__})
-
-
 # --------------------------------------------------------------------------- the driver
 
 
@@ -442,22 +397,19 @@ def prepare_dataset(videos: Iterable[str | os.PathLike], out: str | os.PathLike,
         progress: show a progress bar.
         depth_fn: ``frames → depth`` callable overriding the config's depth source.
     """
-    check(executor in EXECUTORS, f"executor must be one of {EXECUTORS}, got {executor!r}")
+    from .preflight import check_prepare_inputs
+
     t_start = time.perf_counter()
-    out = Path(out)
+    out = check_prepare_inputs(out, config, executor, num_workers, gpus_per_worker, retries, depth_fn)
     files = find_videos(videos)
-    if depth_fn is None:
-        check(config.depth_dir is not None or config.depth_model is not None,
-              "no depth source: pass --depth-dir DIR (depth files named after the videos) or --depth-model NAME "
-              "--depth-weights DIR")
-    _check_config(out, config)
+    check_dataset_config(out, config.to_dict())
     shutil.rmtree(out / ".tmp", ignore_errors=True)  # clips a killed run left half-written
     (out / "clips").mkdir(parents=True, exist_ok=True)
 
     finished = {}
     for r in read_manifest(out):
-        if r.get("type") == "video":
-            finished[r["video"]] = r["status"]
+        if r.get("type") == "video" and isinstance(r.get("video"), str):
+            finished[r["video"]] = r.get("status")
     jobs = []
     summary = PrepareSummary()
     for f in files:
@@ -470,7 +422,7 @@ def prepare_dataset(videos: Iterable[str | os.PathLike], out: str | os.PathLike,
         done = [p.name for p in (out / "clips").glob(f"{vid}-c*") if layout.is_complete(p)]
         jobs.append({"video": str(f), "video_id": vid, "done": done})
 
-    manifest = _Manifest(out)
+    manifest = Manifest(out)
     bar = None
     if progress and jobs:
         from tqdm.auto import tqdm
@@ -503,7 +455,8 @@ def prepare_dataset(videos: Iterable[str | os.PathLike], out: str | os.PathLike,
             for job in jobs:
                 consume(_safe(worker.process, job))
         elif jobs:
-            _run_ray(jobs, out, config, depth_fn, ray_address, num_workers, gpus_per_worker, retries, consume)
+            ray_run.run_on_ray(jobs, ClipWorker, (str(out), config.to_dict(), depth_fn), ray_address, num_workers,
+                               gpus_per_worker, retries, consume)
     finally:
         manifest.close()
         if bar is not None:
@@ -516,62 +469,10 @@ def _safe(fn, job) -> list[dict]:
     try:
         return fn(job)
     except Exception as e:  # a bug or an environment problem: record it, keep going
-        return [_video_record(Path(job["video"]), job["video_id"], "failed", _describe(e))]
+        return [video_record(Path(job["video"]), job["video_id"], "failed", _describe(e))]
 
 
 def _describe(e: BaseException) -> str:
     tb = traceback.extract_tb(e.__traceback__)
     where = f" at {Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else ""
     return f"{type(e).__name__}: {e}{where}"[:2000]
-
-
-def _run_ray(jobs, out: Path, config: PrepareConfig, depth_fn, address, num_workers, gpus_per_worker, retries,
-             consume) -> None:
-    try:
-        import ray
-    except ImportError as e:
-        raise ImportError("ex4d prepare runs on Ray by default and Ray is not installed: pip install 'ray' "
-                          "(or pass --executor local to run in this process)") from e
-    started = False
-    if not ray.is_initialized():
-        kwargs = dict(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
-        if address is None:
-            repo = str(Path(__file__).resolve().parents[2])
-            kwargs["runtime_env"] = {"env_vars": {"PYTHONPATH": os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")])}}
-        ray.init(**kwargs)
-        started = True
-    try:
-        if num_workers is None:
-            res = ray.cluster_resources()
-            if gpus_per_worker > 0:
-                num_workers = max(1, int(res.get("GPU", 0) // gpus_per_worker))
-            else:
-                num_workers = max(1, int(res.get("CPU", 2) // 2))
-        actor_cls = ray.remote(ClipWorker).options(num_cpus=1, num_gpus=gpus_per_worker, max_restarts=retries,
-                                                   max_task_retries=retries)
-        payload = (str(out), config.to_dict(), depth_fn)
-        actors = [actor_cls.remote(*payload) for _ in range(min(num_workers, len(jobs)))]
-        queue = list(jobs)
-        running = {}
-        for actor in actors:
-            if queue:
-                job = queue.pop(0)
-                running[actor.process.remote(job)] = (actor, job)
-        while running:
-            ready, _ = ray.wait(list(running), num_returns=1)
-            ref = ready[0]
-            actor, job = running.pop(ref)
-            try:
-                records = ray.get(ref)
-            except ray.exceptions.RayError as e:
-                records = [_video_record(Path(job["video"]), job["video_id"], "failed",
-                                         f"worker failed after {retries} retries: {type(e).__name__}: "
-                                         f"{str(e).splitlines()[0][:500]}")]
-                actor = actor_cls.remote(*payload)  # the old one may be gone for good
-            consume(records)
-            if queue:
-                job = queue.pop(0)
-                running[actor.process.remote(job)] = (actor, job)
-    finally:
-        if started:
-            ray.shutdown()

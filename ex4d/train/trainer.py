@@ -31,11 +31,12 @@ import torch
 
 from ..errors import check
 from ..io.atomic import atomic_write_json
-from .checkpointing import load_checkpoint, resolve_resume, rotate_checkpoints, save_checkpoint
-from .config import RESUME_FIELDS, TrainConfig
+from .checkpointing import load_checkpoint, rotate_checkpoints, save_checkpoint
+from .config import TrainConfig
 from .dataset import ResumableSampler, TripleDataset, collate_triples, draw_seed, split_clips
 from .inputs import ModelInputs, encode_batch
 from .layout import list_clips
+from .preflight import check_train_inputs
 from .objective import flow_matching_loss, sample_noise, timestep_weights, training_sigmas
 
 __all__ = ["train", "TrainResult", "VAL_SIGMA_INDICES"]
@@ -70,7 +71,7 @@ def _lr_lambda(config: TrainConfig):
 class _Run:
     """State shared by the loop's pieces (models, data, accelerator)."""
 
-    def __init__(self, config: TrainConfig, resume: str | None, progress: bool) -> None:
+    def __init__(self, config: TrainConfig, resume_from: Path | None, progress: bool) -> None:
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
@@ -88,7 +89,7 @@ class _Run:
                                log_with=log_with, project_dir=str(self.out), cpu=config.cpu)
         set_seed(config.seed, device_specific=True)
         self.device = self.acc.device
-        self.resume_from = resolve_resume(self.out, resume)
+        self.resume_from = resume_from
         self._load_models()
         self._load_data()
 
@@ -248,31 +249,20 @@ def _repeat(inputs: ModelInputs, n: int) -> ModelInputs:
                                                               inputs.video_latents, inputs.mask_latents)))
 
 
-def _check_resume(config: TrainConfig, saved: dict, folder: Path) -> None:
-    diff = [k for k in RESUME_FIELDS if json.dumps(config.to_dict().get(k)) != json.dumps(saved.get(k))]
-    check(not diff, f"cannot resume from {folder}: the run used other {', '.join(diff)} "
-                    f"({', '.join(f'{k}={saved.get(k)!r}' for k in diff)}); change them back or start a new --out")
-
-
 def train(config: TrainConfig, resume: str | None = None, progress: bool = True) -> TrainResult:
     """Train the adapter as ``config`` says; ``resume``: None (fresh), ``"auto"`` (newest checkpoint) or a folder."""
     from ..diffusion.checkpoint import export_original_ckpt, save_adapter_safetensors
     from .model import export_adapter
 
-    run = _Run(config, resume, progress)
+    resume_from = check_train_inputs(config, resume)  # every input, before accelerate and 14B of weights
+    run = _Run(config, resume_from, progress)
     acc, c, out = run.acc, run.config, run.out
     result = TrainResult()
     start = 0
     if run.resume_from is not None:
-        saved = json.loads((run.resume_from / "state.json").read_text())
-        _check_resume(c, saved.get("config", {}), run.resume_from)
         state = load_checkpoint(run.resume_from, acc, run.model, run.optimizer, run.scheduler)
         start = int(state["step"])
         result.resumed_from = str(run.resume_from)
-    elif acc.is_main_process and (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()):
-        from ..errors import Ex4dError
-
-        raise Ex4dError(f"{out} already holds checkpoints; pass --resume to continue that run or choose another --out")
     if acc.is_main_process:
         atomic_write_json(out / "config.json", {"train": c.to_dict(), "adapter": dataclasses.asdict(run.spec),
                                                "trainable_parameters": run.n_trainable})

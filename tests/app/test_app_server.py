@@ -263,7 +263,7 @@ def test_cleanup_removes_old_jobs(app_server, tmp_path):
     from ex4d.app.jobs import new_token
 
     _, store = app_server
-    session = new_token()
+    session = store.issue_session()
     job = store.create(session)
     stray = store.root / new_token()  # a job folder left by an earlier server
     stray.mkdir()

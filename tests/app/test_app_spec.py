@@ -84,5 +84,10 @@ def test_sniffing():
 def test_limits_are_checked():
     with pytest.raises(Ex4dError, match="multiple of 16"):
         AppLimits(max_res=100)
-    with pytest.raises(Ex4dError, match="max upload"):
+    with pytest.raises(Ex4dError, match="max_upload_mb"):
         AppLimits(max_upload_mb=0)
+    for field, value in (("max_upload_mb", float("inf")), ("max_depth_mb", float("nan")), ("max_jobs", 0),
+                         ("max_disk_gb", -1.0), ("max_concurrent_uploads", 1.5), ("keep_hours", float("inf")),
+                         ("max_sessions", True), ("min_free_gb", float("nan"))):
+        with pytest.raises(Ex4dError, match=field):
+            AppLimits(**{field: value})
