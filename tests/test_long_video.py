@@ -190,17 +190,17 @@ _RSS_SCRIPT = textwrap.dedent("""
 
 
 def test_peak_memory_of_recon_and_fill_does_not_grow_with_the_length(tmp_path):
-    """ru_maxrss of recon + classical fill at 64²: 40 and 160 frames. Held in memory, the 120 more frames
-    would take ≈ 120 × 64² × 50 B ≈ 25 MB (frames, depth, render colour/mask/depth, fill output and its
+    """ru_maxrss of recon + classical fill at 64²: 32 and 128 frames. Held in memory, the 96 more frames
+    would take ≈ 96 × 64² × 50 B ≈ 20 MB (frames, depth, render colour/mask/depth, fill output and its
     float32 smoothing, preview)."""
     peaks = {}
-    for T in (40, 160):
+    for T in (32, 128):
         res = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, str(T), "64", str(tmp_path / f"o{T}")],
                              capture_output=True, text=True, timeout=600)
         assert res.returncode == 0, res.stderr[-2000:]
         peaks[T] = int(res.stdout.split()[-1])  # KiB
-    grown_mb = (peaks[160] - peaks[40]) / 1024
-    assert grown_mb < 8, f"peak RSS grew by {grown_mb:.1f} MB from 40 to 160 frames ({peaks})"
+    grown_mb = (peaks[128] - peaks[32]) / 1024
+    assert grown_mb < 6, f"peak RSS grew by {grown_mb:.1f} MB from 32 to 128 frames ({peaks})"
 
 
 # ---------------------------------------------------------------------------------------------- lifted content

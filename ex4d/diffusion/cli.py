@@ -151,6 +151,22 @@ def config_from_args(args: argparse.Namespace) -> GenerateConfig:
         step_cache_threshold=args.step_cache_threshold, fp8_matmul=args.fp8_matmul).check()
 
 
+def _read_inputs(color_path: str, mask_path: str, num_frames: int):
+    """(frames [T,H,W,3] uint8, mask [T,H,W] bool, fps) at the stored size."""
+    from ..io.video import read_mask_video, read_video
+
+    check(num_frames >= 0, f"--num-frames must be >= 0, got {num_frames}")
+    n = num_frames or None
+    color = read_video(color_path, num_frames=n, max_res=1 << 16, multiple=1)
+    mask = read_mask_video(mask_path, num_frames=n, size=color.size)
+    check(mask.shape[0] == color.num_frames,
+          f"{mask_path} has {mask.shape[0]} frames, {color_path} {color.num_frames}; pass --num-frames")
+    check(mask.shape[1:] == color.frames.shape[1:3],
+          f"mask {mask_path} is {mask.shape[2]}x{mask.shape[1]}, color {color_path} "
+          f"{color.frames.shape[2]}x{color.frames.shape[1]}; they must have one size")
+    return color.frames, mask, color.fps
+
+
 def run_generate(args: argparse.Namespace) -> int:
     """Handler of ``ex4d generate``; user errors raise :class:`Ex4dError`."""
     from ..io.atomic import atomic_write_json
