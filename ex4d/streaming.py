@@ -33,8 +33,9 @@ import numpy as np
 
 from .io.chunks import ChunkedArray, ChunkStore
 
-__all__ = ["CHUNK", "Clip", "read_clip", "depth_from_file", "depth_from_model", "depth_store", "render_chunks",
-           "render_store", "classical_fill_chunks", "write_fill_outputs", "progress_bar"]
+__all__ = ["CHUNK", "Clip", "read_clip", "depth_from_file", "depth_from_model", "exact_depth", "depth_store",
+           "render_chunks", "render_store", "classical_fill_chunks", "fill_store", "write_fill_outputs",
+           "tint_unknown", "make_preview", "progress_bar"]
 
 #: Frames per cache chunk: 16 frames of 512² RGB + depth ≈ 28 MB.
 CHUNK = 16
@@ -210,10 +211,8 @@ def exact_depth(clip: Clip) -> tuple[ChunkedArray, float]:
 
 # ---------------------------------------------------------------------------------------------- render
 
-def render_store(folder: Path, key: str | None, T: int, H: int, W: int) -> ChunkStore:
-    """The render cache (``key=None``: an existing, finished one)."""
-    if key is None:
-        return ChunkStore.load(folder)
+def render_store(folder: Path, key: str, T: int, H: int, W: int) -> ChunkStore:
+    """The render cache of ``key`` (resumed when it exists)."""
     return ChunkStore.open(folder, key, T, CHUNK, {"color": ((H, W, 3), np.uint8), "mask": ((H, W), bool),
                                                    "depth": ((H, W), np.float32)})
 
@@ -270,10 +269,8 @@ def render_chunks(clip: Clip, depth, K: np.ndarray, w2c: np.ndarray, K_out: np.n
 
 # ---------------------------------------------------------------------------------------------- fill
 
-def fill_store(folder: Path, key: str | None, T: int, H: int, W: int) -> ChunkStore:
-    """The fill output cache (``key=None``: an existing, finished one)."""
-    if key is None:
-        return ChunkStore.load(folder)
+def fill_store(folder: Path, key: str, T: int, H: int, W: int) -> ChunkStore:
+    """The fill output cache of ``key`` (resumed when it exists)."""
     return ChunkStore.open(folder, key, T, CHUNK, {"output": ((H, W, 3), np.uint8)})
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .estimate import _split_options, load_depth_model
+from .estimate import load_depth_model, split_depth_options
 
 __all__ = ["estimate_depth_chunks"]
 
@@ -17,7 +17,7 @@ def estimate_depth_chunks(frames, store, model: str = "depthcrafter", weights=No
     the whole clip, whatever its length); their intermediate values are cached beside ``store``. Same
     result as :func:`~ex4d.depth.estimate_depth`. Returns its ``params``.
     """
-    dtype, svd_weights, opts = _split_options(model, options)
+    dtype, svd_weights, opts = split_depth_options(model, options)
     backend = load_depth_model(model, weights, device=device, dtype=dtype, svd_weights=svd_weights)
     try:
         return backend.estimate_chunks(frames, store, progress=progress, **opts)

@@ -48,6 +48,8 @@ __all__ = [
     "match_depth_to_frames",
     "check_depth",
     "save_depth_npz",
+    "npz_depth_key",
+    "load_depth_png",
 ]
 
 DEPTH_KINDS = ("depth", "disparity", "depthcrafter")
@@ -79,8 +81,8 @@ def _as_frames(values: np.ndarray, source: str) -> np.ndarray:
     return values.astype(np.float32, copy=False)
 
 
-def _npz_key(files: list[str], key: str | None, path: Path) -> str:
-    """Which array of an npz holding ``files`` to read; Ex4dError naming the keys found."""
+def npz_depth_key(files: list[str], key: str | None, path: Path) -> str:
+    """Which array of an npz holding ``files`` (names) to read as depth; Ex4dError naming the keys found."""
     if key is not None:
         check(key in files, f"{path} has no key {key!r}; keys found: {files}")
         return key
@@ -100,10 +102,10 @@ def _load_png_folder(folder: Path) -> np.ndarray:
     files = sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".png"
                     and not p.name.startswith(".")), key=lambda p: natural_key(p.name))
     check(len(files) > 0, f"depth folder {folder} holds no .png files")
-    return np.stack([_load_png(p, files[0]) for p in files])
+    return np.stack([load_depth_png(p, files[0]) for p in files])
 
 
-def _load_png(path: Path, first: Path | None = None) -> np.ndarray:
+def load_depth_png(path: Path, first: Path | None = None) -> np.ndarray:
     """[H, W] float32 raw values of one 8- or 16-bit gray PNG (RGB with equal channels accepted)."""
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     check(image is not None, f"cannot read depth image {path}")
@@ -132,7 +134,7 @@ def load_depth_file(path: str | os.PathLike, key: str | None = None) -> np.ndarr
     elif path.suffix.lower() == ".npz":
         try:
             with np.load(path, allow_pickle=False) as data:
-                name = _npz_key(list(data.files), key, path)
+                name = npz_depth_key(list(data.files), key, path)
                 values = data[name]
         except (ValueError, OSError, EOFError) as e:
             if isinstance(e, Ex4dError):
@@ -147,7 +149,7 @@ def load_depth_file(path: str | os.PathLike, key: str | None = None) -> np.ndarr
             raise Ex4dError(f"cannot read {path} as .npy ({e})") from None
         source = str(path)
     elif path.suffix.lower() == ".png":
-        values, source = _load_png(path), str(path)
+        values, source = load_depth_png(path), str(path)
     else:
         raise Ex4dError(f"unsupported depth file {path}: expected .npz, .npy, .png or a folder of PNGs")
     return _as_frames(values, source)
@@ -161,7 +163,7 @@ def default_depth_kind(path: str | os.PathLike, key: str | None = None) -> str:
     try:
         with np.load(path, allow_pickle=False) as data:
             files = list(data.files)
-            name = _npz_key(files, key, path)
+            name = npz_depth_key(files, key, path)
             stored = str(data["kind"]) if "kind" in files else None
     except (ValueError, OSError, EOFError) as e:
         if isinstance(e, Ex4dError):

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import Ex4dError, check
-from .depth import _load_png, _npz_key
+from .depth import load_depth_png, npz_depth_key
 from .video import natural_key
 
 __all__ = ["open_depth_values", "DepthValues"]
@@ -151,7 +151,7 @@ def _npz_values(path: Path, key: str | None) -> DepthValues:
     except (zipfile.BadZipFile, OSError) as e:
         raise Ex4dError(f"cannot read {path} as .npz ({e})") from None
     names = [n[:-4] for n in archive.namelist() if n.endswith(".npy")]
-    name = _npz_key(names, key, path)
+    name = npz_depth_key(names, key, path)
     info = archive.getinfo(f"{name}.npy")
     source = f"{path}[{name!r}]"
     if info.compress_type == zipfile.ZIP_STORED:
@@ -188,10 +188,10 @@ def open_depth_values(path: str | os.PathLike, key: str | None = None) -> DepthV
         files = sorted((p for p in path.iterdir() if p.is_file() and p.suffix.lower() == ".png"
                         and not p.name.startswith(".")), key=lambda p: natural_key(p.name))
         check(len(files) > 0, f"depth folder {path} holds no .png files")
-        first = _load_png(files[0])
+        first = load_depth_png(files[0])
 
         def frame(t):
-            image = _load_png(files[t], files[0])
+            image = load_depth_png(files[t], files[0])
             check(image.shape == first.shape, f"depth image {files[t]} is {image.shape[1]}x{image.shape[0]}, "
                                               f"{files[0]} {first.shape[1]}x{first.shape[0]}; all must have one size")
             return image
@@ -210,6 +210,6 @@ def open_depth_values(path: str | os.PathLike, key: str | None = None) -> DepthV
             raise Ex4dError(f"cannot read {path} as .npy ({e})") from None
         return _file_values(path, offset, shape, fortran, dtype, str(path))
     if suffix == ".png":
-        image = _load_png(path)
+        image = load_depth_png(path)
         return DepthValues((1, *image.shape), lambda t: image, str(path))
     raise Ex4dError(f"unsupported depth file {path}: expected .npz, .npy, .png or a folder of PNGs")
