@@ -41,6 +41,12 @@ __all__ = [
     "unproject_depth",
     "project_points",
     "pixel_grid",
+    "PATH_FRAMES",
+    "check_path_frame",
+    "novel_w2c_world",
+    "relative_to_source",
+    "source_view_w2c",
+    "is_static_poses",
 ]
 
 #: The original EX-4D uses f = 500 px for its 512-px frames.
@@ -48,6 +54,9 @@ ORIGINAL_FOCAL = 500.0
 ORIGINAL_SIZE = 512
 #: diag(1, -1, -1, 1): flips y and z to go between OpenCV and OpenGL camera axes.
 OPENGL_FLIP = np.diag([1.0, -1.0, -1.0, 1.0])
+#: Frames a novel camera path can be given in: ``"source"`` — each w2c relative to that frame's source
+#: camera (EX-4D's semantics; files without a ``frame`` field); ``"world"`` — world = source frame 0.
+PATH_FRAMES = ("source", "world")
 
 
 def intrinsics_from_focal(width: int, height: int, focal: float) -> np.ndarray:
@@ -197,3 +206,79 @@ def project_points(points: np.ndarray, K: np.ndarray, w2c: np.ndarray | None = N
         u = K[0, 0] * pts[..., 0] / z + K[0, 1] * pts[..., 1] / z + K[0, 2]
         v = K[1, 1] * pts[..., 1] / z + K[1, 2]
     return np.stack([u, v], axis=-1), z
+
+
+# ----------------------------------------------------------------------------- source poses
+# A moving source camera has poses w2c_src [T, 4, 4] (world = source frame 0, so w2c_src[0] = I). Frame t's
+# DW-Mesh lives in source camera t's coordinates. A novel camera is given either *relative to the source*
+# (w2c_rel[t] maps source-camera-t coordinates to the novel camera: EX-4D's semantics) or *in the world*
+# (w2c_world[t] maps world coordinates to the novel camera). The two are related by
+#     w2c_world[t] = w2c_rel[t] @ w2c_src[t]        w2c_rel[t] = w2c_world[t] @ c2w_src[t].
+# These functions are the one place that conversion lives; every stage calls them.
+
+def check_path_frame(frame: str) -> str:
+    """Return ``frame`` if it is one of :data:`PATH_FRAMES`, else raise Ex4dError."""
+    check(frame in PATH_FRAMES, f"path frame must be one of {', '.join(PATH_FRAMES)}, got {frame!r}")
+    return frame
+
+
+def _broadcast_src(w2c: np.ndarray, w2c_src) -> tuple[np.ndarray, np.ndarray]:
+    w2c = np.asarray(w2c, dtype=np.float64)
+    single = w2c.ndim == 2
+    w2c = w2c[None] if single else w2c
+    if w2c_src is None:
+        src = np.broadcast_to(np.eye(4), w2c.shape)
+    else:
+        src = np.asarray(w2c_src, dtype=np.float64)
+        src = src[None] if src.ndim == 2 else src
+        check(src.shape[1:] == (4, 4) and src.shape[0] in (1, w2c.shape[0]),
+              f"source poses must be [T, 4, 4] with T = {w2c.shape[0]} (one per novel camera), got {src.shape}")
+        src = np.broadcast_to(src, w2c.shape)
+    return w2c, src
+
+
+def novel_w2c_world(w2c: np.ndarray, w2c_src: np.ndarray | None, frame: str = "source") -> np.ndarray:
+    """World-frame novel cameras w2c_world [T, 4, 4] float64 (world = source frame 0, OpenCV).
+
+    Args:
+        w2c: [T, 4, 4] (or [4, 4]) novel cameras, given in ``frame``.
+        w2c_src: [T, 4, 4] source camera poses (world → source camera t); None = a tripod (identity).
+        frame: ``"source"``: ``w2c[t]`` is relative to source camera t, so
+            ``w2c_world[t] = w2c[t] @ w2c_src[t]``; ``"world"``: returned unchanged (as a copy).
+    """
+    check_path_frame(frame)
+    w2c_, src = _broadcast_src(w2c, w2c_src)
+    out = w2c_.copy() if frame == "world" else w2c_ @ src
+    return out[0] if np.asarray(w2c).ndim == 2 else out
+
+
+def relative_to_source(w2c: np.ndarray, w2c_src: np.ndarray | None, frame: str = "world") -> np.ndarray:
+    """Novel cameras relative to each frame's source camera, w2c_rel [T, 4, 4] float64 (what the recon renders).
+
+    Args:
+        w2c: [T, 4, 4] (or [4, 4]) novel cameras, given in ``frame``.
+        w2c_src: [T, 4, 4] source camera poses (world → source camera t); None = a tripod (identity).
+        frame: ``"world"``: ``w2c_rel[t] = w2c[t] @ c2w_src[t]`` with ``c2w_src = w2c_src⁻¹``;
+            ``"source"``: returned unchanged (as a copy).
+
+    Frame t's DW-Mesh (in source camera t's coordinates) rendered with ``w2c_rel[t]`` is the view of the
+    world-frame camera ``w2c[t]``.
+    """
+    check_path_frame(frame)
+    w2c_, src = _broadcast_src(w2c, w2c_src)
+    out = w2c_.copy() if frame == "source" else w2c_ @ invert_w2c(src)
+    return out[0] if np.asarray(w2c).ndim == 2 else out
+
+
+def source_view_w2c(w2c_world: np.ndarray, w2c_src_s: np.ndarray) -> np.ndarray:
+    """w2c [..., 4, 4] that renders source frame s's DW-Mesh (source-camera-s coordinates) from a world camera.
+
+    ``w2c_world @ c2w_src[s]``: e.g. the classical fill shows what frame s saw of a static surface in the
+    novel view of frame t with ``source_view_w2c(w2c_world[t], w2c_src[s])``.
+    """
+    return np.asarray(w2c_world, dtype=np.float64) @ invert_w2c(w2c_src_s)
+
+
+def is_static_poses(w2c_src: np.ndarray | None, atol: float = 1e-9) -> bool:
+    """True if there are no source poses or every one is the identity (a tripod shot)."""
+    return w2c_src is None or bool(np.allclose(w2c_src, np.eye(4), atol=atol))

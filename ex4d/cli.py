@@ -71,6 +71,19 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--focal", type=float, default=S, help="focal length in pixels of the processed frames")
     g.add_argument("--intrinsics", default=S, help="camera file (cameras.json / .npz) to take K from")
 
+    g = p.add_argument_group("source camera (see README: Source camera motion)")
+    g.add_argument("--source-poses", default=S, metavar="estimate|static|FILE",
+                   help="where the source camera was: estimate (default: tracks + depth → PnP → bundle adjustment, "
+                        "no weights; a tripod shot gives exactly the identity), static (a tripod, as before), or a "
+                        "cameras.json with \"frame\": \"world\" (e.g. source_cameras.json) or a COLMAP model folder. "
+                        "Without --fov/--focal/--intrinsics, estimate also measures the focal length where the video "
+                        "has parallax")
+    g.add_argument("--path-frame", choices=["source", "world"], default=S,
+                   help="source (default; EX-4D's meaning): each novel camera is relative to that frame's source "
+                        "camera, so the path follows a moving source; world: the path is in the world (= source "
+                        "frame 0), e.g. an orbit whose pivot stays put while a hand-held source wanders. A camera "
+                        "file's own \"frame\" field wins")
+
     g = p.add_argument_group("camera path")
     g.add_argument("--trajectory", "--cam", default=S, metavar="SPEC", help=_trajectory_help())
     for name, kind, text in [("yaw", float, "degrees in [-90, 90], + moves right"),
@@ -169,10 +182,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for input.mp4 and depth.npz")
     p.add_argument("--num-frames", type=int, default=49)
     p.add_argument("--size", type=int, default=512)
+    p.add_argument("--source-motion", choices=["static", "handheld", "pan", "travel"], default="static",
+                   help="how the source camera moves (default static: the tripod example); a moving one also writes "
+                        "the true poses as true_source_cameras.json (\"frame\": \"world\")")
+    p.add_argument("--scene", choices=["example", "layout"], default="example",
+                   help="example (room corner, box, pillar, rolling ball) or layout (another room with a spinning box "
+                        "and a ball coming closer; roomier, for handheld and pan motions)")
     p.set_defaults(func=_cmd_example)
 
-    for module in ("ex4d.diffusion.cli", "ex4d.depth.cli", "ex4d.eval.cli", "ex4d.train.cli", "ex4d.app.cli",
-                   "ex4d.scene_cli"):
+    for module in ("ex4d.poses.cli", "ex4d.diffusion.cli", "ex4d.depth.cli", "ex4d.eval.cli", "ex4d.train.cli",
+                   "ex4d.app.cli", "ex4d.scene_cli"):
         try:
             mod = __import__(module, fromlist=["register"])
         except ModuleNotFoundError as e:  # that part of the package is not installed: skip its commands
@@ -201,7 +220,7 @@ def _run_config(args: argparse.Namespace, with_fill: bool):
               "depth": "depth", "depth_kind": "depth_kind", "depth_key": "depth_key", "depth_scale": "depth_scale",
               "depth_model": "depth_model", "depth_weights": "depth_weights", "fov": "fov", "focal": "focal",
               "intrinsics": "intrinsics", "trajectory": "trajectory", "png": "png", "save_mesh": "save_mesh",
-              "crf": "crf", "fill": "fill", "seed": "seed"}
+              "crf": "crf", "fill": "fill", "seed": "seed", "source_poses": "source_poses", "path_frame": "path_frame"}
     d = dict(base)
     for flag, key in direct.items():
         if flag in a:
@@ -216,6 +235,8 @@ def _run_config(args: argparse.Namespace, with_fill: bool):
     for k in ("depth", "intrinsics"):
         if d.get(k):
             d[k] = str(Path(d[k]).resolve())
+    if d.get("source_poses") not in (None, "estimate", "static"):
+        d["source_poses"] = str(Path(d["source_poses"]).resolve())
     topts = dict(d.get("trajectory_options", {}))
     if "trajectory" in a and base.get("trajectory") != a["trajectory"]:
         topts = {}
@@ -271,7 +292,8 @@ def _run_config(args: argparse.Namespace, with_fill: bool):
         from .scene_cli import stereo_options
 
         d["stereo"], d["stereo_options"] = stereo_options(args, d.get("stereo"), d.get("stereo_options", {}))
-    return RunConfig.from_dict({k: (v.to_dict() if k == "recon" else v) for k, v in d.items()})
+    return RunConfig.from_dict({k: (v.to_dict() if k in ("recon", "poses") and hasattr(v, "to_dict") else v)
+                                for k, v in d.items()})
 
 
 def _cmd_recon(args) -> int:
@@ -297,10 +319,27 @@ def _cmd_example(args) -> int:
     from .io.depth import save_depth_npz
     from .io.video import write_video
 
-    scene = make_example(args.num_frames, args.size, args.size)
     out = Path(args.out)
-    write_video(out / "input.mp4", scene.frames, scene.fps)
-    save_depth_npz(out / "depth.npz", scene.depth)
+    if args.source_motion == "static" and args.scene == "example":
+        scene = make_example(args.num_frames, args.size, args.size)
+        frames, depth, fps = scene.frames, scene.depth, scene.fps
+    else:
+        from .cameras import default_intrinsics
+        from .eval.scenes import get_scene, render_source, source_motion
+        from .io.camera_files import write_cameras_json
+
+        K = default_intrinsics(args.size, args.size)
+        w2c = source_motion(args.source_motion, args.num_frames)
+        try:
+            frames, depth = render_source(get_scene(args.scene), args.num_frames, K, args.size, args.size, w2c,
+                                          supersample=2)
+        except Ex4dError:
+            raise Ex4dError(f"the {args.scene} scene does not fill the view of a {args.source_motion} camera; "
+                            "use --scene layout") from None
+        fps = 24.0
+        write_cameras_json(out / "true_source_cameras.json", w2c, K, args.size, args.size, fps, frame="world")
+    write_video(out / "input.mp4", frames, fps)
+    save_depth_npz(out / "depth.npz", depth)
     print(f"wrote {out / 'input.mp4'} and {out / 'depth.npz'} ({args.num_frames} frames, {args.size}×{args.size}, "
           "exact z-depth; use --depth-kind depth)")
     return 0

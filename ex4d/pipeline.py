@@ -20,8 +20,11 @@ file                   content
 =====================  =========================================================
 color.mp4              novel-view render, black where unknown
 mask.mp4               255 = known, 0 = to be generated
-cameras.json           our camera file (OpenCV w2c, K, size, fps)
+cameras.json           our camera file (OpenCV w2c, K, size, fps, "frame": source | world as the path)
 cameras_ex4d.npz       the original's camera file (OpenGL-style w2c), when K is constant
+source_cameras.json    the source camera's poses ("frame": "world") and K (estimated or given)
+poses_report.json      per-frame quality of the source poses (tracks, inliers, reprojection error)
+poses.png              plot of the source camera path (when matplotlib is installed)
 config.json            every parameter, versions, input hashes, timings, summary
 output.mp4             (run) the completed video
 preview.mp4            (run) input | render with unknown tinted | output
@@ -50,14 +53,16 @@ from .cameras import check_intrinsics, default_intrinsics, intrinsics_from_focal
 from . import streaming
 from .errors import Ex4dError, check
 from .fill import FILL_BACKENDS, ClassicalFillConfig
-from .io.atomic import atomic_write_json
+from .io.atomic import atomic_save_npz, atomic_write_json
+from .poses import PosesConfig
 from .recon import ReconConfig
 
 __all__ = ["RunConfig", "run_pipeline", "RunSummary", "STATE_DIR"]
 
 STATE_DIR = ".ex4d"
 _OUR_FILES = {"color.mp4", "mask.mp4", "cameras.json", "cameras_ex4d.npz", "config.json", "output.mp4",
-              "preview.mp4", "color", "mask", "meshes", STATE_DIR, "stereo.mp4", "stereo.json"}
+              "preview.mp4", "color", "mask", "meshes", STATE_DIR, "stereo.mp4", "stereo.json", "source_cameras.json",
+              "poses_report.json", "poses.png"}
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,9 @@ class RunConfig:
     intrinsics: str | None = None      #: camera file whose K (first frame) is the source intrinsics
     trajectory: str = "ex4d-90"
     trajectory_options: dict = field(default_factory=dict)
+    source_poses: str = "estimate"     #: estimate | static | a cameras.json ("frame": "world") or COLMAP folder
+    path_frame: str = "source"         #: the path is relative to each source frame (EX-4D) | in the world
+    poses: PosesConfig = field(default_factory=PosesConfig)
     recon: ReconConfig = field(default_factory=ReconConfig)
     fill: str = "classical"            #: classical | ex4d | none
     fill_options: dict = field(default_factory=dict)
@@ -105,6 +113,13 @@ class RunConfig:
         check(self.fill != "ex4d" or bool(self.fill_options.get("wan")),
               "--fill ex4d needs the model weights: --wan DIR (Wan2.1-I2V-14B-480P, diffusers layout) and "
               "--adapter ex4d.ckpt (the released EX-4D adapter); or use --fill classical, which needs no weights")
+        from .cameras import PATH_FRAMES
+
+        check(self.path_frame in PATH_FRAMES,
+              f"--path-frame must be one of {', '.join(PATH_FRAMES)}, got {self.path_frame!r}")
+        check(self.source_poses in ("estimate", "static") or Path(self.source_poses).exists(),
+              f"--source-poses {self.source_poses!r}: choose estimate, static, or give an existing cameras.json "
+              "(\"frame\": \"world\") or COLMAP model folder")
         check(self.example_size >= 64 and self.example_size % 16 == 0,
               f"example size must be a multiple of 16, ≥ 64, got {self.example_size}")
         if self.stereo is not None or self.stereo_options:
@@ -127,6 +142,8 @@ class RunConfig:
         check(not unknown, f"config has unknown fields {unknown}; it was written by another version of ex4d?")
         if "recon" in d:
             d["recon"] = ReconConfig.from_dict(d["recon"])
+        if isinstance(d.get("poses"), dict):
+            d["poses"] = PosesConfig.from_dict(d["poses"])
         return cls(**d)
 
 
@@ -252,13 +269,12 @@ def _intrinsics(config: RunConfig, width: int, height: int) -> np.ndarray:
 
 
 def _depth_stage(config: RunConfig, clip, frames_key: str, out: Path, state: _State, progress: bool):
-    """(depth [T,H,W] array-like read per frame, largest depth, key, reused?)."""
+    """(depth [T,H,W] array-like read per frame, key, reused?)."""
     from .io.chunks import ChunkStore
 
     folder = out / STATE_DIR / "depth"
     if clip.example_depth is not None and not config.depth and not config.depth_model:
-        depth, peak = streaming.exact_depth(clip)
-        return depth, peak, _key("depth", frames_key, "example-exact"), True
+        return streaming.exact_depth(clip), _key("depth", frames_key, "example-exact"), True
     if config.depth:
         params = {"file": hash_inputs(config.depth), "kind": config.depth_kind, "key": config.depth_key,
                   "scale": config.depth_scale}
@@ -275,22 +291,59 @@ def _depth_stage(config: RunConfig, clip, frames_key: str, out: Path, state: _St
     if not reused:
         state.forget("depth")
     if config.depth:
-        depth, peak = streaming.depth_from_file(clip, config.depth, config.depth_kind, config.depth_key,
-                                                config.depth_scale, folder, key, progress)
+        depth = streaming.depth_from_file(clip, config.depth, config.depth_kind, config.depth_key,
+                                          config.depth_scale, folder, key, progress)
     else:
-        depth, peak = streaming.depth_from_model(clip, config.depth_model, config.depth_weights,
-                                                 config.depth_options, folder, key, progress)
+        depth = streaming.depth_from_model(clip, config.depth_model, config.depth_weights,
+                                           config.depth_options, folder, key, progress)
     state.mark("depth", key)
-    return depth, peak, key, reused
+    return depth, key, reused
 
 
-def _write_cameras(out: Path, traj_w2c, traj_K, width, height, fps) -> list[Path]:
+def _poses_stage(config: RunConfig, frames, depth, K, given_K: bool, depth_key: str, fps: float, out: Path,
+                 state: _State, progress: bool):
+    """(SourcePoses, key, reused?): the source camera (estimated, static or from a file), cached in .ex4d/poses.npz."""
+    from .poses import SourcePoses, resolve_source_poses, static_source_poses, write_poses_outputs
+
+    T, H, W = depth.shape
+    if config.example and config.source_poses == "estimate":  # the example's camera is known: a tripod
+        return static_source_poses(T, K, note="the example's camera is fixed"), _key("poses", "example"), True
+    estimate_focal = not given_K
+    src = config.source_poses
+    src_id = src if src in ("estimate", "static") else hash_inputs(src)
+    kind = config.depth_kind
+    if kind is None and config.depth:
+        from .io.depth import default_depth_kind
+
+        kind = default_depth_kind(config.depth, config.depth_key)
+    relative = kind != "depth"
+    key = _key("poses", depth_key, src_id, K.tolist(), estimate_focal, relative, config.poses.to_dict())
+    cache = out / STATE_DIR / "poses.npz"
+    files = [cache, out / "source_cameras.json", out / "poses_report.json"]
+    if state.done("poses", key, files):
+        z = np.load(cache, allow_pickle=False)
+        meta = json.loads(str(z["meta"]))
+        return SourcePoses(w2c=z["w2c"], K=z["K"], depth_scale=z["depth_scale"], **meta), key, True
+    state.forget("poses")
+    poses = resolve_source_poses(src, frames, depth, K, estimate_focal, config.poses, relative, progress)
+    write_poses_outputs(out, poses, W, H, fps)
+    meta = {"focal_std": poses.focal_std, "focal_source": poses.focal_source, "static": poses.static,
+            "method": poses.method, "note": poses.note}
+    atomic_save_npz(cache, compress=False, w2c=poses.w2c, K=poses.K, depth_scale=poses.depth_scale,
+                    meta=np.array(json.dumps(meta)))
+    state.mark("poses", key)
+    return poses, key, False
+
+
+def _write_cameras(out: Path, traj_w2c, traj_K, width, height, fps, frame: str = "source",
+                   w2c_rel=None) -> list[Path]:
+    """cameras.json in the path's ``frame``; cameras_ex4d.npz relative to the source (the original's meaning)."""
     from .io.camera_files import write_cameras_json, write_ex4d_npz
 
-    write_cameras_json(out / "cameras.json", traj_w2c, traj_K, width, height, fps)
+    write_cameras_json(out / "cameras.json", traj_w2c, traj_K, width, height, fps, frame=frame)
     files = [out / "cameras.json"]
     if np.allclose(traj_K, traj_K[0]):
-        write_ex4d_npz(out / "cameras_ex4d.npz", traj_w2c, traj_K[0])
+        write_ex4d_npz(out / "cameras_ex4d.npz", traj_w2c if w2c_rel is None else w2c_rel, traj_K[0])
         files.append(out / "cameras_ex4d.npz")
     else:
         (out / "cameras_ex4d.npz").unlink(missing_ok=True)  # the original format has one K: not for zooms
@@ -316,6 +369,7 @@ def run_pipeline(config: RunConfig, out: str | os.PathLike, overwrite: bool = Fa
     Every stage streams chunk by chunk through ``OUT/.ex4d`` (:mod:`ex4d.streaming`): memory stays bounded
     whatever the clip's length, and an interrupted run resumes at the chunk (or window) it was in.
     """
+    from .cameras import novel_w2c_world, relative_to_source
     from .io.chunks import ChunkStore
     from .trajectory import make_trajectory
 
@@ -338,14 +392,25 @@ def run_pipeline(config: RunConfig, out: str | os.PathLike, overwrite: bool = Fa
     timings["read_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    depth, max_depth, depth_key, depth_reused = _depth_stage(config, clip, frames_key, out, state, progress)
+    depth, depth_key, depth_reused = _depth_stage(config, clip, frames_key, out, state, progress)
     if depth_reused and (config.depth or config.depth_model):
         reused.append("depth")
     timings["depth_s"] = time.perf_counter() - t0
 
     K = _intrinsics(config, W, H)
+    given_K = config.example or any(x is not None for x in (config.focal, config.fov, config.intrinsics))
+    t0 = time.perf_counter()
+    poses, poses_key, poses_reused = _poses_stage(config, clip.frames, depth, K, given_K, depth_key, fps, out, state,
+                                                  progress)
+    if poses_reused and not poses.static:  # a tripod run reads as it did before poses existed
+        reused.append("poses")
+    timings["poses_s"] = time.perf_counter() - t0
+    K = poses.K
+    depth = streaming.scaled_depth(depth, poses.depth_scale)  # relative depth made consistent with the poses
     traj = make_trajectory(config.trajectory, T, K, W, H, depth0=depth[0], **config.trajectory_options)
-    far = config.recon.mesh.far_scale * max_depth  # dwmesh.default_far of the whole clip
+    path_frame = traj.frame if traj.name == "file" else config.path_frame
+    w2c_rel = relative_to_source(traj.w2c, poses.w2c, path_frame)
+    far = config.recon.mesh.far_scale * depth.max_depth  # dwmesh.default_far of the whole clip
 
     # ----- recon: meshes + renders, chunk by chunk
     render_dir = cache / "render"
@@ -354,8 +419,8 @@ def run_pipeline(config: RunConfig, out: str | os.PathLike, overwrite: bool = Fa
         recon_files += [out / "color", out / "mask"]
     if config.save_mesh:
         recon_files.append(out / "meshes")
-    render_data_key = _key("render", depth_key, K.tolist(), traj.w2c.tolist(), traj.K.tolist(),
-                           config.recon.to_dict())
+    render_data_key = _key("render", depth_key, poses_key, K.tolist(), w2c_rel.tolist(), traj.K.tolist(),
+                           config.recon.to_dict(), path_frame)
     render_key = _key(render_data_key, config.png, config.save_mesh, config.crf)
     t0 = time.perf_counter()
     if state.done("render", render_key, recon_files) and ChunkStore.exists(render_dir, render_data_key):
@@ -363,13 +428,13 @@ def run_pipeline(config: RunConfig, out: str | os.PathLike, overwrite: bool = Fa
         reused.append("render")
     else:
         state.forget("render")
-        render, stats = streaming.render_chunks(clip, depth, K, traj.w2c, traj.K, config.recon, far, render_dir,
+        render, stats = streaming.render_chunks(clip, depth, K, w2c_rel, traj.K, config.recon, far, render_dir,
                                                 render_data_key, out, config.png, config.save_mesh, config.crf,
                                                 progress)
         timings["mesh_s"], timings["raster_s"] = stats["mesh_s"], stats["raster_s"]
         moved = stats["known_frames"]
         render.set_attrs(known_fraction=(stats["known_sum"] / moved) if moved else stats["known_all"] / T)
-        _write_cameras(out, traj.w2c, traj.K, W, H, fps)
+        _write_cameras(out, traj.w2c if path_frame == "world" else w2c_rel, traj.K, W, H, fps, path_frame, w2c_rel)
         state.mark("render", render_key)
     timings["recon_s"] = time.perf_counter() - t0
 
@@ -382,7 +447,9 @@ def run_pipeline(config: RunConfig, out: str | os.PathLike, overwrite: bool = Fa
             reused.append("fill")
         else:
             state.forget("fill")
-            filled = _fill(config, render, clip, depth, K, traj, far, cache, fill_data_key, progress)
+            w2c_world = novel_w2c_world(w2c_rel, poses.w2c, "source")  # one frame for the lifted scene
+            filled = _fill(config, render, clip, depth, K, w2c_rel, w2c_world, traj.K, poses.w2c, far, cache,
+                           fill_data_key, progress)
             streaming.write_fill_outputs(out, filled, render, clip, config.crf)
             state.mark("fill", fill_key)
         timings["fill_s"] = time.perf_counter() - t0
@@ -400,7 +467,7 @@ def run_pipeline(config: RunConfig, out: str | os.PathLike, overwrite: bool = Fa
                 # the stereo stage holds the clip (ex4d.stereo works on whole arrays); the output comes lossless
                 # from the fill cache
                 output = concat_field(cache / "fill", "output") if (cache / "fill" / "meta.json").is_file() else None
-                views = RunViews(out=out, config=config, fps=fps, w2c=traj.w2c, K=traj.K,
+                views = RunViews(out=out, config=config, fps=fps, w2c=w2c_rel, K=traj.K,
                                  mask=np.asarray(render.field("mask")), depth=np.asarray(render.field("depth")),
                                  source_K=K)
                 sconf, half = stereo_config_from(config.stereo_options)
@@ -416,7 +483,10 @@ def run_pipeline(config: RunConfig, out: str | os.PathLike, overwrite: bool = Fa
         "versions": _versions(),
         "inputs": ident,
         "intrinsics": K.tolist(),
-        "trajectory": {"name": traj.name, "params": json.loads(json.dumps(traj.params, default=str))},
+        "trajectory": {"name": traj.name, "params": json.loads(json.dumps(traj.params, default=str)),
+                       "frame": path_frame},
+        "source_poses": {"method": poses.method, "static": poses.static, "note": poses.note,
+                         "focal_source": poses.focal_source},
         "fps": fps,
         "summary": {"num_frames": T, "width": W, "height": H, "known_fraction": summary.known_fraction},
         "timings": timings,
@@ -463,12 +533,17 @@ def _window_config(config: RunConfig):
     return WindowConfig(**{k: v for k, v in config.fill_options.items() if k in _WINDOW_OPTIONS})
 
 
-def _fill(config: RunConfig, render, clip, depth, K, traj, far, cache: Path, key: str, progress: bool):
-    """The fill output cache (a finished ChunkStore with field ``output``)."""
+def _fill(config: RunConfig, render, clip, depth, K, w2c_rel, w2c_world, K_out, w2c_src, far, cache: Path, key: str,
+          progress: bool):
+    """The fill output cache (a finished ChunkStore with field ``output``).
+
+    ``w2c_rel``: the novel cameras relative to each source camera (what the recon rendered); ``w2c_world``: the
+    same in the world frame (source frame 0), where the lifted frames of different times meet.
+    """
     if config.fill == "classical":
-        return streaming.classical_fill_chunks(render, clip, depth, K, traj.w2c, traj.K, config.recon,
+        return streaming.classical_fill_chunks(render, clip, depth, K, w2c_rel, K_out, config.recon,
                                                ClassicalFillConfig(**config.fill_options), far, cache, key,
-                                               progress)
+                                               progress, w2c_src=w2c_src)
     try:
         from .diffusion.windowed import fill_windows
     except ImportError as e:
@@ -476,6 +551,6 @@ def _fill(config: RunConfig, render, clip, depth, K, traj, far, cache: Path, key
     from .lift import LiftConfig
 
     opts = config.fill_options
-    return fill_windows(render, clip, traj.w2c, traj.K, opts["wan"], opts.get("adapter"), _generate_config(config),
+    return fill_windows(render, clip, w2c_world, K_out, opts["wan"], opts.get("adapter"), _generate_config(config),
                         _window_config(config), cache, key, encoders=opts.get("encoders"), progress=progress,
                         lift_config=LiftConfig(mesh=config.recon.mesh), backend=config.recon.backend)

@@ -92,6 +92,13 @@ def read_run(out: str | os.PathLike) -> RunViews:
     cache = out / STATE / "render"
     check((cache / "meta.json").is_file(), f"{cache} is missing; re-run `ex4d run` into {out} (it keeps the render there)")
     cams = read_cameras_json(out / "cameras.json")
+    w2c = cams.w2c
+    if cams.frame == "world":  # a world-frame path: the render used each camera relative to its source frame
+        from .cameras import relative_to_source
+
+        check((out / "source_cameras.json").is_file(), f"{out}: cameras.json is in the world frame but "
+                                                       "source_cameras.json is missing; re-run the job")
+        w2c = relative_to_source(w2c, read_cameras_json(out / "source_cameras.json").w2c, "world")
     from .io.chunks import ChunkStore
 
     render = ChunkStore.load(cache)
@@ -100,7 +107,7 @@ def read_run(out: str | os.PathLike) -> RunViews:
           f"{out}: the render cache ({list(mask.shape)}) does not match cameras.json "
           f"({cams.num_frames} × {cams.height}×{cams.width}); re-run the job")
     K = record.get("intrinsics")
-    return RunViews(out=out, config=config, fps=float(record.get("fps") or cams.fps or 24.0), w2c=cams.w2c, K=cams.K,
+    return RunViews(out=out, config=config, fps=float(record.get("fps") or cams.fps or 24.0), w2c=w2c, K=cams.K,
                     mask=mask, depth=depth, source_K=None if K is None else np.asarray(K, dtype=np.float64))
 
 

@@ -33,7 +33,8 @@ import numpy as np
 
 from .io.chunks import ChunkedArray, ChunkStore
 
-__all__ = ["CHUNK", "Clip", "read_clip", "depth_from_file", "depth_from_model", "exact_depth", "depth_store",
+__all__ = ["CHUNK", "Clip", "read_clip", "depth_from_file", "depth_from_model", "exact_depth", "ScaledDepth",
+           "scaled_depth", "depth_store",
            "render_chunks", "render_store", "classical_fill_chunks", "fill_store", "write_fill_outputs",
            "tint_unknown", "make_preview", "progress_bar"]
 
@@ -147,8 +148,8 @@ def depth_store(folder: Path, key: str, T: int, H: int, W: int) -> ChunkStore:
 
 
 def depth_from_file(clip: Clip, path, kind: str | None, key_name: str | None, scale: float, folder: Path,
-                    key: str, progress: bool = True) -> tuple[ChunkedArray, float]:
-    """(depth [T, H, W] array-like, largest depth) of a depth file, converted and resized a chunk at a time."""
+                    key: str, progress: bool = True) -> ChunkedArray:
+    """Depth [T, H, W] (array-like read per frame) of a depth file, converted and resized a chunk at a time."""
     from .errors import Ex4dError
     from .io.depth import default_depth_kind, resize_depth, to_depth
     from .io.depth_stream import open_depth_values
@@ -182,16 +183,54 @@ def depth_from_file(clip: Clip, path, kind: str | None, key_name: str | None, sc
     return _finish_depth(store)
 
 
-def _finish_depth(store: ChunkStore) -> tuple[ChunkedArray, float]:
-    """(depth field, the clip's largest depth): the maximum is computed once and kept with the cache."""
-    if "max" not in store.attrs:
-        store.set_attrs(max=max(float(np.max(z["depth"])) for _, _, z in store.chunks()))
-    return store.field("depth"), float(store.attrs["max"])
+def _finish_depth(store: ChunkStore) -> ChunkedArray:
+    """The depth field, with every frame's largest depth computed once and kept with the cache."""
+    if "depth_frame_max" not in store.attrs:
+        store.set_attrs(depth_frame_max=[float(v) for _, _, z in store.chunks() for v in z["depth"].max(axis=(1, 2))])
+    return store.field("depth")
+
+
+class ScaledDepth:
+    """Depth [T, H, W] float32 read per frame, frame t times ``scales[t]`` (relative depth made consistent with
+    the source poses, :func:`ex4d.poses.align_depth_frame`); :attr:`max_depth` is the clip's largest value."""
+
+    def __init__(self, depth: ChunkedArray, scales):
+        self.depth = depth
+        self.scales = np.ones(len(depth)) if scales is None else np.asarray(scales, np.float64).reshape(-1)
+        self.shape, self.dtype, self.ndim = tuple(depth.shape), np.dtype(np.float32), 3
+        frame_max = np.asarray(depth.store.attrs["depth_frame_max"], np.float64)
+        self.max_depth = float(np.max(frame_max * self.scales))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index):
+        from .poses import align_depth_frame
+
+        if isinstance(index, (int, np.integer)):
+            t = int(index) % self.shape[0]
+            return align_depth_frame(self.depth[t], float(self.scales[t]))
+        if isinstance(index, slice):
+            index = np.arange(*index.indices(self.shape[0]))
+        idx = np.asarray(index)
+        frames = self.depth[idx]
+        if np.allclose(self.scales[idx], 1.0):
+            return frames
+        return np.stack([align_depth_frame(f, float(s)) for f, s in zip(frames, self.scales[idx])])
+
+    def __array__(self, dtype=None, copy=None):
+        x = self[:]
+        return x if dtype is None else x.astype(dtype)
+
+
+def scaled_depth(depth: ChunkedArray, scales=None) -> ScaledDepth:
+    """``depth`` (a depth cache's field) with per-frame scales applied on reading (None: as it is)."""
+    return ScaledDepth(depth, scales)
 
 
 def depth_from_model(clip: Clip, model: str, weights, options: dict, folder: Path, key: str,
-                     progress: bool = True) -> tuple[ChunkedArray, float]:
-    """(depth [T, H, W] array-like, largest depth) estimated by a depth model, written a chunk at a time."""
+                     progress: bool = True) -> ChunkedArray:
+    """Depth [T, H, W] (array-like read per frame) estimated by a depth model, written a chunk at a time."""
     from .depth import estimate_depth_chunks
 
     T, H, W = clip.shape
@@ -201,12 +240,12 @@ def depth_from_model(clip: Clip, model: str, weights, options: dict, folder: Pat
     return _finish_depth(store)
 
 
-def exact_depth(clip: Clip) -> tuple[ChunkedArray, float]:
-    """(the example's exact depth, its largest value)."""
+def exact_depth(clip: Clip) -> ChunkedArray:
+    """The example's exact depth (with its per-frame maxima kept in the frames cache)."""
     store = clip.example_depth.store
-    if "max_depth" not in store.attrs:
-        store.set_attrs(max_depth=max(float(np.max(z["depth"])) for _, _, z in store.chunks()))
-    return clip.example_depth, float(store.attrs["max_depth"])
+    if "depth_frame_max" not in store.attrs:
+        store.set_attrs(depth_frame_max=[float(v) for _, _, z in store.chunks() for v in z["depth"].max(axis=(1, 2))])
+    return clip.example_depth
 
 
 # ---------------------------------------------------------------------------------------------- render
@@ -276,15 +315,15 @@ def fill_store(folder: Path, key: str, T: int, H: int, W: int) -> ChunkStore:
 
 def classical_fill_chunks(render: ChunkStore, clip: Clip, depth, K: np.ndarray, w2c: np.ndarray,
                           K_out: np.ndarray, recon, config, far: float, state_dir: Path, key: str,
-                          progress: bool = True) -> ChunkStore:
+                          progress: bool = True, w2c_src: np.ndarray | None = None) -> ChunkStore:
     """The classical fill of the whole clip, a chunk at a time: the pixels :func:`~ex4d.fill.classical_fill` gives.
 
-    Pass 1 (reprojection from the ±``config.window`` neighbours, inpainting)
-    fills each chunk with that many frames of context; pass 2 smooths the
-    inpainted pixels over time with :func:`~ex4d.fill.smoothing_margin`
-    frames of context, beyond which a frame's influence is below 1e-4 grey
-    levels. Both passes are cached per chunk (pass 1's cache is removed once
-    pass 2 is done).
+    Pass 1 (reprojection from the temporal neighbours and, with a moving source camera, keyframes of the whole
+    clip; inpainting) fills each chunk's frames reading every source per frame from the caches (``w2c``: the
+    novel cameras relative to each source camera; ``w2c_src``: the source poses, None = a tripod); pass 2
+    smooths the inpainted pixels over time with :func:`~ex4d.fill.smoothing_margin` frames of context, beyond
+    which a frame's influence is below 1e-4 grey levels. Both passes are cached per chunk (pass 1's cache is
+    removed once pass 2 is done).
     """
     from .fill import reproject_and_inpaint, smooth_inpainted, smoothing_margin
 
@@ -292,20 +331,18 @@ def classical_fill_chunks(render: ChunkStore, clip: Clip, depth, K: np.ndarray, 
     color, mask, vdepth = render.field("color"), render.field("mask"), render.field("depth")
     pass1 = ChunkStore.open(state_dir / "fill-pass1", key, T, CHUNK,
                             {"out": ((H, W, 3), np.uint8), "inpainted": ((H, W), bool)})
-    m = config.window
     missing = pass1.missing()
     with progress_bar(sum(pass1.spans[c][1] - pass1.spans[c][0] for c in missing), "fill", progress) as bar:
         for c in missing:
             a, b = pass1.spans[c]
-            lo, hi = max(0, a - m), min(T, b + m)
-            out, inp = reproject_and_inpaint(color[lo:hi], mask[lo:hi], vdepth[lo:hi], clip.frames[lo:hi],
-                                             depth[lo:hi], K, w2c[lo:hi], K_out[lo:hi], recon, config,
-                                             progress=False, far=far, targets=range(a - lo, b - lo))
+            out, inp, _ = reproject_and_inpaint(color, mask, vdepth, clip.frames, depth, K, w2c, K_out, recon, config,
+                                                progress=False, w2c_src=w2c_src, far=far, targets=range(a, b))
             pass1.write(c, out=out, inpainted=inp)
             bar.update(b - a)
     store = fill_store(state_dir / "fill", key, T, H, W)
     M = smoothing_margin(config.smooth)
-    p_out, p_inp = pass1.field("out", cache_chunks=2 + 2 * (M // CHUNK + 1)), pass1.field("inpainted", 2 + 2 * (M // CHUNK + 1))
+    keep = 2 + 2 * (M // CHUNK + 1)
+    p_out, p_inp = pass1.field("out", cache_chunks=keep), pass1.field("inpainted", cache_chunks=keep)
     for c in store.missing():
         a, b = store.spans[c]
         lo, hi = max(0, a - M), min(T, b + M)

@@ -161,6 +161,10 @@ class Trajectory:
     ``name``   str            preset name, ``"keyframes"`` or ``"file"``
     ``params`` dict           JSON-able; ``make_trajectory(**params, num_frames=T, K=K0,
                               width=W, height=H)`` rebuilds it without depth
+    ``frame``  str            what the w2c are relative to: "source" (each frame's source
+                              camera; presets, keyframes, files without the field) or
+                              "world" (a camera file that says so); the run's
+                              ``--path-frame`` decides for presets and keyframes
     ========== ============== ======================================================
     """
 
@@ -168,6 +172,7 @@ class Trajectory:
     K: np.ndarray
     name: str
     params: dict = field(default_factory=dict)
+    frame: str = "source"
 
     def __post_init__(self):
         w2c = check_w2c(self.w2c, f"trajectory {self.name!r} w2c")
@@ -470,7 +475,7 @@ def _camera_file_trajectory(path: Path, num_frames: int, width: int, height: int
     K = cams.K
     if (cams.width, cams.height) != (width, height):
         K = np.stack([scale_intrinsics(k, width / cams.width, height / cams.height) for k in K])
-    return Trajectory(w2c=cams.w2c, K=K, name="file", params={"spec": str(path.resolve())})
+    return Trajectory(w2c=cams.w2c, K=K, name="file", params={"spec": str(path.resolve())}, frame=cams.frame)
 
 
 def _load_json(path: Path):

@@ -23,7 +23,10 @@ Header: ``{"version": 1, "num_frames": T, "width": w, "height": h, "fps",
 "K": 3×3 (pixels of the w×h grid), "source_size": [W, H], "source_K": 3×3,
 "stride": s, "depth_min", "depth_max", "pivot_depth", "mesh": MeshConfig,
 "stereo": {"ipd", "convergence", "near"} (ex4d.stereo's defaults for this depth),
-"frames": [{"depth": [off, len], "occ": [off, len], "color": [off, len]}]}``.
+"frames": [{"depth": [off, len], "occ": [off, len], "color": [off, len]}]}``, and, for a moving
+source camera only, ``"w2c_src": [T × 4×4]`` (OpenCV world-to-camera, world = source frame 0): the
+viewer places frame t's mesh in the world with its inverse, so the scene stays put while the
+source path is drawn.
 
 Per frame: ``depth`` uint16 [h, w] little-endian, q = round(65535 ·
 log(d / depth_min) / log(depth_max / depth_min)) (relative error ≤ 1e-4 for a
@@ -115,7 +118,7 @@ def _unjpeg(data: bytes) -> np.ndarray:
 
 
 def encode_scene(frames: np.ndarray, depth: np.ndarray, K: np.ndarray, fps: float, mesh: MeshConfig | None = None,
-                 max_size: int = 512, pivot_depth: float | None = None) -> bytes:
+                 max_size: int = 512, pivot_depth: float | None = None, w2c_src: np.ndarray | None = None) -> bytes:
     """The uncompressed export (bytes) of a clip.
 
     Args:
@@ -126,6 +129,8 @@ def encode_scene(frames: np.ndarray, depth: np.ndarray, K: np.ndarray, fps: floa
         mesh: occlusion criterion (the run's MeshConfig; default ours).
         max_size: longer side of the export grid at most this (every s-th pixel is kept).
         pivot_depth: orbit pivot the viewer starts with (default: median of frame 0's centre).
+        w2c_src: [T, 4, 4] source camera poses (world = frame 0) of a moving source; None or all
+            identity: a tripod (no field in the header, as before).
     """
     from ..trajectory import pivot_depth_from_depth
 
@@ -172,6 +177,10 @@ def encode_scene(frames: np.ndarray, depth: np.ndarray, K: np.ndarray, fps: floa
               "stride": int(s), "depth_min": dmin, "depth_max": dmax, "pivot_depth": pivot,
               "mesh": asdict(mesh), "stereo": {"ipd": geo.ipd, "convergence": geo.convergence, "near": geo.near},
               "frames": index}
+    if w2c_src is not None and not np.allclose(w2c_src, np.eye(4), atol=1e-9):
+        w2c_src = np.asarray(w2c_src, dtype=np.float64)
+        check(w2c_src.shape == (T, 4, 4), f"w2c_src must be [T, 4, 4] with T={T}, got {list(w2c_src.shape)}")
+        header["w2c_src"] = w2c_src.tolist()
     head = json.dumps(header).encode()
     return MAGIC + struct.pack("<I", len(head)) + head + b"".join(blobs)
 
@@ -277,5 +286,11 @@ def export_run_scene(out: str | os.PathLike, max_size: int = 512, cache: bool = 
         pivot = params.get("pivot_depth") or params.get("radius")
     except (OSError, json.JSONDecodeError):
         pass
-    data = encode_scene(frames, depth, K, fps, config.recon.mesh, max_size=max_size, pivot_depth=pivot)
+    w2c_src = None
+    if (out / "source_cameras.json").is_file():
+        from ..io.camera_files import read_cameras_json
+
+        w2c_src = read_cameras_json(out / "source_cameras.json").w2c
+    data = encode_scene(frames, depth, K, fps, config.recon.mesh, max_size=max_size, pivot_depth=pivot,
+                        w2c_src=w2c_src)
     return write_scene(path, data)

@@ -10,6 +10,8 @@ first attribute access, so ``import ex4d.diffusion`` stays light):
 * :func:`load_adapter`, :func:`save_adapter_safetensors`, :func:`export_original_ckpt`,
   :class:`AdapterWeights`, :class:`AdapterSpec` — adapter checkpoints
 * :class:`CamVidEncoder`, :class:`TokenInjection`, :func:`add_lora`, :func:`merge_lora` — the adapter parts
+* :class:`LoraFile`, :func:`read_lora` — extra LoRAs (``--lora``) in the layouts users have
+* :class:`ServeClient` — client of a running ``ex4d serve`` (the warm worker)
 
 Needs the ``diffusion`` extra: ``pip install 'ex4d[diffusion]'``.
 """
@@ -38,6 +40,9 @@ __all__ = [
     "add_lora",
     "merge_lora",
     "memory_plan",
+    "LoraFile",
+    "read_lora",
+    "ServeClient",
 ]
 
 _LAZY = {
@@ -55,6 +60,9 @@ _LAZY = {
     "add_lora": "adapter",
     "merge_lora": "adapter",
     "memory_plan": "memory",
+    "LoraFile": "extra_lora",
+    "read_lora": "extra_lora",
+    "ServeClient": "serve",
 }
 
 

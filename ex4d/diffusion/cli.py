@@ -1,22 +1,25 @@
 """``ex4d generate`` and ``ex4d convert-adapter``: thin command-line layers over :mod:`ex4d.diffusion`.
 
-Registered into the main parser by ``ex4d.cli`` through :func:`register`.
+Registered into the main parser by ``ex4d.cli`` through :func:`register` (which also registers
+``ex4d serve`` and ``ex4d warmup`` from :mod:`ex4d.diffusion.cli_serve`).
 Imports nothing heavy until a command runs, so ``ex4d --help`` stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 from ..errors import Ex4dError, check
-from .config import DTYPES, FRAME_POLICIES, MEMORY_MODES, STEP_CACHES, GenerateConfig
-from .windows import WindowConfig
+from .cli_args import (COMMAND_START, add_frames_args, add_hardware_args, add_model_args, add_sampling_args,
+                       apply_gpu_memory_cap, check_model_args, config_from_args, gpu_peak_gib, loras_from_args,
+                       process_age_s)
+from .config import DTYPES, GenerateConfig
 
 __all__ = ["register", "run_generate", "run_convert_adapter", "config_from_args"]
 
 _D = GenerateConfig()
-_W = WindowConfig()
 
 GENERATE_EPILOG = """\
 examples:
@@ -31,6 +34,14 @@ examples:
   # with low: a 12 GB GPU, compiled, faster than full in bf16
   ex4d generate ... --compile --fp8-matmul
   ex4d generate ... --memory low --compile --fp8-matmul
+  # many videos, the models loaded once (jobs.json: [{"color": ..., "mask": ..., "out": ..., "options": {...}}]):
+  ex4d generate --jobs jobs.json --wan ... --adapter ... --compile --fp8-matmul
+  # a warm worker: `ex4d serve --wan ... --adapter ...` once, then per video
+  ex4d generate --server http://127.0.0.1:8765 --color out/color.mp4 --mask out/mask.mp4 --out out/output.mp4
+  # a 4-step distillation LoRA (quality with the EX-4D adapter unchecked, see the README):
+  ex4d generate ... --lora Wan21_I2V_14B_lightx2v_cfg_step_distill_lora_rank64.safetensors --preset lightx2v-4step
+  # a long clip: windows of 49 frames, each continuing the last 9 frames of the one before
+  ex4d generate --color long/color.mp4 --mask long/mask.mp4 ... --window 49 --overlap 9 --out long/output.mp4
 
 memory modes:
   full      everything on the GPU (fastest; ~45 GB peak at 49x512x512)
@@ -39,92 +50,51 @@ memory modes:
   low       as balanced with a 10 GiB budget, the DiT's linear layers stored in fp8 (changes results
             slightly), text and image encoders offloaded, VAE tiled
 
-  # a long clip: windows of 49 frames, each continuing the last 9 frames of the one before
-  ex4d generate --color long/color.mp4 --mask long/mask.mp4 ... --window 49 --overlap 9 --out long/output.mp4
-
 The mask video is 255 where the render is known and 0 where it must be generated (as `ex4d recon` writes it).
-Frames are used at their stored size: width and height must be multiples of 16. Any frame count works: clips
-longer than --window are generated in overlapping windows (finished windows are kept in .OUT.windows/ beside
-the output, so the same command resumes after a crash). A JSON file with every setting is written next to
-the output. Lifting generated content into later windows needs the render's depth and cameras: use
-`ex4d run --fill ex4d`.
+Frames are used at their stored size: width and height must be multiples of 16. Any frame count works: a clip
+longer than --window, or not 4k+1, is generated in overlapping windows (finished windows are kept in
+.OUT.windows/ beside the output, so the same command resumes after a crash; --frames trim drops trailing
+frames to 4k+1 instead; lifting generated content into later windows needs the render's depth and cameras:
+`ex4d run --fill ex4d`). An existing --out is kept unless --overwrite; the video is
+written atomically, with OUT.generate.json beside it: every setting and the time of each stage (load,
+encode, denoise, decode, write, and the wall time since the process started). Prompt states are kept in
+~/.cache/ex4d/prompts ($EX4D_CACHE_DIR; EX4D_PROMPT_CACHE=0 disables): a run with a prompt seen before
+does not load the 11 GB text encoder.
 """
 
 
-def register(subparsers) -> None:
-    """Add ``generate`` and ``convert-adapter`` to the main parser's subcommands."""
+def register(subparsers, parallel: bool = False) -> None:
+    """Add ``generate``, ``convert-adapter``, ``serve`` and ``warmup`` to the main parser's subcommands.
+
+    ``parallel``: for ``ex4d.diffusion.parallel`` (torchrun), which brings its own ``--jobs`` and no server.
+    """
     fmt = argparse.RawDescriptionHelpFormatter
     p = subparsers.add_parser(
         "generate", formatter_class=fmt, epilog=GENERATE_EPILOG,
         help="complete a masked render (color.mp4 + mask.mp4) with Wan2.1-I2V-14B + the EX-4D adapter",
         description="Fill the unknown regions of a novel-view render with the EX-4D video diffusion adapter "
                     "(Wan2.1-I2V-14B-480P, diffusers). Defaults reproduce the original EX-4D generate.py.")
-    p.add_argument("--color", required=True, help="masked color video from `ex4d recon` (color.mp4)")
-    p.add_argument("--mask", required=True, help="mask video, 255 = known, 0 = to generate (mask.mp4)")
-    p.add_argument("--wan", required=True, help="Wan2.1-I2V-14B-480P folder: diffusers layout "
-                                                "(transformer/, vae/, text_encoder/, tokenizer/, image_encoder/) or "
-                                                "the original release (diffusion_pytorch_model-*.safetensors, "
-                                                "Wan2.1_VAE.pth)")
-    p.add_argument("--wan-encoders", metavar="DIR", help="diffusers-layout folder for the text/image encoders and "
-                                                         "tokenizer (needed when --wan is the original release)")
-    ad = p.add_mutually_exclusive_group(required=True)
-    ad.add_argument("--adapter", help="EX-4D adapter: the released ex4d.ckpt or a .safetensors from convert-adapter")
-    ad.add_argument("--no-adapter", action="store_true", help="plain Wan I2V from the first frame (a baseline)")
-    p.add_argument("--out", required=True, help="output video (.mp4)")
+    p.add_argument("--color", help="masked color video from `ex4d recon` (color.mp4)")
+    p.add_argument("--mask", help="mask video, 255 = known, 0 = to generate (mask.mp4)")
+    p.add_argument("--out", help="output video (.mp4, .mov, .mkv)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out (and its .generate.json) if it exists")
+    if not parallel:
+        p.add_argument("--jobs", metavar="FILE",
+                       help="many videos with the models loaded once: a JSON list (or JSON lines) of "
+                            "{color, mask, out[, options, num_frames, overwrite]}, or lines 'COLOR MASK OUT'; "
+                            "paths relative to the file; options = per-video sampling settings. A failed job "
+                            "is reported and the others still run (exit status 2 if any failed)")
+        p.add_argument("--server", metavar="URL",
+                       help="send the job to a running `ex4d serve` (models already loaded) instead of loading "
+                            "them; --wan/--adapter and the hardware flags are the server's")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_model_args(p, required=False)
+    add_sampling_args(p)
+    add_frames_args(p)
+    from .windowed import add_window_args
 
-    g = p.add_argument_group("sampling (defaults = the original EX-4D)")
-    g.add_argument("--prompt", default=_D.prompt, help="text prompt (default: the original's camera-motion prompt)")
-    g.add_argument("--negative-prompt", default=_D.negative_prompt, help="negative prompt (default: Wan's standard)")
-    g.add_argument("--steps", type=int, default=_D.steps, help="flow-matching Euler steps (%(default)s)")
-    g.add_argument("--cfg", type=float, default=_D.cfg, help="classifier-free guidance scale; 1 = off (%(default)s)")
-    g.add_argument("--shift", type=float, default=_D.shift, help="sigma shift of the schedule (%(default)s)")
-    g.add_argument("--seed", type=int, default=_D.seed, help="noise seed (%(default)s)")
-    g.add_argument("--erosion", type=int, nargs=2, metavar=("MIN", "MAX"), default=list(_D.erosion),
-                   help="per-frame mask erosion, kernel size drawn from MIN..MAX px; 0 0 disables (2 8)")
-    g.add_argument("--erosion-seed", type=int, default=None, help="seed of the erosion draws (default: --seed)")
-
-    g = p.add_argument_group("frames and windows")
-    g.add_argument("--num-frames", type=int, default=0, help="use the first N frames (0 = all; any count)")
-    g.add_argument("--frames", choices=FRAME_POLICIES, default=_D.frames,
-                   help="exact = every frame, any count (default; windows cover it without padding), "
-                        "trim = drop trailing frames down to 4k+1, pad = same as exact")
-    g.add_argument("--window", type=int, default=_W.window,
-                   help="frames per generation window, 4k+1 (%(default)s, the adapter's training length); longer "
-                        "clips are generated in windows that continue each other")
-    g.add_argument("--overlap", type=int, default=_W.overlap,
-                   help="frames each window shares with the previous one, given to the model as known "
-                        "(%(default)s: the I2V frame + two whole VAE latents)")
-
-    g = p.add_argument_group("hardware")
-    g.add_argument("--memory", choices=MEMORY_MODES, default=_D.memory, help="GPU memory mode (%(default)s)")
-    g.add_argument("--device", default=_D.device, help="auto | cuda | cuda:N | cpu (%(default)s)")
-    g.add_argument("--dtype", choices=DTYPES, default=_D.dtype, help="weights/compute dtype (%(default)s)")
-    g.add_argument("--vae-dtype", choices=DTYPES, default=None, help="VAE dtype (default: --dtype)")
-    g.add_argument("--force-cpu", action="store_true", help="allow full-size weights on a CPU (takes days)")
-    g.add_argument("--no-merge-lora", action="store_true", help="keep LoRA unmerged (slower; for comparison)")
-    g.add_argument("--no-cfg-batch", action="store_true", help="run the two CFG branches as separate forwards")
-    g.add_argument("--attention", default=_D.attention_backend, metavar="BACKEND",
-                   help="diffusers attention backend: auto (= native, PyTorch's SDPA choice), _native_cudnn, _native_flash, ... "
-                        "(%(default)s)")
-    g.add_argument("--compile", action="store_true",
-                   help="torch.compile the DiT blocks (CUDA; --memory full or balanced, or low with --fp8-matmul; "
-                        "first video slower)")
-    g.add_argument("--step-cache", choices=STEP_CACHES, default=_D.step_cache,
-                   help="skip DiT blocks on steps whose first-block output barely changed (diffusers' first-block "
-                        "cache; faster, changes results; default %(default)s)")
-    g.add_argument("--step-cache-threshold", type=float, default=_D.step_cache_threshold, metavar="T",
-                   help="first-block cache: relative change below which a step reuses the cached blocks "
-                        "(default %(default)s; higher = faster, further from the uncached result)")
-    g.add_argument("--fp8-matmul", action="store_true",
-                   help="the DiT blocks' linear layers as fp8 matmuls with row-wise scales (NVIDIA GPUs of compute "
-                        "capability 8.9+: Ada, Hopper, Blackwell; faster, half the DiT weight memory, changes results "
-                        "slightly; off by default)")
-    g.add_argument("--vae-tiling", choices=["auto", "on", "off"], default="auto",
-                   help="tiled VAE (auto: on for low)")
-    g.add_argument("--gpu-budget", type=float, default=None, metavar="GIB",
-                   help="--memory balanced/low: GPU memory (GiB) to fill with resident DiT blocks; the rest are "
-                        "streamed (default 22 balanced, 10 low)")
+    add_window_args(p)
+    add_hardware_args(p)
     p.set_defaults(func=run_generate)
 
     p = subparsers.add_parser(
@@ -139,66 +109,139 @@ def register(subparsers) -> None:
     p.set_defaults(func=run_convert_adapter)
 
 
-def config_from_args(args: argparse.Namespace) -> GenerateConfig:
-    """The :class:`GenerateConfig` described by ``ex4d generate``'s flags (validated)."""
-    tiling = {"auto": None, "on": True, "off": False}[args.vae_tiling]
-    return GenerateConfig(
-        prompt=args.prompt, negative_prompt=args.negative_prompt, steps=args.steps, cfg=args.cfg, shift=args.shift,
-        seed=args.seed, erosion=tuple(args.erosion), erosion_seed=args.erosion_seed, frames=args.frames,
-        dtype=args.dtype, vae_dtype=args.vae_dtype, memory=args.memory, device=args.device, force_cpu=args.force_cpu,
-        merge_lora=not args.no_merge_lora, cfg_batch=not args.no_cfg_batch, attention_backend=args.attention,
-        compile=args.compile, vae_tiling=tiling, gpu_budget_gib=args.gpu_budget, step_cache=args.step_cache,
-        step_cache_threshold=args.step_cache_threshold, fp8_matmul=args.fp8_matmul).check()
+    from .cli_serve import register as register_serve
+
+    if not parallel:
+        register_serve(subparsers)
 
 
 def _read_inputs(color_path: str, mask_path: str, num_frames: int):
-    """(frames [T,H,W,3] uint8, mask [T,H,W] bool, fps) at the stored size."""
-    from ..io.video import read_mask_video, read_video
+    """(frames [T,H,W,3] uint8, mask [T,H,W] bool, fps) at the stored size (see ``jobs.read_inputs``)."""
+    from .jobs import read_inputs
 
-    check(num_frames >= 0, f"--num-frames must be >= 0, got {num_frames}")
-    n = num_frames or None
-    color = read_video(color_path, num_frames=n, max_res=1 << 16, multiple=1)
-    mask = read_mask_video(mask_path, num_frames=n, size=color.size)
-    check(mask.shape[0] == color.num_frames,
-          f"{mask_path} has {mask.shape[0]} frames, {color_path} {color.num_frames}; pass --num-frames")
-    check(mask.shape[1:] == color.frames.shape[1:3],
-          f"mask {mask_path} is {mask.shape[2]}x{mask.shape[1]}, color {color_path} "
-          f"{color.frames.shape[2]}x{color.frames.shape[1]}; they must have one size")
-    return color.frames, mask, color.fps
+    return read_inputs(color_path, mask_path, num_frames)
+
+
+def _single_job(args: argparse.Namespace, config: GenerateConfig):
+    """(the one job of --color/--mask/--out, its inputs), checked before any weight is read."""
+    from .conditioning import check_inputs
+    from .jobs import check_output_path, parse_job
+
+    missing = [f"--{k}" for k in ("color", "mask", "out") if not getattr(args, k)]
+    check(not missing, f"{', '.join(missing)} required (or --jobs FILE)")
+    job = parse_job({"color": args.color, "mask": args.mask, "out": args.out, "num_frames": args.num_frames,
+                     "overwrite": args.overwrite}, config, where="generate")
+    check_output_path(job.out, args.overwrite, [job.color, job.mask])
+    color, mask, fps = _read_inputs(args.color, args.mask, args.num_frames)
+    check_inputs(color, mask)
+    from .windowed import check_window_frames, window_config_from_args
+
+    check_window_frames(len(color), window_config_from_args(args), config.frames)  # before loading the weights
+    return job, (color, mask, fps)
+
+
+def _prompt_pairs(jobs, config: GenerateConfig) -> list[tuple[str, str | None]]:
+    pairs = []
+    for job in jobs:
+        cfg = job.config(config)
+        pair = (cfg.prompt, cfg.negative_prompt if cfg.cfg != 1.0 else None)
+        if pair not in pairs:
+            pairs.append(pair)
+    return pairs
 
 
 def run_generate(args: argparse.Namespace) -> int:
     """Handler of ``ex4d generate``; user errors raise :class:`Ex4dError`."""
     from ..io.atomic import atomic_write_json
-    from .windowed import generate_video_files
+    from .jobs import read_jobs, run_job
 
+    if getattr(args, "server", None):
+        return _generate_via_server(args)
+    check_model_args(args)
+    from .prefetch import prefetch_files
+
+    prefetch_files(args.wan, args.wan_encoders)  # disk reads overlap the imports below
     config = config_from_args(args)
-    windows = WindowConfig(window=args.window, overlap=args.overlap, lift="none")
-    out = Path(args.out)
-    check(out.suffix.lower() in (".mp4", ".mov", ".mkv"), f"--out must end in .mp4, .mov or .mkv, got {out}")
+    loras = loras_from_args(args)
+    from .windowed import window_config_from_args
+
+    windows = window_config_from_args(args)
+    inputs = None
+    if getattr(args, "jobs", None):
+        given = [f"--{k}" for k in ("color", "mask", "out") if getattr(args, k)]
+        check(not given, f"--jobs FILE names every input and output; drop {', '.join(given)}")
+        jobs = read_jobs(args.jobs, config, overwrite=args.overwrite, num_frames=args.num_frames)
+    else:
+        job, inputs = _single_job(args, config)
+        jobs = [job]
+    from .pipeline import Ex4dGenerator  # heavy imports only now
+
+    cap = apply_gpu_memory_cap(config.device)
+    started = process_age_s()
+    t0 = time.perf_counter()
     adapter = None if args.no_adapter else args.adapter
+    generator = Ex4dGenerator.load(args.wan, adapter, config, encoders=args.wan_encoders, loras=loras,
+                                   overlap=True, prompts=_prompt_pairs(jobs, config))
+    t_load = time.perf_counter() - t0
+    record = {"wan": str(args.wan), "wan_encoders": args.wan_encoders, "adapter": adapter, "loras": generator.loras,
+              "preset": getattr(args, "preset", None)}
+    failed = 0
+    for i, job in enumerate(jobs):
+        t_job = time.perf_counter()
+        try:
+            rec = run_job(generator, job, config, record, progress=not args.quiet, inputs=inputs if i == 0 else None,
+                          windows=windows)
+        except Ex4dError as e:
+            if len(jobs) == 1:
+                raise
+            failed += 1
+            print(f"ex4d generate: job {i + 1}/{len(jobs)} ({job.out}) failed: {e}", flush=True)
+            continue
+        now = time.perf_counter()
+        t = rec["timings_s"]
+        if i == 0:
+            t["load"] = round(t_load + t.get("dit_wait", 0.0), 3)  # until every model was ready
+            t["load_call"] = round(t_load, 3)
+            t["load_detail"] = generator.load_timings
+            t["startup"] = round(started, 3) if started is not None else None  # process start → models start loading
+        t["job"] = round(now - t_job, 3)
+        t["command"] = round(now - COMMAND_START, 3)
+        age = process_age_s()
+        t["wall"] = round(age, 3) if age is not None else t["command"]  # since the process started
+        rec["job_index"], rec["jobs"] = i, len(jobs)
+        rec["gpu_peak_gib"], rec["gpu_cap_gib"] = gpu_peak_gib(config.device), cap
+        atomic_write_json(job.out.with_name(job.out.stem + ".generate.json"), rec)
+        print(f"wrote {job.out} ({rec['frames']} frames, {rec['width']}x{rec['height']}; "
+              + (f"load {t['load']:.1f} s, " if i == 0 else "")
+              + f"generate {t['generate']:.1f} s, wall {t['wall']:.1f} s)", flush=True)
+    if failed:
+        raise Ex4dError(f"{failed} of {len(jobs)} jobs failed (see above); the others were written")
+    return 0
 
-    def load():
-        from .pipeline import Ex4dGenerator  # heavy imports only now
 
-        return Ex4dGenerator.load(args.wan, adapter, config, encoders=args.wan_encoders)
+def _generate_via_server(args: argparse.Namespace) -> int:
+    """``ex4d generate --server URL``: one job to a running ``ex4d serve``."""
+    from .serve import ServeClient
 
-    from .loading import detect_layout
+    check(not getattr(args, "jobs", None), "--jobs and --server do not combine; submit each job to the server")
+    missing = [f"--{k}" for k in ("color", "mask", "out") if not getattr(args, k)]
+    check(not missing, f"{', '.join(missing)} required")
+    cli_sampling = {"prompt": args.prompt, "negative_prompt": args.negative_prompt, "seed": args.seed,
+                    "erosion": list(args.erosion), "erosion_seed": args.erosion_seed, "frames": args.frames}
+    for name in ("steps", "cfg", "shift", "sampler"):
+        if getattr(args, name) is not None:
+            cli_sampling[name] = getattr(args, name)
+    if args.preset:
+        from .presets import get_preset
 
-    detect_layout(args.wan)  # a missing weights folder is an error before any work
-    if adapter is not None:
-        check(Path(adapter).is_file(), f"adapter file {adapter} does not exist; give the released ex4d.ckpt or "
-                                       "an ex4d .safetensors (or --no-adapter)")
-    info = generate_video_files(args.color, args.mask, out, load, config, windows, args.num_frames,
-                                progress=not args.quiet)
-    atomic_write_json(out.with_name(out.stem + ".generate.json"), {
-        "config": config.to_json(), "windows": windows.to_dict(), "color": str(args.color), "mask": str(args.mask),
-        "wan": str(args.wan), "wan_encoders": args.wan_encoders, "adapter": adapter, "fps": info["fps"],
-        "frames": info["frames"], "width": info["width"], "height": info["height"], "num_windows": info["windows"],
-        "timings_s": {"load": round(info["load_s"], 3), "generate": round(info["generate_s"], 3)},
-    })
-    print(f"wrote {out} ({info['frames']} frames, {info['width']}x{info['height']}, {info['windows']} window(s); "
-          f"load {info['load_s']:.1f} s, generate {info['generate_s']:.1f} s)")
+        p = get_preset(args.preset)
+        for name in ("steps", "cfg", "shift", "sampler"):
+            cli_sampling.setdefault(name, getattr(p, name))
+    client = ServeClient(args.server)
+    t0 = time.perf_counter()
+    rec = client.generate(args.color, args.mask, args.out, overwrite=args.overwrite, **cli_sampling)
+    print(f"wrote {args.out} via {args.server} (queued and generated in {time.perf_counter() - t0:.1f} s; "
+          f"generate {rec['result']['timings_s']['generate']:.1f} s)")
     return 0
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "GenerateConfig",
     "MODEL_FIELDS",
     "STEP_CACHES",
+    "SAMPLERS",
 ]
 
 DEFAULT_PROMPT = (
@@ -45,6 +46,7 @@ MEMORY_MODES = ("full", "balanced", "low")
 FRAME_POLICIES = ("exact", "trim", "pad")
 DTYPES = ("bfloat16", "float16", "float32")
 STEP_CACHES = ("none", "first-block")
+SAMPLERS = ("euler", "lcm")
 ATTENTION_BACKENDS = ("auto", "native", "_native_cudnn", "_native_flash", "_native_efficient", "_native_math",
                       "flash", "_flash_3", "sage", "xformers", "flex")
 
@@ -66,6 +68,10 @@ class GenerateConfig:
     ``steps``              25                flow-matching Euler steps
     ``cfg``                5.0               classifier-free guidance scale (1 = no CFG, one forward)
     ``shift``              5.0               sigma shift: s' = shift·s / (1 + (shift−1)·s)
+    ``sampler``            "euler"           "euler": flow-matching Euler (the original); "lcm":
+                                             predict x0, re-noise to the next sigma (the
+                                             sampler of lightx2v's step-distilled Wan2.1;
+                                             noise from ``seed + 1``)
     ``seed``               0                 initial noise: ``torch.Generator('cpu').manual_seed(seed)``
     ``erosion``            (2, 8)            per-frame mask erosion kernel, uniform in [lo, hi] px
                                              (inclusive); (0, 0) disables
@@ -103,6 +109,7 @@ class GenerateConfig:
     steps: int = 25
     cfg: float = 5.0
     shift: float = 5.0
+    sampler: str = "euler"
     seed: int = 0
     erosion: tuple[int, int] = (2, 8)
     erosion_seed: int | None = None
@@ -131,6 +138,7 @@ class GenerateConfig:
         check(_is_int(self.steps) and self.steps >= 1, f"steps must be an integer >= 1, got {self.steps!r}")
         check(_is_num(self.cfg) and self.cfg >= 1.0, f"cfg must be a number >= 1 (1 disables guidance), got {self.cfg!r}")
         check(_is_num(self.shift) and self.shift > 0, f"shift must be a number > 0, got {self.shift!r}")
+        check(self.sampler in SAMPLERS, f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
         check(_is_int(self.seed) and 0 <= self.seed < 2**63, f"seed must be an integer in [0, 2^63), got {self.seed!r}")
         check(self.erosion_seed is None or (_is_int(self.erosion_seed) and self.erosion_seed >= 0),
               f"erosion_seed must be None or an integer >= 0, got {self.erosion_seed!r}")

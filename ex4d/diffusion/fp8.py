@@ -34,7 +34,7 @@ from torch import nn
 from ..errors import Ex4dError
 from .memory import blocks_on
 
-__all__ = ["Fp8Linear", "FP8_MAX", "quantize_blocks_fp8", "check_fp8_device", "fp8_rows"]
+__all__ = ["Fp8Linear", "FP8_MAX", "quantize_blocks_fp8", "quantize_block_fp8", "check_fp8_device", "fp8_rows"]
 
 FP8_DTYPE = torch.float8_e4m3fn
 FP8_MAX = float(torch.finfo(FP8_DTYPE).max)  # 448
@@ -137,11 +137,17 @@ def quantize_blocks_fp8(transformer: nn.Module, device: torch.device | str | Non
     """
     n = 0
     for _, block in blocks_on(transformer, device, stay=stay):
-        targets = [(name, m) for name, m in block.named_modules()
-                   if type(m) is nn.Linear and _fits(m) and not any(re.search(p, name) for p in SKIP_PATTERNS)]
-        for name, linear in targets:
-            parent_name, _, child = name.rpartition(".")
-            parent = block.get_submodule(parent_name) if parent_name else block
-            setattr(parent, child, Fp8Linear.from_linear(linear))
-            n += 1
+        n += quantize_block_fp8(block)
     return n
+
+
+@torch.no_grad()
+def quantize_block_fp8(block: nn.Module) -> int:
+    """Replace the fitting linear layers of one DiT ``block`` by :class:`Fp8Linear` where it is; returns how many."""
+    targets = [(name, m) for name, m in block.named_modules()
+               if type(m) is nn.Linear and _fits(m) and not any(re.search(p, name) for p in SKIP_PATTERNS)]
+    for name, linear in targets:
+        parent_name, _, child = name.rpartition(".")
+        parent = block.get_submodule(parent_name) if parent_name else block
+        setattr(parent, child, Fp8Linear.from_linear(linear))
+    return len(targets)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,7 @@ __all__ = [
     "resolve_device",
     "torch_dtype",
     "transformer_weight_bytes",
+    "original_transformer_config",
     "CPU_WEIGHT_LIMIT_BYTES",
 ]
 
@@ -150,14 +152,30 @@ def _need_weights(folder: Path, stem: str, what: str) -> list[Path]:
     return files
 
 
+_SHARD_RE = re.compile(r"^(?P<stem>.+)-(?P<i>\d+)-of-(?P<n>\d+)\.safetensors$")
+
+
 def _check_shards(folder: Path, index: Path, files: list[Path]) -> None:
-    """All shards named by the index (or by the -of-N suffix) exist."""
+    """All shards named by the index (or by the ``-of-N`` suffix) exist; a lone unsharded file passes."""
     if index.is_file():
-        wanted = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+            check(isinstance(weight_map, dict) and all(isinstance(v, str) for v in weight_map.values()),
+                  "weight_map is not a name -> file table")
+        except (OSError, ValueError, KeyError, TypeError, Ex4dError) as e:
+            raise Ex4dError(f"{index} is not a readable safetensors index (expected {{\"weight_map\": {{name: "
+                            f"file}}}}): {e}; delete it if the folder holds one unsharded file") from None
+        wanted = sorted(set(weight_map.values()))
     else:
-        n = int(files[0].stem.rsplit("-of-", 1)[1])
-        prefix = files[0].name.rsplit("-", 3)[0]
-        wanted = [f"{prefix}-{i:05d}-of-{n:05d}.safetensors" for i in range(1, n + 1)]
+        shards = [m for f in files if (m := _SHARD_RE.match(f.name))]
+        if not shards:  # one unsharded file (diffusion_pytorch_model.safetensors): nothing to cross-check
+            return
+        counts = {int(m["n"]) for m in shards}
+        check(len(counts) == 1, f"{folder} mixes shard sets of different sizes "
+                                f"({', '.join(sorted(f.name for f in files))}); keep one set")
+        n, stem = counts.pop(), shards[0]["stem"]
+        width = len(shards[0]["i"])
+        wanted = [f"{stem}-{i:0{width}d}-of-{n:0{width}d}.safetensors" for i in range(1, n + 1)]
     missing = [w for w in wanted if not (folder / w).is_file()]
     check(not missing, f"{folder} is missing weight shards {missing} (of {len(wanted)})")
 
@@ -184,34 +202,71 @@ def _load_encoders(folder: Path, dtype: torch.dtype) -> tuple[Any, Any, Any]:
 # --------------------------------------------------------------------------- original layout
 
 
-def _original_transformer_config(sd: dict[str, torch.Tensor], config_json: Path) -> dict:
-    """Diffusers ``WanTransformer3DModel`` config from original-format weights (+ num_heads from config.json)."""
-    pe = sd["patch_embedding.weight"]  # [D, C_in, 1, 2, 2]
-    dim, in_ch, patch = int(pe.shape[0]), int(pe.shape[1]), [int(s) for s in pe.shape[2:]]
-    num_layers = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
-    heads = dim // _WAN_HEAD_DIM
+def _original_num_heads(dim: int, config_json: Path) -> int:
+    """Attention heads of an original-layout DiT of width ``dim``: ``num_heads`` of config.json, else dim / 128.
+
+    Wan2.1's DiTs all use 128-wide heads (1.3B: 12 × 128, 14B: 40 × 128), so a config.json without
+    ``num_heads`` (or no config.json) is read as such; a width that 128 does not divide needs the field.
+    """
+    heads = None
     if config_json.is_file():
-        heads = int(json.loads(config_json.read_text()).get("num_heads", heads))
-    i2v = "img_emb.proj.0.weight" in sd
-    cfg = {
+        try:
+            cfg = json.loads(config_json.read_text())
+        except (OSError, ValueError) as e:
+            raise Ex4dError(f"{config_json} is not readable JSON ({e}); fix it or delete it (num_heads is then "
+                            f"taken as width / {_WAN_HEAD_DIM})") from None
+        check(isinstance(cfg, dict), f"{config_json} must hold a JSON object, got {type(cfg).__name__}")
+        heads = cfg.get("num_heads")
+        check(heads is None or (isinstance(heads, int) and not isinstance(heads, bool) and heads >= 1),
+              f"{config_json}: num_heads must be a positive integer, got {heads!r}")
+    if heads is None:
+        check(dim >= _WAN_HEAD_DIM and dim % _WAN_HEAD_DIM == 0,
+              f"{config_json.parent}: the DiT is {dim} wide, which {_WAN_HEAD_DIM}-wide heads do not divide, and "
+              f"{'config.json has no num_heads' if config_json.is_file() else 'there is no config.json'}; "
+              f"add {{\"num_heads\": N}} to {config_json} (Wan2.1: 40 for the 14B model, 12 for the 1.3B)")
+        heads = dim // _WAN_HEAD_DIM
+    check(dim % heads == 0, f"{config_json}: num_heads {heads} does not divide the DiT width {dim}")
+    return heads
+
+
+_ORIGINAL_NEEDED = ("patch_embedding.weight", "head.head.weight", "text_embedding.0.weight", "time_embedding.0.weight",
+                    "blocks.0.ffn.0.weight")
+
+
+def original_transformer_config(shapes: dict[str, tuple[int, ...]], config_json: Path) -> dict:
+    """Diffusers ``WanTransformer3DModel`` config from the tensor shapes of original-format weights.
+
+    ``shapes``: original key → shape (the safetensors headers suffice); ``num_heads`` comes from
+    ``config_json`` when it has it (see :func:`_original_num_heads`).
+    """
+    missing = [k for k in _ORIGINAL_NEEDED if k not in shapes]
+    check(not missing, f"{config_json.parent}: the DiT weights lack {missing}; not an original-format Wan DiT")
+    pe = shapes["patch_embedding.weight"]  # [D, C_in, 1, 2, 2]
+    check(len(pe) == 5, f"{config_json.parent}: patch_embedding.weight has shape {list(pe)}, expected 5 dims")
+    dim, in_ch, patch = int(pe[0]), int(pe[1]), [int(s) for s in pe[2:]]
+    blocks = [int(k.split(".")[1]) for k in shapes if k.startswith("blocks.") and k.split(".")[1].isdigit()]
+    check(blocks, f"{config_json.parent}: the DiT weights hold no blocks.N.* tensors; not a Wan DiT")
+    num_layers = 1 + max(blocks)
+    heads = _original_num_heads(dim, config_json)
+    i2v = "img_emb.proj.0.weight" in shapes
+    return {
         "_class_name": "WanTransformer3DModel",
         "patch_size": patch,
         "num_attention_heads": heads,
         "attention_head_dim": dim // heads,
         "in_channels": in_ch,
-        "out_channels": int(sd["head.head.weight"].shape[0]) // (patch[0] * patch[1] * patch[2]),
-        "text_dim": int(sd["text_embedding.0.weight"].shape[1]),
-        "freq_dim": int(sd["time_embedding.0.weight"].shape[1]),
-        "ffn_dim": int(sd["blocks.0.ffn.0.weight"].shape[0]),
+        "out_channels": int(shapes["head.head.weight"][0]) // (patch[0] * patch[1] * patch[2]),
+        "text_dim": int(shapes["text_embedding.0.weight"][1]),
+        "freq_dim": int(shapes["time_embedding.0.weight"][1]),
+        "ffn_dim": int(shapes["blocks.0.ffn.0.weight"][0]),
         "num_layers": num_layers,
-        "cross_attn_norm": "blocks.0.norm3.weight" in sd,
+        "cross_attn_norm": "blocks.0.norm3.weight" in shapes,
         "qk_norm": "rms_norm_across_heads",
         "eps": 1e-6,
-        "image_dim": int(sd["img_emb.proj.0.weight"].shape[0]) if i2v else None,
+        "image_dim": int(shapes["img_emb.proj.0.weight"][0]) if i2v else None,
         "added_kv_proj_dim": dim if i2v else None,
         "rope_max_seq_len": 1024,
     }
-    return cfg
 
 
 def _keep_fp32(model: Any) -> None:
@@ -234,7 +289,7 @@ def _load_original_transformer(folder: Path, dtype: torch.dtype) -> Any:
         sd.update(load_file(str(f)))
     check("patch_embedding.weight" in sd and "head.head.weight" in sd,
           f"{folder}: the safetensors files do not hold an original-format Wan DiT (no patch_embedding.weight)")
-    cfg = _original_transformer_config(sd, folder / "config.json")
+    cfg = original_transformer_config({k: tuple(v.shape) for k, v in sd.items()}, folder / "config.json")
     with tempfile.TemporaryDirectory(prefix="ex4d-wan-config-") as tmp:
         (Path(tmp) / "transformer").mkdir()
         (Path(tmp) / "transformer" / "config.json").write_text(json.dumps(cfg))

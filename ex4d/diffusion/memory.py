@@ -47,7 +47,7 @@ from ._deps import require
 from .config import MEMORY_MODES
 
 __all__ = ["Placement", "MemoryPlan", "memory_plan", "apply_memory_plan", "resident_block_count",
-           "streamed_block_indices", "compile_blocks", "cast_blocks_fp8", "blocks_on",
+           "streamed_block_indices", "compile_blocks", "tied_root_children", "cast_blocks_fp8", "cast_block_fp8", "blocks_on",
            "BALANCED_BUDGET_GIB", "BALANCED_RESERVE_GIB", "LOW_BUDGET_GIB", "LOW_RESERVE_GIB"]
 
 GIB = 1024**3
@@ -167,14 +167,17 @@ def _stream_blocks(transformer: nn.Module, plan: MemoryPlan, resident: int) -> N
     hooks = require("diffusers.hooks")
     blocks = list(transformer.blocks)
     streamed_idx = streamed_block_indices(len(blocks), resident)
-    transformer.to("cpu")
     keep_offloaded = {"blocks", "proj_out"}
+    # move only what changes place: blocks loaded by ex4d.diffusion.fastload are where they belong already
+    # (streamed ones in page-locked host memory, which diffusers then uses as is instead of copying)
     for name, child in transformer.named_children():
         if name not in keep_offloaded:
             child.to(plan.device)
+    transformer.proj_out.to("cpu")
+    for p in transformer.parameters(recurse=False):  # scale_shift_table: offloaded with proj_out
+        p.data = p.data.to("cpu")
     for i, block in enumerate(blocks):
-        if i not in streamed_idx:
-            block.to(plan.device)
+        block.to("cpu" if i in streamed_idx else plan.device)
     if not streamed_idx:
         transformer.to(plan.device)
         return
@@ -225,15 +228,35 @@ def cast_blocks_fp8(transformer: nn.Module, device: torch.device | str) -> int:
     be called: it installs the hooks that compute in bf16 (and casts any layer
     missed here).
     """
-    skip = _fp8_skip_patterns(transformer)
     n = 0
     for i, block in blocks_on(transformer, device):
-        for name, layer in block.named_modules():
-            full = f"blocks.{i}.{name}"
-            if isinstance(layer, nn.Linear) and not any(re.search(p, full) for p in skip):
-                layer.to(torch.float8_e4m3fn)
-                n += 1
+        n += cast_block_fp8(block, f"blocks.{i}", transformer)
     return n
+
+
+def cast_block_fp8(block: nn.Module, prefix: str, transformer: nn.Module) -> int:
+    """Store the linear weights of one DiT ``block`` (named ``prefix`` in ``transformer``) as float8_e4m3fn, in place.
+
+    The layers :func:`cast_blocks_fp8` casts; returns how many.
+    """
+    skip = _fp8_skip_patterns(transformer)
+    n = 0
+    for name, layer in block.named_modules():
+        if isinstance(layer, nn.Linear) and not any(re.search(p, f"{prefix}.{name}") for p in skip):
+            layer.to(torch.float8_e4m3fn)
+            n += 1
+    return n
+
+
+def _blocks_need_cast(transformer: nn.Module) -> bool:
+    """Whether some block linear layer that :func:`cast_block_fp8` casts is not float8 yet (the loader may have)."""
+    skip = _fp8_skip_patterns(transformer)
+    for i, block in enumerate(transformer.blocks):
+        for name, layer in block.named_modules():
+            if (isinstance(layer, nn.Linear) and layer.weight.dtype != torch.float8_e4m3fn
+                    and not any(re.search(p, f"blocks.{i}.{name}") for p in skip)):
+                return True
+    return False
 
 
 def _check_fp8_hooked(transformer: nn.Module, compute_dtype: torch.dtype) -> None:
@@ -260,7 +283,7 @@ def compile_blocks(transformer: nn.Module, backend: str = "inductor") -> None:
 
 def _place(module: nn.Module, placement: Placement, plan: MemoryPlan, compute_dtype: torch.dtype) -> None:
     hooks = require("diffusers.hooks")
-    if placement.fp8 and hasattr(module, "blocks"):
+    if placement.fp8 and hasattr(module, "blocks") and _blocks_need_cast(module):
         cast_blocks_fp8(module, plan.device)  # fast path; the hooks below find these layers already in fp8
     if placement.fp8:
         # weights stored as float8_e4m3fn, cast to compute_dtype per layer; diffusers skips norms,
@@ -279,21 +302,58 @@ def _place(module: nn.Module, placement: Placement, plan: MemoryPlan, compute_dt
             resident = resident_block_count(module.blocks, plan.budget_gib or BALANCED_BUDGET_GIB, plan.reserve_gib)
         _stream_blocks(module, plan, min(resident, len(module.blocks)))
     else:
-        module.to("cpu")
+        _leaf_offload(module, plan)
+
+
+def tied_root_children(module: nn.Module) -> list[str]:
+    """Names of ``module``'s direct children whose parameters are all the same objects as a deeper module's.
+
+    T5-family encoders (UMT5 here) keep the token embedding as ``shared`` and run it as
+    ``encoder.embed_tokens`` with the same weight: ``shared`` itself never runs.
+    """
+    owners: dict[int, set[str]] = {}
+    for name, p in module.named_parameters(remove_duplicate=False):
+        owners.setdefault(id(p), set()).add(name)
+    tied = []
+    for child_name, child in module.named_children():
+        params = list(child.parameters())
+        if params and all(any(not o.startswith(child_name + ".") for o in owners[id(p)]) for p in params):
+            tied.append(child_name)
+    return tied
+
+
+def _leaf_offload(module: nn.Module, plan: MemoryPlan) -> None:
+    """Leaf-level group offloading of ``module``, leaving out children that only alias another module's weights.
+
+    Such a child (UMT5's ``shared``) never runs, and diffusers' prefetching would report it as
+    "not executed during the forward pass"; its weight is offloaded through the module that runs it.
+    """
+    hooks = require("diffusers.hooks")
+    module.to("cpu")
+    hidden = set(tied_root_children(module))
+    children = module._modules
+    module._modules = type(children)((k, v) for k, v in children.items() if k not in hidden)
+    try:
         hooks.apply_group_offloading(module, offload_type="leaf_level", **_offload_kwargs(plan))
+    finally:
+        module._modules = children
+
+
+COMPONENTS = ("transformer", "text_encoder", "image_encoder", "vae")
 
 
 def apply_memory_plan(plan: MemoryPlan, components, extra: list[nn.Module] | tuple = (),
-                      compute_dtype: torch.dtype = torch.bfloat16) -> None:
+                      compute_dtype: torch.dtype = torch.bfloat16, parts: tuple[str, ...] = COMPONENTS) -> None:
     """Place ``components`` (a ``WanComponents``) and the ``extra`` modules (always resident) by ``plan``.
 
-    Call once, after LoRA merging (and fp8 quantization) and before the first forward.
+    Call once per component, after LoRA merging (and fp8 quantization) and before its first forward;
+    ``parts`` limits it to some components (a component that is None, not loaded yet, is skipped).
     """
-    _place(components.transformer, plan.transformer, plan, compute_dtype)
-    _place(components.text_encoder, plan.text_encoder, plan, compute_dtype)
-    _place(components.image_encoder, plan.image_encoder, plan, compute_dtype)
-    _place(components.vae, plan.vae, plan, compute_dtype)
-    if plan.vae_tiling:
+    for name in parts:
+        module = getattr(components, name)
+        if module is not None:
+            _place(module, getattr(plan, name), plan, compute_dtype)
+    if plan.vae_tiling and "vae" in parts:
         components.vae.enable_tiling()
     for module in extra:
         module.to(plan.device)

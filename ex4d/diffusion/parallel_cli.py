@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     root = argparse.ArgumentParser(prog="ex4d-generate-parallel")
     sub = root.add_subparsers()
-    cli.register(sub)
+    cli.register(sub, parallel=True)
     p = sub.choices["generate"]
     p.prog = "torchrun --nproc-per-node N -m ex4d.diffusion.parallel"
     p.description = ("ex4d generate on several GPUs: one video split over them (--ulysses/--ring, context "
@@ -95,12 +95,15 @@ def _write(out: Path, video, fps, config, args, extra: dict) -> None:
 def run(args: argparse.Namespace) -> int:
     """Handler: joins the process group, loads the models on every rank, then CP or DP generation."""
     from .cli import _read_inputs, config_from_args
+    from .cli_args import check_model_args, loras_from_args
     from .parallel import enable_generator_context_parallel, init_distributed, split_jobs
 
     jobs = read_jobs(args.jobs) if args.jobs else None
     if jobs is None:
         missing = [f"--{k}" for k in _OPTIONAL_IN_JOBS_MODE if not getattr(args, k)]
         check(not missing, f"{', '.join(missing)} required (or --jobs FILE)")
+    check_model_args(args)
+    loras = loras_from_args(args)
     info = init_distributed(args.backend, args.device)
     config = config_from_args(args)
     if info.device.startswith("cuda"):
@@ -109,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
 
     adapter = None if args.no_adapter else args.adapter
     t0 = time.perf_counter()
-    gen = Ex4dGenerator.load(args.wan, adapter, config, encoders=args.wan_encoders)
+    gen = Ex4dGenerator.load(args.wan, adapter, config, encoders=args.wan_encoders, loras=loras)
     mode = "single"
     if jobs is None and info.world_size > 1:
         check(args.ulysses >= 0 and args.ring >= 1, "--ulysses must be >= 0 and --ring >= 1")

@@ -59,12 +59,15 @@ class Ex4dGenerator:
         adapter: EX-4D adapter weights, or None for plain Wan I2V (no camera tokens, no LoRA).
         config: load-time fields (dtype, memory, device, merge_lora, attention_backend,
             compile, vae_tiling) are applied here; the others are the defaults of :meth:`generate`.
+        loras: extra LoRAs (:class:`~ex4d.diffusion.extra_lora.LoraFile`), merged into the DiT.
+        prepared: what :func:`~ex4d.diffusion.fastload.load_models` loaded (LoRAs merged, fp8 applied,
+            blocks placed; the DiT possibly still loading); ``components`` and ``adapter`` are then its own.
 
     Build from files with :meth:`load`.
     """
 
     def __init__(self, components: WanComponents, adapter: AdapterWeights | None = None,
-                 config: GenerateConfig = GenerateConfig()) -> None:
+                 config: GenerateConfig = GenerateConfig(), loras: list | tuple = (), *, prepared=None) -> None:
         self.config = config.check()
         self.components = components
         self.device = resolve_device(config.device)
@@ -73,38 +76,98 @@ class Ex4dGenerator:
         self.encoder: CamVidEncoder | None = None
         self.injection: TokenInjection | None = None
         self.last_timings: dict[str, float] = {}  # seconds per stage of the last generate()
+        self.load_timings: dict = dict(prepared.timings) if prepared is not None else {}
+        self.loras: list[str] = list(prepared.loras) if prepared is not None else []
+        self._prepared = prepared
+        self._prompt_store = prepared.prompt_store if prepared is not None else None
         self._prompt_cache: dict[tuple[str, str | None], tuple[torch.Tensor, torch.Tensor | None]] = {}
+        if loras and prepared is None:  # into the base weights, before the adapter's LoRA wraps them
+            from .extra_lora import check_deltas_fit, merge_deltas, read_lora
+
+            for lf in loras:
+                deltas = read_lora(lf)
+                check_deltas_fit(deltas, {k: tuple(p.shape) for k, p in components.transformer.named_parameters()})
+                merge_deltas(components.transformer, deltas)
+                self.loras += deltas.sources
         if adapter is not None:
-            self._attach(adapter)
+            self._attach(adapter, merged=prepared is not None)
         self.plan: MemoryPlan = memory_plan(config.memory, self.device, config.vae_tiling, config.gpu_budget_gib,
                                             fp8_matmul=config.fp8_matmul)
         self._set_attention(config.attention_backend)
-        if config.fp8_matmul:  # after LoRA merging, before compiling and placing
+        if config.fp8_matmul and prepared is None:  # after LoRA merging, before compiling and placing
             check_fp8_device(self.device)
             n = quantize_blocks_fp8(components.transformer, self.device, stay=config.memory == "full")
             log.info("fp8 matmuls: %d linear layers of the DiT blocks quantized", n)
         if config.compile:  # before the offloading and cache hooks, which then wrap the compiled blocks
             check(self.device.type == "cuda", "compile=True needs a CUDA device")
+            from .compile_cache import enable_compile_cache
+
+            enable_compile_cache()  # compiled kernels kept across processes (~/.cache/ex4d/torch-compile)
             compile_blocks(components.transformer)
         extra = [self.encoder] if self.encoder is not None else []
-        apply_memory_plan(self.plan, components, extra, compute_dtype=self.dtype)
-        set_step_cache(components.transformer, config.step_cache, config.step_cache_threshold)
+        others = ("text_encoder", "image_encoder", "vae")
+        apply_memory_plan(self.plan, components, extra, compute_dtype=self.dtype,
+                          parts=others if prepared is not None else ("transformer",) + others)
+        self._dit_placed = prepared is None
+        if prepared is None:
+            set_step_cache(components.transformer, config.step_cache, config.step_cache_threshold)
+        elif prepared.dit_ready is None:
+            self.ensure_transformer()
 
     @classmethod
     def load(cls, wan: str | os.PathLike, adapter: str | os.PathLike | None,
-             config: GenerateConfig = GenerateConfig(), encoders: str | os.PathLike | None = None) -> "Ex4dGenerator":
-        """Load Wan from ``wan`` (see ``load_wan``) and the adapter file (``ex4d.ckpt`` or ours), then place them."""
+             config: GenerateConfig = GenerateConfig(), encoders: str | os.PathLike | None = None,
+             loras: list | tuple = (), overlap: bool = False,
+             prompts: list[tuple[str, str | None]] | None = None) -> "Ex4dGenerator":
+        """Load Wan from ``wan`` (see ``load_wan``), the adapter file (``ex4d.ckpt`` or ours) and ``loras``, then place them.
+
+        With ``config.merge_lora`` (the default) this goes through :func:`~ex4d.diffusion.fastload.load_models`:
+        the DiT streamed straight to its device with the LoRAs merged and fp8 applied block by block, the
+        encoders loaded in parallel, the text encoder skipped when every one of ``prompts`` (pairs of
+        prompt, negative or None) is in the prompt cache. ``overlap``: return before the DiT is loaded;
+        :meth:`generate` runs the encoders meanwhile and waits for it before denoising. ``EX4D_FASTLOAD=0``
+        takes the CPU loader (``load_wan``) instead, as ``merge_lora=False`` does.
+        """
         config = config.check()
         if adapter is not None:  # metadata, keys, shapes, dtypes: a bad adapter fails before the 14B load
             inspect_adapter(adapter)
+        if config.merge_lora and os.environ.get("EX4D_FASTLOAD", "1").strip() not in ("0", "off", "no"):
+            from .fastload import load_models
+
+            models = load_models(wan, adapter, config, encoders=encoders, loras=loras, overlap=overlap,
+                                 prompts=prompts)
+            return cls(models.components, models.adapter, config, prepared=models)
         components = load_wan(wan, encoders=encoders, dtype=config.dtype, vae_dtype=config.vae_dtype,
                               device=config.device, force_cpu=config.force_cpu)
         weights = load_adapter(adapter, expected=model_spec(components)) if adapter is not None else None
-        return cls(components, weights, config)
+        return cls(components, weights, config, loras=loras)
+
+    def ensure_transformer(self) -> None:
+        """Wait until the DiT is loaded (see ``overlap``) and place it; a no-op once done."""
+        if self._dit_placed:
+            return
+        prepared = self._prepared
+        prepared.wait()
+        self.plan = memory_plan(self.config.memory, self.device, self.config.vae_tiling, self.config.gpu_budget_gib,
+                                resident_blocks=prepared.resident_blocks, fp8_matmul=self.config.fp8_matmul)
+        apply_memory_plan(self.plan, self.components, compute_dtype=self.dtype, parts=("transformer",))
+        set_step_cache(self.components.transformer, self.config.step_cache, self.config.step_cache_threshold)
+        self._dit_placed = True
+
+    def _text_encoder(self):
+        """The UMT5 encoder, loaded now if the prompt cache had spared it so far."""
+        c = self.components
+        if c.text_encoder is None:
+            t = time.perf_counter()
+            c.text_encoder = self._prepared.load_text_encoder()
+            apply_memory_plan(self.plan, c, compute_dtype=self.dtype, parts=("text_encoder",))
+            self.load_timings["text_encoder_late_s"] = round(time.perf_counter() - t, 3)
+        return c.text_encoder
 
     # ------------------------------------------------------------------ setup
 
-    def _attach(self, weights: AdapterWeights) -> None:
+    def _attach(self, weights: AdapterWeights, merged: bool = False) -> None:
+        """Camera encoder + token hook from ``weights``; the LoRA too unless the loader ``merged`` it already."""
         spec = weights.spec
         for name in ("num_layers", "dim", "ffn_dim", "z_dim", "patch_size"):
             check(getattr(spec, name) == getattr(self.spec, name),
@@ -113,6 +176,9 @@ class Ex4dGenerator:
         self.encoder = CamVidEncoder(spec.z_dim, spec.hidden, spec.dim, spec.patch_size).eval()
         self.encoder.to(self.dtype)
         apply_adapter_weights(weights, encoder=self.encoder)
+        if merged:
+            self.injection = TokenInjection(transformer)
+            return
         add_lora(transformer, rank=spec.rank, alpha=spec.alpha)
         apply_adapter_weights(weights, transformer=transformer)
         if self.config.merge_lora:
@@ -134,7 +200,12 @@ class Ex4dGenerator:
         if key not in self._prompt_cache:
             c = self.components
             texts = [prompt] if negative is None else [prompt, negative]
-            states = encode_prompts(c.tokenizer, c.text_encoder, texts, self.device)
+            states = self._prompt_store.get(texts) if self._prompt_store is not None else None
+            if states is None:
+                states = encode_prompts(c.tokenizer, self._text_encoder(), texts, self.device)
+                if self._prompt_store is not None:
+                    self._prompt_store.put(texts, states)
+            states = states.to(self.device)
             pos, neg = states[:1], (states[1:] if negative is not None else None)
             self._prompt_cache = {key: (pos, neg)}  # keep one pair: the 14B model's states are small, but bounded
         return self._prompt_cache[key]
@@ -192,10 +263,13 @@ class Ex4dGenerator:
             tokens = self.camera_tokens(cond, mask_pm1)
             conditioning = lambda: self.injection.conditioning(tokens)  # noqa: E731
         clock.lap("tokens_s")
+        self.ensure_transformer()
+        clock.lap("dit_wait_s")
         latents = initial_noise(cfg.seed, latent_shape(t, h, w, int(self.components.vae.config.z_dim))).to(self.device)
-        scheduler = make_scheduler(cfg.steps, cfg.shift, device=self.device)
+        scheduler = make_scheduler(cfg.steps, cfg.shift, device=self.device, sampler=cfg.sampler)
+        step_noise = torch.Generator("cpu").manual_seed((cfg.seed + 1) % 2**63) if cfg.sampler == "lcm" else None
         latents = denoise(self.components.transformer, scheduler, latents, y, text_pos, text_neg, clip_states,
-                          cfg.cfg, cfg.cfg_batch, self.dtype, conditioning, progress)
+                          cfg.cfg, cfg.cfg_batch, self.dtype, conditioning, progress, generator=step_noise)
         clock.lap("denoise_s")
         check(bool(torch.isfinite(latents).all()),
               "the sampler produced non-finite latents (NaN or inf), which would decode to a black video; with "
@@ -243,16 +317,25 @@ class _Clock:
 
 def generate_video(color: np.ndarray, mask: np.ndarray, wan: str | Path, adapter: str | Path | None,
                    config: GenerateConfig = GenerateConfig(), progress: bool = True,
-                   encoders: str | Path | None = None) -> np.ndarray:
+                   encoders: str | Path | None = None, timings: dict | None = None) -> np.ndarray:
     """Completed video [T, H, W, 3] uint8 from ``color`` [T, H, W, 3] uint8 and ``mask`` [T, H, W] bool (True = known).
 
     Loads Wan2.1-I2V from ``wan`` (diffusers or original layout; ``encoders``
     = diffusers folder for the text/image encoders when ``wan`` is original)
     and the EX-4D adapter from ``adapter`` (``ex4d.ckpt`` or our
     ``.safetensors``; None = plain Wan I2V), then runs one generation. For
-    several videos keep an :class:`Ex4dGenerator` instead.
+    several videos keep an :class:`Ex4dGenerator` instead. ``timings``: filled with the seconds
+    of each stage (``load_s``, the loader's detail under ``load``, then the generation's stages).
     """
     config = config.check()
     check_inputs(color, mask)
     fit_frames(color, mask, config.frames)  # frame-count errors before loading ~40 GB of weights
-    return Ex4dGenerator.load(wan, adapter, config, encoders=encoders).generate(color, mask, config, progress)
+    t0 = time.perf_counter()
+    pair = [(config.prompt, config.negative_prompt if config.cfg != 1.0 else None)]
+    gen = Ex4dGenerator.load(wan, adapter, config, encoders=encoders, overlap=True, prompts=pair)
+    load_s = time.perf_counter() - t0
+    video = gen.generate(color, mask, config, progress)
+    if timings is not None:
+        timings.update(load_s=round(load_s + gen.last_timings.get("dit_wait_s", 0.0), 3), load=gen.load_timings,
+                       **{k: round(v, 3) for k, v in gen.last_timings.items()})
+    return video

@@ -137,15 +137,40 @@ def random_adapter(spec: AdapterSpec, seed: int = 0, scale: float = 0.02, zero_o
     return AdapterWeights(spec=spec, encoder=encoder, lora=lora, source=f"random-seed{seed}")
 
 
-def save_diffusers_layout(components: WanComponents, folder: str | os.PathLike) -> Path:
-    """Write ``components`` in Wan-AI's ``-Diffusers`` folder layout; returns the folder."""
+def save_diffusers_layout(components: WanComponents, folder: str | os.PathLike, threads: int = 4) -> Path:
+    """Write ``components`` in Wan-AI's ``-Diffusers`` folder layout; returns the folder.
+
+    Complete as Wan-AI's repository is: ``model_index.json`` naming every component, ``scheduler/``
+    (UniPC, flow prediction, shift 3, as Wan-AI ship it) and ``image_processor/``, so diffusers'
+    ``WanImageToVideoPipeline.from_pretrained(folder)`` loads it too. Components are written in
+    ``threads`` parallel threads (the 14B model is ~45 GB); each file is flushed to disk.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    diffusers = require("diffusers")
+    transformers = require("transformers")
     folder = Path(folder)
-    components.transformer.save_pretrained(folder / "transformer")
-    components.vae.save_pretrained(folder / "vae")
-    components.text_encoder.save_pretrained(folder / "text_encoder")
-    components.tokenizer.save_pretrained(folder / "tokenizer")
-    components.image_encoder.save_pretrained(folder / "image_encoder")
-    (folder / "model_index.json").write_text(json.dumps({"_class_name": "WanImageToVideoPipeline"}))
+    folder.mkdir(parents=True, exist_ok=True)
+    parts = {"transformer": components.transformer, "vae": components.vae, "text_encoder": components.text_encoder,
+             "tokenizer": components.tokenizer, "image_encoder": components.image_encoder}
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        for f in [pool.submit(m.save_pretrained, folder / name) for name, m in parts.items()]:
+            f.result()
+    size = int(components.image_encoder.config.image_size)
+    transformers.CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size}).save_pretrained(
+        folder / "image_processor")
+    diffusers.UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0,
+                                      num_train_timesteps=1000).save_pretrained(folder / "scheduler")
+    index = {"_class_name": "WanImageToVideoPipeline", "_diffusers_version": diffusers.__version__,
+             "scheduler": ["diffusers", "UniPCMultistepScheduler"],
+             "image_processor": ["transformers", "CLIPImageProcessor"]}
+    for name, m in parts.items():
+        lib = "diffusers" if type(m).__module__.startswith("diffusers") else "transformers"
+        index[name] = [lib, type(m).__name__]
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2))
+    for f in folder.rglob("*.safetensors"):
+        with open(f, "rb+") as fh:
+            os.fsync(fh.fileno())
     return folder
 
 

@@ -30,10 +30,16 @@ def original_sigmas(steps: int, shift: float) -> torch.Tensor:
     return shift * s / (1 + (shift - 1) * s)
 
 
-def make_scheduler(steps: int, shift: float, device: torch.device | str | None = None):
-    """A fresh diffusers ``FlowMatchEulerDiscreteScheduler`` set to the original's schedule (``steps`` steps)."""
+def make_scheduler(steps: int, shift: float, device: torch.device | str | None = None, sampler: str = "euler"):
+    """A fresh diffusers scheduler on the original's sigmas (``steps`` steps, ``shift``).
+
+    ``sampler``: ``"euler"`` = ``FlowMatchEulerDiscreteScheduler`` (the original's sampler);
+    ``"lcm"`` = ``FlowMatchLCMScheduler`` (x0 = x − σ·v, then x ← (1 − σ')·x0 + σ'·noise: the sampler
+    lightx2v's step-distilled Wan2.1 models and LoRAs are made for).
+    """
     diffusers = require("diffusers")
-    scheduler = diffusers.FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=float(shift))
+    cls = {"euler": diffusers.FlowMatchEulerDiscreteScheduler, "lcm": diffusers.FlowMatchLCMScheduler}[sampler]
+    scheduler = cls(num_train_timesteps=1000, shift=float(shift))
     s = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float32)[:-1]
     scheduler.set_timesteps(sigmas=s.numpy(), device=device)
     return scheduler
@@ -43,7 +49,7 @@ def make_scheduler(steps: int, shift: float, device: torch.device | str | None =
 def denoise(transformer, scheduler, latents: torch.Tensor, y: torch.Tensor, text_pos: torch.Tensor,
             text_neg: torch.Tensor | None, image_states: torch.Tensor, cfg: float, cfg_batch: bool = True,
             dtype: torch.dtype = torch.bfloat16, conditioning: Callable[[], contextlib.AbstractContextManager] | None = None,
-            progress: bool = True) -> torch.Tensor:
+            progress: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
     """Denoised latents [1, z, T', h, w] float32.
 
     Args:
@@ -58,6 +64,7 @@ def denoise(transformer, scheduler, latents: torch.Tensor, y: torch.Tensor, text
         dtype: compute dtype of the DiT inputs.
         conditioning: context manager factory wrapping the whole loop (token injection).
         progress: show a tqdm bar over the steps.
+        generator: noise of a stochastic scheduler's steps (the ``lcm`` sampler).
     """
     from tqdm.auto import tqdm
 
@@ -92,7 +99,8 @@ def denoise(transformer, scheduler, latents: torch.Tensor, y: torch.Tensor, text
                     with branch("uncond"):
                         v_neg = _forward(transformer, x, t, text_neg, image_states, dtype)
             v = v_neg + cfg * (v_pos - v_neg) if guided else v_pos
-            latents = scheduler.step(v, t, latents, return_dict=False)[0]
+            step_kw = {"generator": generator} if generator is not None else {}
+            latents = scheduler.step(v, t, latents, return_dict=False, **step_kw)[0]
     return latents
 
 

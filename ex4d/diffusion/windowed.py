@@ -1,8 +1,9 @@
-"""Windowed generation (:mod:`.windows`) on the run's caches (``ex4d run --fill ex4d``) and on files (``ex4d generate``).
+"""Windowed generation (:mod:`.windows`) on the run's caches (``ex4d run --fill ex4d``) and on arrays (``ex4d generate``).
 
-Both stream: the inputs are read per window from chunked caches, the output is
-written chunk by chunk, so a clip of any length runs in the memory of one
-window; both resume at the window in flight.
+``ex4d run`` streams: the render is read per window from its chunked cache and
+the output written chunk by chunk, so a clip of any length runs in the memory
+of one window. ``ex4d generate`` works on the clip's arrays (its jobs read
+whole videos). Both resume at the window in flight.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import numpy as np
 from ..errors import check
 from .windows import WindowConfig, WindowResult, generate_windows
 
-__all__ = ["fill_windows", "write_window_chunks", "generate_video_files", "lift_backend"]
+__all__ = ["fill_windows", "write_window_chunks", "generate_in_windows", "add_window_args", "window_config_from_args",
+           "check_window_frames", "lift_backend"]
 
 
 def lift_backend(memory: str, backend: str | None = None) -> str | None:
@@ -57,7 +59,9 @@ def fill_windows(render, clip, w2c: np.ndarray, K_out: np.ndarray, wan, adapter,
 
     color, mask, vdepth = render.field("color"), render.field("mask"), render.field("depth")
     T, H, W = mask.shape
-    generate = _lazy_generator(lambda: Ex4dGenerator.load(wan, adapter, gen_config, encoders=encoders))
+    pair = [(gen_config.prompt, gen_config.negative_prompt if gen_config.cfg != 1.0 else None)]
+    generate = _lazy_generator(lambda: Ex4dGenerator.load(wan, adapter, gen_config, encoders=encoders, overlap=True,
+                                                          prompts=pair))
     result = generate_windows(color, mask, generate, config, cache / "windows", key, seed=gen_config.seed,
                               view_depth=vdepth, w2c=w2c, K=K_out, lift_config=lift_config,
                               backend=lift_backend(gen_config.memory, backend), progress=progress)
@@ -79,95 +83,75 @@ def write_window_chunks(result: WindowResult, store, chunk: int):
     return store
 
 
-def _file_hash(path: Path) -> str:
+def add_window_args(p) -> None:
+    """``--window`` and ``--overlap`` of ``ex4d generate``."""
+    d = WindowConfig()
+    g = p.add_argument_group("windows (clips longer than one window)")
+    g.add_argument("--window", type=int, default=d.window,
+                   help="frames per generation window, 4k+1 (%(default)s, the adapter's training length); longer "
+                        "clips are generated in windows that continue each other")
+    g.add_argument("--overlap", type=int, default=d.overlap,
+                   help="frames each window shares with the previous one, given to the model as known "
+                        "(%(default)s: the I2V frame + two whole VAE latents)")
+
+
+def window_config_from_args(args) -> WindowConfig:
+    """The WindowConfig of ``ex4d generate``'s flags (no lifting: it needs the render's depth and cameras)."""
+    d = WindowConfig()
+    return WindowConfig(window=getattr(args, "window", d.window), overlap=getattr(args, "overlap", d.overlap),
+                        lift="none")
+
+
+def check_window_frames(num_frames: int, windows: WindowConfig | None, policy: str = "exact") -> None:
+    """Ex4dError before any weight is read when ``num_frames`` cannot be generated (policy: GenerateConfig.frames)."""
+    from .windows import plan_windows
+
+    check(num_frames >= 1, "the clip has no frames")
+    if policy == "trim":
+        return
+    w = windows or WindowConfig()
+    if policy == "pad" and num_frames <= w.window:
+        return
+    plan_windows(num_frames, w.window, w.overlap)
+
+
+def _array_key(*arrays) -> str:
     h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(str((a.shape, a.dtype.str)).encode())
+        h.update(memoryview(a).cast("B"))
     return h.hexdigest()
 
 
-def generate_video_files(color_path, mask_path, out, load, gen_config, config: WindowConfig, num_frames: int = 0,
-                         progress: bool = True) -> dict:
-    """``ex4d generate``: color + mask videos → ``out`` (.mp4), generated in windows, streamed, resumable.
+def generate_in_windows(generator, color: np.ndarray, mask: np.ndarray, config, windows: WindowConfig | None,
+                        out: Path, progress: bool = True) -> tuple[np.ndarray, int]:
+    """(video [T', H, W, 3] uint8, number of windows) of ``generator`` on a clip of any length.
 
-    ``load()`` gives the Ex4dGenerator (called only when a window is left to generate). The inputs are
-    cached per chunk and the finished windows kept in ``.<out name>.windows/`` beside ``out``: a re-run of
-    the same command continues there; the folder is removed once ``out`` is written. Returns
-    ``{"frames", "width", "height", "fps", "windows", "load_s", "generate_s"}``.
+    A clip that one window holds (4k+1 frames ≤ ``windows.window``; or any count ≤ it with ``frames="pad"``)
+    is one :meth:`Ex4dGenerator.generate` call, exactly as before windows existed. Longer clips (or other counts)
+    go through :func:`~ex4d.diffusion.windows.generate_windows`, window k with seed + k; ``frames="trim"`` drops
+    trailing frames down to 4k+1 first. The finished windows are kept in ``.<out name>.windows/`` beside
+    ``out`` while the job runs (the same job again resumes there) and removed once the video is made.
     """
-    from ..io.chunks import ChunkStore
-    from ..io.video import VideoReader, VideoWriter
-    from ..streaming import CHUNK
-    from .conditioning import check_inputs
+    from .windows import plan_windows
 
-    out = Path(out)
-    color_path, mask_path = Path(color_path), Path(mask_path)
-    check(num_frames >= 0, f"--num-frames must be >= 0, got {num_frames}")
-    work = out.parent / f".{out.name}.windows"
-    key = hashlib.blake2b(json.dumps([_file_hash(color_path) if color_path.is_file() else str(color_path),
-                                      _file_hash(mask_path) if mask_path.is_file() else str(mask_path),
-                                      num_frames, gen_config.to_json(), config.to_dict()],
+    windows = windows or WindowConfig(lift="none")
+    T = len(color)
+    if config.frames == "trim" and T % 4 != 1:
+        T = (T - 1) // 4 * 4 + 1
+        color, mask = color[:T], mask[:T]
+    if (T % 4 == 1 and T <= windows.window) or (config.frames == "pad" and T <= windows.window):
+        return generator.generate(color, mask, config, progress=progress), 1
+    plan = plan_windows(T, windows.window, windows.overlap)
+    work = Path(out).parent / f".{Path(out).name}.windows"
+    key = hashlib.blake2b(json.dumps([_array_key(color, mask), config.to_json(), windows.to_dict()],
                                      sort_keys=True, default=str).encode(), digest_size=16).hexdigest()
-    t0 = time.perf_counter()
-    colors = VideoReader(color_path, num_frames=num_frames or None, max_res=1 << 16, multiple=1)
-    masks = iter(VideoReader(mask_path, num_frames=num_frames or None, max_res=1 << 16, multiple=1, mask=True))
-    store = None
-    n = 0
-    buf_c, buf_m = [], []
-    for _, c in colors:
-        try:
-            _, m = next(masks)
-        except StopIteration:
-            check(False, f"{mask_path} has fewer frames than {color_path} ({n}); pass --num-frames")
-        H, W = c.shape[:2]
-        check(m.shape[0] >= H and m.shape[1] >= W,
-              f"mask {mask_path} is {m.shape[1]}x{m.shape[0]}, color {color_path} {W}x{H}; they must have one size")
-        m = m[:H, :W]  # a mask of odd size was padded to even when written
-        if store is None:
-            check_inputs(c[None], m[None])
-            store = ChunkStore.open(work / "inputs", key, None, CHUNK, {"color": ((H, W, 3), np.uint8),
-                                                                       "mask": ((H, W), bool)})
-        buf_c.append(c)
-        buf_m.append(m)
-        n += 1
-        if len(buf_c) == CHUNK:
-            if not store.has(n // CHUNK - 1):
-                store.write(n // CHUNK - 1, color=np.stack(buf_c), mask=np.stack(buf_m))
-            buf_c, buf_m = [], []
-    if buf_c and not store.has((n - 1) // CHUNK):
-        store.write((n - 1) // CHUNK, color=np.stack(buf_c), mask=np.stack(buf_m))
-    if next(masks, None) is not None and num_frames == 0:
-        check(False, f"{mask_path} has more frames than {color_path} ({n}); pass --num-frames")
-    store.finish(n)
-    if gen_config.frames == "trim" and n % 4 != 1:
-        n = (n - 1) // 4 * 4 + 1
-    generate = _lazy_generator(load)
-    color, mask = store.field("color"), store.field("mask")
-    if n < len(color):
-        color, mask = _Head(color, n), _Head(mask, n)
-    result = generate_windows(color, mask, generate, config, work / "windows", key, seed=gen_config.seed,
-                              progress=progress)
-    with VideoWriter(out, colors.fps) as writer:
-        for _, frames in result.chunks():
-            writer.write(frames)
+
+    def generate(c, m, seed):
+        return generator.generate(c, m, config.replace(seed=seed), progress=False)
+
+    result = generate_windows(color, mask, generate, windows, work, key, seed=config.seed, progress=progress)
+    video = result.video()
     shutil.rmtree(work, ignore_errors=True)
-    total = time.perf_counter() - t0
-    load_s = generate.holder.get("load_s", 0.0)
-    return {"frames": n, "width": int(color.shape[2]), "height": int(color.shape[1]), "fps": colors.fps,
-            "windows": len(result.plan), "load_s": load_s, "generate_s": total - load_s}
-
-
-class _Head:
-    """The first ``n`` frames of an array-like."""
-
-    def __init__(self, a, n: int):
-        self.a, self.n = a, n
-        self.shape = (n, *a.shape[1:])
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, index):
-        check(isinstance(index, slice) and (index.stop or 0) <= self.n, f"index {index} outside the first {self.n}")
-        return self.a[index]
+    return video, len(plan)

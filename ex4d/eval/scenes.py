@@ -34,7 +34,7 @@ import numpy as np
 from ..errors import check
 
 __all__ = ["SyntheticScene", "TrueView", "SCENES", "get_scene", "render_truth", "render_source",
-           "visible_in_source", "degrade_depth", "layout_scene", "SOURCE_NEAR"]
+           "visible_in_source", "degrade_depth", "layout_scene", "SOURCE_NEAR", "SOURCE_MOTIONS", "source_motion"]
 
 #: Near plane of the source renders (as :func:`ex4d.example.make_example`).
 SOURCE_NEAR = 0.05
@@ -230,14 +230,32 @@ def render_truth(scene: SyntheticScene, t: float, K: np.ndarray, w2c: np.ndarray
     return TrueView(rgb=rgb8, depth=depth, points=points, has=has)
 
 
-def render_source(scene: SyntheticScene, num_frames: int, K: np.ndarray, height: int, width: int):
-    """(frames [T, H, W, 3] uint8, exact depth [T, H, W] float32) of the source camera (w2c = I)."""
+def render_source(scene: SyntheticScene, num_frames: int, K: np.ndarray, height: int, width: int,
+                  w2c_src: np.ndarray | None = None, supersample: int = 1):
+    """(frames [T, H, W, 3] uint8, exact depth [T, H, W] float32) of the source camera.
+
+    ``w2c_src`` [T, 4, 4]: a moving source camera (world → camera t, OpenCV); None = fixed at w2c = I.
+    ``supersample`` s > 1 renders the colours at s× the size and averages each s×s block (an
+    antialiased image, as a real camera's: point-sampled edges move in whole-pixel jumps, which hides
+    sub-pixel motion from a tracker); the depth stays the exact depth at the pixel centres.
+    """
+    from ..cameras import scale_intrinsics
+
+    check(isinstance(supersample, int) and supersample >= 1, f"supersample must be an integer ≥ 1, got {supersample}")
     frames = np.empty((num_frames, height, width, 3), np.uint8)
     depth = np.empty((num_frames, height, width), np.float32)
+    Ks = scale_intrinsics(K, supersample, supersample)
     for i in range(num_frames):
-        view = render_truth(scene, i / max(num_frames - 1, 1), K, np.eye(4), height, width)
+        w2c = np.eye(4) if w2c_src is None else w2c_src[i]
+        t = i / max(num_frames - 1, 1)
+        view = render_truth(scene, t, K, w2c, height, width)
         check(bool(view.has.all()), f"internal: scene {scene.name!r} leaves source pixels empty")
         frames[i], depth[i] = view.rgb, view.depth
+        if supersample > 1:
+            s = supersample
+            big = render_truth(scene, t, Ks, w2c, height * s, width * s)
+            rgb = big.rgb.reshape(height, s, width, s, 3).astype(np.float32).mean(axis=(1, 3))
+            frames[i] = np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
     return frames, depth
 
 
@@ -278,3 +296,44 @@ def degrade_depth(depth: np.ndarray, blur_px: float = 0.0, noise: float = 0.0, s
             rng = np.random.default_rng([seed, t])
             out[t] *= (1.0 + noise * rng.standard_normal(out[t].shape)).astype(np.float32)
     return np.maximum(out, 1e-3 * float(np.min(depth)))
+
+
+#: Source camera motions of :func:`source_motion`.
+SOURCE_MOTIONS = ("static", "handheld", "pan", "travel")
+
+
+def source_motion(kind: str, num_frames: int, amount: float = 1.0, seed: int = 0) -> np.ndarray:
+    """Source camera poses w2c_src [T, 4, 4] float64 (world = frame 0, so w2c_src[0] = I) of a known motion.
+
+    Kinds (:data:`SOURCE_MOTIONS`), sizes times ``amount``, for scenes a few metres deep:
+
+    * ``static``: a tripod (every pose the identity);
+    * ``handheld``: smooth seeded wobble, ≈ ±0.15 m in x/y, ±0.1 m in z, ±3° about each axis;
+    * ``pan``: pure rotation, 8° of yaw (right) and 3° of pitch (down) over the clip (no parallax);
+    * ``travel``: a sideways dolly of 0.6 m with a 4° turn towards the centre.
+    """
+    from scipy.spatial.transform import Rotation
+
+    check(kind in SOURCE_MOTIONS, f"unknown source motion {kind!r}; choose one of {', '.join(SOURCE_MOTIONS)}")
+    T = int(num_frames)
+    s = np.linspace(0.0, 1.0, T)
+    rotvec = np.zeros((T, 3))
+    centre = np.zeros((T, 3))
+    if kind == "handheld":
+        rng = np.random.default_rng(seed)
+        ph = rng.uniform(0, 2 * math.pi, (2, 3))
+        fr = rng.uniform(0.6, 1.4, (2, 3))
+        wob = np.sin(2 * math.pi * fr[:, None, :] * s[None, :, None] + ph[:, None, :]) - np.sin(ph[:, None, :])
+        centre = wob[0] * np.array([0.15, 0.15, 0.1])
+        rotvec = wob[1] * np.radians(3.0)
+    elif kind == "pan":
+        rotvec = np.stack([np.radians(-3.0) * s, np.radians(8.0) * s, np.zeros(T)], 1)
+    elif kind == "travel":
+        centre = np.stack([0.6 * s, np.zeros(T), np.zeros(T)], 1)
+        rotvec = np.stack([np.zeros(T), np.radians(-4.0) * s, np.zeros(T)], 1)
+    R_c2w = Rotation.from_rotvec(rotvec * amount).as_matrix()
+    w2c = np.zeros((T, 4, 4))
+    w2c[:, :3, :3] = np.swapaxes(R_c2w, 1, 2)
+    w2c[:, :3, 3] = -np.einsum("tij,tj->ti", w2c[:, :3, :3], centre * amount)
+    w2c[:, 3, 3] = 1.0
+    return w2c

@@ -4,14 +4,17 @@ Honest preview quality, not a generative model. Three passes per output frame t:
 
 1. **Temporal reprojection.** Other frames s see parts of the scene that frame
    t's source view does not (a moving object uncovers the background behind
-   it). Frame s's DW-Mesh is rendered with camera t; an unknown pixel of t
-   takes its colour where that render is known, from frames at offsets ±1,
-   ±2, ±4, … up to ``window``; the farthest candidate wins (disocclusions
-   reveal background, which rarely moves). A candidate must lie behind frame
-   t's own occluding surface there (else it is a foreground object that has
-   moved into the hole); where t sees no scene surface at all (outside the
-   source frustum, same for every frame of a fixed source camera), only
-   inpainting fills.
+   it; a moving camera saw it from elsewhere). Frame s's DW-Mesh is rendered
+   with camera t; an unknown pixel of t takes its colour where that render is
+   known, from frames at offsets ±1, ±2, ±4, … up to ``window`` and, when the
+   source camera moves, a few keyframes of the whole clip placed by the true
+   relative poses (:mod:`ex4d.fill.sources` chooses them, boundedly); the
+   farthest candidate wins (disocclusions reveal background, which rarely
+   moves). A candidate must lie behind frame t's own occluding surface there
+   (else it is a foreground object that has moved into the hole); where t
+   sees no scene surface at all (outside its source frustum), a fixed source
+   camera has nothing to add and only inpainting fills, while a moving one
+   takes what other frames saw there.
 2. **Spatial inpainting** of what no frame saw: OpenCV's Telea inpainting,
    from the background side: known pixels at the hole's border that are much
    nearer than the farthest surface around them (the occluder whose edge
@@ -33,6 +36,8 @@ import numpy as np
 
 from ..errors import check
 
+from .sources import MeshCache, frame_offsets, select_sources
+
 __all__ = ["ClassicalFillConfig", "classical_fill", "reproject_and_inpaint", "smooth_inpainted", "smoothing_margin",
            "frame_offsets"]
 
@@ -45,24 +50,17 @@ class ClassicalFillConfig:
     depth_tolerance: float = 0.02  #: a candidate may be this much (relative) in front of t's surface
     inpaint_radius: int = 5       #: OpenCV inpainting radius in pixels
     smooth: float = 0.6           #: temporal smoothing weight of the neighbour frame for inpainted pixels (0–1)
+    keyframes: int = 4            #: moving source camera: keyframes of the whole clip consulted per frame (0: none)
 
     def __post_init__(self):
         check(self.window >= 0, f"fill window must be ≥ 0 frames, got {self.window}")
         check(0 <= self.depth_tolerance < 1, f"depth tolerance must be in [0, 1), got {self.depth_tolerance}")
         check(self.inpaint_radius >= 1, f"inpaint radius must be ≥ 1 px, got {self.inpaint_radius}")
         check(0 <= self.smooth < 1, f"smooth must be in [0, 1), got {self.smooth}")
+        check(self.keyframes >= 0, f"fill keyframes must be ≥ 0, got {self.keyframes}")
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def frame_offsets(window: int) -> list[int]:
-    """Offsets +1, −1, +2, −2, +4, −4, … with |offset| ≤ window (nearest frames first)."""
-    out, k = [], 1
-    while k <= window:
-        out += [k, -k]
-        k *= 2
-    return out
 
 
 def _foreground_near_holes(hole: np.ndarray, depth: np.ndarray, window: int, ratio: float) -> np.ndarray:
@@ -150,16 +148,21 @@ def classical_fill(color: np.ndarray, mask: np.ndarray, view_depth: np.ndarray |
                    frames: np.ndarray | None = None, depth: np.ndarray | None = None, K: np.ndarray | None = None,
                    w2c: np.ndarray | None = None, K_out: np.ndarray | None = None, recon_config=None,
                    config: ClassicalFillConfig | None = None, progress: bool = True,
-                   far: float | None = None) -> np.ndarray:
+                   w2c_src: np.ndarray | None = None, return_reprojected: bool = False, far: float | None = None):
     """Completed video [T, H, W, 3] uint8 that equals ``color`` wherever ``mask`` is True.
+
+    With ``return_reprojected`` also the [T, H, W] bool pixels filled from other frames (pass 1).
 
     Args:
         color: [T, H, W, 3] uint8 novel-view render (0 where unknown).
         mask: [T, H, W] bool, True = known.
         view_depth: [T, H, W] float32 depth of each render's nearest scene surface (inf: none).
         frames, depth, K: the source frames [T,H,W,3] uint8, their z-depth [T,H,W] and intrinsics [3,3].
-        w2c, K_out: the output cameras [T,4,4] and intrinsics [T,3,3].
+        w2c, K_out: the output cameras [T,4,4], each relative to its frame's source camera (what the
+            recon rendered), and intrinsics [T,3,3].
         recon_config: the ReconConfig used for the render (meshes are rebuilt the same way).
+        w2c_src: the source camera poses [T,4,4] (world = frame 0); None or all identity = a tripod.
+        frames, depth and w2c_src are read one frame at a time (``frames[s]``), so lazy sequences work.
         far: the render's DW-Mesh far depth (default: from ``depth``, as the recon computes it).
         Temporal reprojection runs only when all of view_depth … K_out are given.
 
@@ -167,39 +170,40 @@ def classical_fill(color: np.ndarray, mask: np.ndarray, view_depth: np.ndarray |
     long to hold, ``ex4d.streaming`` runs the two chunk by chunk.
     """
     config = config or ClassicalFillConfig()
-    out, inpainted = reproject_and_inpaint(color, mask, view_depth, frames, depth, K, w2c, K_out, recon_config,
-                                           config, progress, far)
+    out, inpainted, reprojected = reproject_and_inpaint(color, mask, view_depth, frames, depth, K, w2c, K_out,
+                                                        recon_config, config, progress, w2c_src=w2c_src, far=far)
     out = smooth_inpainted(out, inpainted, config.smooth)
     known = mask.astype(bool)
     out[known] = color[known]
-    return out
+    return (out, reprojected) if return_reprojected else out
 
 
-def reproject_and_inpaint(color: np.ndarray, mask: np.ndarray, view_depth: np.ndarray | None = None,
-                          frames=None, depth=None, K: np.ndarray | None = None, w2c: np.ndarray | None = None,
-                          K_out: np.ndarray | None = None, recon_config=None,
+def reproject_and_inpaint(color, mask, view_depth=None, frames=None, depth=None, K: np.ndarray | None = None,
+                          w2c: np.ndarray | None = None, K_out: np.ndarray | None = None, recon_config=None,
                           config: ClassicalFillConfig | None = None, progress: bool = True,
-                          far: float | None = None, targets: range | None = None
-                          ) -> tuple[np.ndarray, np.ndarray]:
-    """Passes 1 and 2 of the fill: (filled [N, H, W, 3] uint8, inpainted [N, H, W] bool) of the ``targets`` frames.
+                          w2c_src: np.ndarray | None = None, far: float | None = None,
+                          targets: range | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Passes 1 and 2 of the fill: (filled [N, H, W, 3] uint8, inpainted [N, H, W] bool, reprojected [N, H, W] bool).
 
-    Arguments as :func:`classical_fill`; ``frames`` and ``depth`` may be any
-    array-likes indexed per frame (``frames[s]``). ``targets`` (default: every
-    frame) are the frames to fill, N of them; the others are consulted as
-    reprojection sources only, so a long clip can be filled a chunk at a time
-    with ``config.window`` frames of context on each side and give the same
-    pixels. ``inpainted`` marks the pixels passes 1 left for pass 2.
+    Arguments as :func:`classical_fill`; every clip-sized argument (color, mask, view_depth, frames, depth,
+    w2c_src) may be an array-like read per frame (``a[t]``, ``a[t0:t1]``, ``.shape``), e.g. a run's chunked
+    caches. ``targets`` (a range of consecutive frames, default: all) are the N frames filled; the others
+    are consulted as sources only, so a long clip filled chunk by chunk gives the whole-clip pixels.
+    ``inpainted`` marks what pass 2 invented, ``reprojected`` what pass 1 took from other frames.
     """
     config = config or ClassicalFillConfig()
     check(color.ndim == 4 and color.shape[-1] == 3 and color.dtype == np.uint8,
           f"color must be [T, H, W, 3] uint8, got {color.shape} {color.dtype}")
-    check(mask.shape == color.shape[:3], f"mask must be [T, H, W] = {list(color.shape[:3])}, got {list(mask.shape)}")
+    check(tuple(mask.shape) == tuple(color.shape[:3]),
+          f"mask must be [T, H, W] = {list(color.shape[:3])}, got {list(mask.shape)}")
     T, H, W = color.shape[:3]
     targets = range(T) if targets is None else targets
     check(isinstance(targets, range) and targets.step == 1 and 0 <= targets.start <= targets.stop <= T,
           f"targets must be a range of consecutive frames within [0, {T}), got {targets}")
-    out = color[targets.start:targets.stop].copy()
-    known = mask[targets.start:targets.stop].astype(bool)
+    t0 = targets.start
+    out = np.array(color[targets.start:targets.stop])
+    known = np.asarray(mask[targets.start:targets.stop]).astype(bool)
+    vdepth = None if view_depth is None else np.asarray(view_depth[targets.start:targets.stop])  # read once
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -207,7 +211,7 @@ def reproject_and_inpaint(color: np.ndarray, mask: np.ndarray, view_depth: np.nd
         bar = tqdm(total=2 * len(targets), desc="fill: reproject", unit="frame", leave=False)  # then: inpaint
 
     can_reproject = all(x is not None for x in (view_depth, frames, depth, K, w2c, K_out)) and config.window > 0
-    meshes: dict[int, object] = {}
+    moving = w2c_src is not None and not np.allclose(w2c_src, np.eye(4), atol=1e-9)
     if can_reproject:
         from ..dwmesh import build_dwmesh, default_far
         from ..recon import ReconConfig
@@ -217,38 +221,42 @@ def reproject_and_inpaint(color: np.ndarray, mask: np.ndarray, view_depth: np.nd
         far = default_far(np.asarray(depth), rc.mesh.far_scale) if far is None else float(far)
         backend = rc.backend or default_backend()
 
-        def mesh(s):
-            if s not in meshes:
-                meshes[s] = build_dwmesh(frames[s], depth[s], K, far=far, config=rc.mesh)
-            return meshes[s]
+        mesh = MeshCache(lambda s: build_dwmesh(frames[s], depth[s], K, far=far, config=rc.mesh),
+                         capacity=2 * config.window + 2 + (2 * config.keyframes if moving else 0))
+        scene_depth = float(np.median(np.asarray(depth[0])))
 
     filled_from_video = np.zeros_like(known)
-    for i, t in enumerate(targets):
+    for t in targets:
+        i = t - t0
         if can_reproject and not known[i].all():
             hole = ~known[i]
             best = np.full((H, W), -np.inf, dtype=np.float32)
-            for off in frame_offsets(config.window):
-                s = t + off
-                if not (0 <= s < T):
+            filled_near = filled_from_video[i].copy()
+            vdt = vdepth[i]
+            # a moving camera's other frames saw beyond t's source frustum (no surface of t there: inf)
+            vd = np.where(np.isfinite(vdt), vdt, 0.0) if moving else vdt
+            for s, w2c_s, is_kf in select_sources(t, T, config.window, w2c[t], w2c_src if moving else None,
+                                                  scene_depth, config.keyframes):
+                if is_kf and not (hole & ~filled_from_video[i]).any():
                     continue
-                r = render_mesh(mesh(s), K_out[t], w2c[t], H, W, backend=backend, near=rc.near)
-                ok = hole & r.mask & (r.depth >= view_depth[t] * (1 - config.depth_tolerance))
+                r = render_mesh(mesh(s), K_out[t], w2c_s, H, W, backend=backend, near=rc.near)
+                ok = hole & r.mask & (r.depth >= vd * (1 - config.depth_tolerance))
+                if is_kf:  # keyframes only where no temporal neighbour (the same moment) saw anything
+                    ok &= ~filled_near
                 # the farthest candidate wins: background is what disocclusions reveal, and it rarely moves
                 ok &= r.depth > best
                 if ok.any():
                     out[i][ok] = np.clip(r.color[ok] * 255 + 0.5, 0, 255).astype(np.uint8)
                     best[ok] = r.depth[ok]
                     filled_from_video[i] |= ok
-            # keep memory bounded: drop meshes that later frames will not use
-            for s in [s for s in meshes if s < t - config.window]:
-                del meshes[s]
+                if not is_kf:
+                    filled_near = filled_from_video[i].copy()
         if bar is not None:
             bar.update(1)
     inpainted = ~(known | filled_from_video)
 
     def inpaint_frame(i: int) -> None:
-        out[i] = _inpaint(out[i], inpainted[i], config.inpaint_radius,
-                          None if view_depth is None else view_depth[targets[i]])
+        out[i] = _inpaint(out[i], inpainted[i], config.inpaint_radius, None if vdepth is None else vdepth[i])
 
     # frames are independent and OpenCV releases the GIL: one thread per core (same result as a loop)
     if bar is not None:
@@ -259,4 +267,4 @@ def reproject_and_inpaint(color: np.ndarray, mask: np.ndarray, view_depth: np.nd
                 bar.update(1)
     if bar is not None:
         bar.close()
-    return out, inpainted
+    return out, inpainted, filled_from_video

@@ -7,8 +7,16 @@
       "width": 512, "height": 512,         # pixels of the frames K refers to
       "fps": 30.0,
       "K": [[fx, s, cx], [0, fy, cy], [0, 0, 1]],   # or T of them when K varies (zoom)
-      "w2c": [[[...4...] × 4] × T]          # OpenCV world-to-camera, world = source camera
+      "w2c": [[[...4...] × 4] × T],         # OpenCV world-to-camera
+      "frame": "source"                    # optional: "source" (default) | "world"
     }
+
+``frame`` says what "world" means for the w2c: ``"source"`` (also files
+without the field, as every file written before source poses existed) —
+each w2c is relative to that frame's source camera, EX-4D's semantics;
+``"world"`` — world = source frame 0 (a camera path locked to the scene
+while the source moves, or the source poses themselves,
+``source_cameras.json``). :mod:`ex4d.cameras` converts between the two.
 
 Original npz (``recon.py --save_camera``): ``extrinsics`` (T, 4, 4) float32
 OpenGL-style w2c = diag(1, −1, −1, 1) @ w2c_opencv; ``intrinsics`` (3, 3)
@@ -30,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cameras import check_intrinsics, check_w2c, opencv_to_opengl_w2c, opengl_to_opencv_w2c
+from ..cameras import PATH_FRAMES, check_intrinsics, check_w2c, opencv_to_opengl_w2c, opengl_to_opencv_w2c
 from ..errors import Ex4dError, check
 from .atomic import atomic_save_npz, atomic_write_text
 
@@ -60,6 +68,7 @@ class CameraFile:
     ``width``    int            image width the intrinsics refer to
     ``height``   int            image height
     ``fps``      float | None   frame rate (None for the original npz, which has none)
+    ``frame``    str            "source" (w2c relative to each source frame) or "world"
     ============ ============== ===================================================
     """
 
@@ -68,6 +77,7 @@ class CameraFile:
     width: int
     height: int
     fps: float | None
+    frame: str = "source"
 
     @property
     def num_frames(self) -> int:
@@ -117,7 +127,7 @@ def _nested_array(obj: dict, key: str, where: str, shape_hint: str) -> np.ndarra
 # ----------------------------------------------------------------------------- cameras.json
 
 def write_cameras_json(path: str | os.PathLike, w2c: np.ndarray, K: np.ndarray, width: int, height: int,
-                       fps: float) -> None:
+                       fps: float, frame: str = "source", extra: dict | None = None) -> None:
     """Write ``cameras.json`` atomically.
 
     Args:
@@ -126,6 +136,10 @@ def write_cameras_json(path: str | os.PathLike, w2c: np.ndarray, K: np.ndarray, 
             are all equal is written as one 3×3 matrix.
         width, height: image size in pixels that K refers to.
         fps: frame rate of the video the cameras belong to.
+        frame: ``"source"`` (each w2c relative to that frame's source camera) or
+            ``"world"`` (world = source frame 0); written as the ``frame`` field.
+        extra: more JSON-able top-level fields (e.g. the focal length's uncertainty);
+            readers ignore them.
 
     Floats are written with Python's shortest round-trip repr, so reading the
     file back gives bit-identical float64 arrays.
@@ -135,8 +149,10 @@ def write_cameras_json(path: str | os.PathLike, w2c: np.ndarray, K: np.ndarray, 
     K = _per_frame_K(K, T)
     width, height = _check_size(width, height)
     fps = _check_fps(fps)
+    check(frame in PATH_FRAMES, f"camera file frame must be one of {', '.join(PATH_FRAMES)}, got {frame!r}")
     K1 = _constant_K(K)
-    head = {"convention": CAMERAS_JSON_CONVENTIONS[0], "width": width, "height": height, "fps": fps}
+    head = {"convention": CAMERAS_JSON_CONVENTIONS[0], "frame": frame, "width": width, "height": height, "fps": fps,
+            **(extra or {})}
     parts = [f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in head.items()]
     parts.append(f'  "K": {json.dumps(K1.tolist())}' if K1 is not None else f'  "K": {_matrix_list(K)}')
     parts.append(f'  "w2c": {_matrix_list(w2c)}')
@@ -160,6 +176,9 @@ def _camera_file_from_json(obj, where: str) -> CameraFile:
         check(key in obj, f"{where}: missing key {key!r}")
     width, height = _check_size(obj["width"], obj["height"])
     fps = _check_fps(obj["fps"])
+    frame = obj.get("frame", "source")
+    check(frame in PATH_FRAMES, f"{where}: key 'frame' is {frame!r}; accepted: {', '.join(PATH_FRAMES)} "
+                                "(or leave it out, which means source)")
 
     w2c = _nested_array(obj, "w2c", where, "T×4×4")
     check(w2c.ndim == 3 and w2c.shape[1:] == (4, 4) and w2c.shape[0] >= 1,
@@ -168,7 +187,7 @@ def _camera_file_from_json(obj, where: str) -> CameraFile:
         w2c = opengl_to_opencv_w2c(w2c)
     w2c = check_w2c(w2c, f"{where}: key 'w2c'")
     K = _per_frame_K(_nested_array(obj, "K", where, "3×3 or T×3×3"), w2c.shape[0], f"{where}: key 'K'")
-    return CameraFile(w2c=w2c, K=K, width=width, height=height, fps=fps)
+    return CameraFile(w2c=w2c, K=K, width=width, height=height, fps=fps, frame=frame)
 
 
 def read_cameras_json(path: str | os.PathLike) -> CameraFile:

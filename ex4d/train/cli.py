@@ -89,6 +89,10 @@ def register(subparsers) -> None:
     g.add_argument("--depth-scale", type=float, default=1.0, help="multiply file depth by this")
     g.add_argument("--depth-model", help="estimate depth: depthcrafter | depth-anything-v2")
     g.add_argument("--depth-weights", help="local weights folder of --depth-model")
+    g.add_argument("--source-poses", choices=["estimate", "static"], default="estimate",
+                   help="estimate (default): the source camera's motion from the clip (no weights), so a fixed "
+                        "novel camera ('flow' masks) stays fixed in the world while the source moves; static: "
+                        "treat every clip as a tripod shot")
     _add_mask_args(p)
     g = p.add_argument_group("execution")
     g.add_argument("--executor", choices=["ray", "local"], default="ray",
@@ -211,7 +215,7 @@ def run_prepare(args) -> int:
                            width=w, height=h, resize=args.resize, depth_dir=args.depth_dir, depth_kind=args.depth_kind,
                            depth_scale=args.depth_scale, depth_model=args.depth_model,
                            depth_weights=args.depth_weights, masks=_mask_config(args), seed=args.seed, crf=args.crf,
-                           save_depth=not args.no_depth)
+                           save_depth=not args.no_depth, source_poses=args.source_poses)
     gpus = args.gpus_per_worker
     if gpus is None:
         gpus = 1.0 if args.depth_model and _has_cuda() else 0.0

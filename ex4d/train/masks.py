@@ -37,7 +37,9 @@ Tracking masks (temporal consistency)
   done on an anchor frame only and the mask is carried to every other frame
   along OpenCV Farnebäck optical flow (no weights), so the holes stick to
   the moving content, as they do when a fixed novel camera films a dynamic
-  scene.
+  scene. When the source camera moves (source poses given), the fixed
+  camera is fixed in the *world* and every frame gets its own round trip
+  with it (relative to that frame's source camera), as a world-locked shot.
 * ``mixed`` (default): per clip, ``path`` with probability
   ``path_probability``, else ``flow``.
 
@@ -338,10 +340,18 @@ def propagate_masks(frames: np.ndarray, anchor_mask: np.ndarray, anchor: int = 0
 # --------------------------------------------------------------------------- one clip
 
 
-def _masks_for(sample: CameraSample, frames, depth, K, config: MaskConfig, device) -> tuple[np.ndarray, np.ndarray]:
+def _masks_for(sample: CameraSample, frames, depth, K, config: MaskConfig, device,
+               w2c_src=None) -> tuple[np.ndarray, np.ndarray]:
     T = frames.shape[0]
     w2c = camera_path(sample, T, K, depth[0], config.ease)
-    if sample.tracking == "flow":
+    if sample.tracking == "flow" and w2c_src is not None:
+        # a moving source: the fixed novel camera is fixed in the world (as --path-frame world at inference);
+        # relative to each source frame it moves, so every frame gets its own round trip
+        from ..cameras import relative_to_source
+
+        w2c = relative_to_source(w2c, w2c_src, "world")
+        mask = render_masks(frames, depth, K, w2c, config, device=device)
+    elif sample.tracking == "flow":
         anchor = 0
         far = default_far(depth, config.mesh.far_scale)
         first = round_trip(frames[anchor], depth[anchor], K, w2c[anchor], far, config, device)[0]
@@ -354,7 +364,7 @@ def _masks_for(sample: CameraSample, frames, depth, K, config: MaskConfig, devic
 
 
 def simulate_masks(frames: np.ndarray, depth: np.ndarray, K: np.ndarray, config: MaskConfig = MaskConfig(),
-                   seed: int = 0, device=None) -> SimulatedMasks:
+                   seed: int = 0, device=None, w2c_src: np.ndarray | None = None) -> SimulatedMasks:
     """:class:`SimulatedMasks` of a clip: sample a camera, round-trip every frame (or track), re-sample if degenerate.
 
     Args:
@@ -363,6 +373,10 @@ def simulate_masks(frames: np.ndarray, depth: np.ndarray, K: np.ndarray, config:
         K: [3, 3] intrinsics in pixels.
         config: see :class:`MaskConfig`.
         seed: all randomness comes from ``np.random.default_rng(seed)``.
+        w2c_src: [T, 4, 4] source camera poses (world = frame 0) of a moving source, or None (a tripod).
+            With them a ``flow`` sample's fixed novel camera is fixed in the world, and the returned
+            ``w2c`` are relative to each source frame (what is rendered); ``path`` samples are relative
+            to the source either way (EX-4D's semantics).
     """
     check_frames_depth(frames, depth)
     K = check_intrinsics(K)
@@ -370,7 +384,7 @@ def simulate_masks(frames: np.ndarray, depth: np.ndarray, K: np.ndarray, config:
     best = None
     for i in range(int(config.tries)):
         sample = sample_camera(rng, config)
-        mask, w2c = _masks_for(sample, frames, depth, K, config, device)
+        mask, w2c = _masks_for(sample, frames, depth, K, config, device, w2c_src)
         result = SimulatedMasks(mask=mask, w2c=w2c, camera=sample, tries=i + 1)
         unknown = result.unknown_fraction
         if config.min_unknown <= unknown <= config.max_unknown:

@@ -85,6 +85,9 @@ class PrepareConfig:
     ``seed``            0               sample seeds derive from (seed, clip id): order-independent
     ``crf``             15              H.264 quality of gt/render videos
     ``save_depth``      True            also store the clip's depth (float16)
+    ``source_poses``    "estimate"      estimate | static: the source camera's motion (see
+                                        :mod:`ex4d.poses`); a fixed ("flow") novel camera is then
+                                        fixed in the world while the source moves
     ==================  ==============  ==========================================================
     """
 
@@ -103,6 +106,7 @@ class PrepareConfig:
     seed: int = 0
     crf: int = 15
     save_depth: bool = True
+    source_poses: str = "estimate"
 
     def __post_init__(self):
         if isinstance(self.masks, dict):
@@ -127,6 +131,8 @@ class PrepareConfig:
         check(self.depth_model is None or self.depth_model in DEPTH_MODELS,
               f"depth_model must be one of {', '.join(DEPTH_MODELS)}, got {self.depth_model!r}")
         check(isinstance(self.seed, int) and self.seed >= 0, f"seed must be an integer >= 0, got {self.seed!r}")
+        check(self.source_poses in ("estimate", "static"),
+              f"source_poses must be estimate or static, got {self.source_poses!r}")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -335,7 +341,13 @@ class ClipWorker:
         check(depth.shape == frames.shape[:3], f"depth {depth.shape} does not match the frames {frames.shape[:3]}")
         K = default_intrinsics(cfg.width, cfg.height)
         seed = _clip_seed(cfg.seed, clip_id)
-        sim = simulate_masks(frames, depth, K, cfg.masks, seed=seed)
+        w2c_src, poses_note = None, "static (not estimated)"
+        if cfg.source_poses == "estimate":
+            from ..poses import estimate_source_poses
+
+            poses = estimate_source_poses(frames, depth, K)
+            w2c_src, poses_note = (None if poses.static else poses.w2c), poses.note
+        sim = simulate_masks(frames, depth, K, cfg.masks, seed=seed, w2c_src=w2c_src)
         cond = apply_mask(frames, sim.mask)
         out_fps = float(fps) / cfg.stride
 
@@ -353,7 +365,8 @@ class ClipWorker:
             unknown = (1.0 - sim.mask.mean(axis=(1, 2))).round(4).tolist()
             meta = {"clip": clip_id, "video": str(video), "frame_indices": read.indices.tolist(), "fps": out_fps,
                     "source_size": list(read.source_size), "size": [cfg.width, cfg.height], "K": K.tolist(),
-                    "seed": seed, "camera": sim.camera.to_dict(), "mask_tries": sim.tries,
+                    "seed": seed, "camera": sim.camera.to_dict(), "source_poses": poses_note,
+                    "w2c_src": None if w2c_src is None else np.round(w2c_src, 9).tolist(), "mask_tries": sim.tries,
                     "unknown_fraction": round(sim.unknown_fraction, 4), "unknown_per_frame": unknown,
                     "depth": str(depth_path) if depth_path else (cfg.depth_model or "depth_fn")}
             atomic_write_json(tmp / layout.META, meta)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -81,3 +83,62 @@ def test_full_size_weights_on_cpu_need_force(monkeypatch, wan_dirs):
     with pytest.raises(Ex4dError, match="--force-cpu"):
         load_wan(diffusers_dir, device="cpu")
     load_wan(diffusers_dir, device="cpu", force_cpu=True, dtype="float32")
+
+
+def _single_file_original(tmp_path, original_dir, config: dict | None):
+    """An original-layout copy with one unsharded DiT file (and ``config``, None = no config.json)."""
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "single"
+    folder.mkdir()
+    sd = {}
+    for f in sorted(original_dir.glob("diffusion_pytorch_model-*.safetensors")):
+        sd.update(load_file(str(f)))
+    save_file(sd, str(folder / "diffusion_pytorch_model.safetensors"))
+    shutil.copy(original_dir / "Wan2.1_VAE.pth", folder)
+    if config is not None:
+        (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_original_layout_with_one_unsharded_file(tmp_path, wan_dirs):
+    diffusers_dir, original_dir = wan_dirs
+    folder = _single_file_original(tmp_path, original_dir, {"num_heads": 2})
+    comps = load_wan(folder, encoders=diffusers_dir, dtype="float32", device="cpu", vae_config=TINY_VAE)
+    ref = build_components("tiny", seed=0)
+    assert torch.equal(dit_out(comps.transformer), dit_out(ref.transformer))
+
+
+def test_original_layout_num_heads_missing_or_bad(tmp_path, wan_dirs):
+    diffusers_dir, original_dir = wan_dirs
+    folder = _single_file_original(tmp_path, original_dir, {"model_type": "i2v"})  # the tiny DiT is 16 wide
+    kw = dict(encoders=diffusers_dir, dtype="float32", device="cpu", vae_config=TINY_VAE)
+    with pytest.raises(Ex4dError, match="num_heads"):
+        load_wan(folder, **kw)
+    (folder / "config.json").unlink()
+    with pytest.raises(Ex4dError, match="no config.json"):
+        load_wan(folder, **kw)
+    for bad, msg in [({"num_heads": 3}, "does not divide"), ({"num_heads": 0}, "positive integer"),
+                     ({"num_heads": "2"}, "positive integer")]:
+        (folder / "config.json").write_text(json.dumps(bad))
+        with pytest.raises(Ex4dError, match=msg):
+            load_wan(folder, **kw)
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(Ex4dError, match="not readable JSON"):
+        load_wan(folder, **kw)
+
+
+def test_original_heads_default_to_128_wide():
+    from ex4d.diffusion.loading import _original_num_heads
+
+    assert _original_num_heads(5120, Path("/nonexistent/config.json")) == 40
+    assert _original_num_heads(1536, Path("/nonexistent/config.json")) == 12
+
+
+def test_broken_shard_index_is_named(tmp_path, wan_dirs):
+    diffusers_dir, original_dir = wan_dirs
+    orig = tmp_path / "orig"
+    shutil.copytree(original_dir, orig)
+    (orig / "diffusion_pytorch_model.safetensors.index.json").write_text('{"weight_map": 3}')
+    with pytest.raises(Ex4dError, match="not a readable safetensors index"):
+        load_wan(orig, encoders=diffusers_dir, device="cpu", vae_config=TINY_VAE)

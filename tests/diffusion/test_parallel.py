@@ -122,7 +122,9 @@ def test_jobs_file_and_parser(tmp_path):
     with pytest.raises(Ex4dError, match="same output"):
         read_jobs(tmp_path / "dup.json")
     args = build_parser().parse_args(["--jobs", "j.json", "--wan", "w", "--adapter", "a.ckpt", "--ulysses", "2"])
-    assert args.jobs == "j.json" and args.ulysses == 2 and args.ring == 1 and args.steps == 25
+    from ex4d.diffusion.cli import config_from_args
+
+    assert args.jobs == "j.json" and args.ulysses == 2 and args.ring == 1 and config_from_args(args).steps == 25
 
 
 def test_no_multicast_env_values():

@@ -258,34 +258,34 @@ def test_run_fill_ex4d_in_windows_resumes_after_a_kill_mid_window(tmp_path, wan_
     assert opts["window"] == 9 and opts["overlap"] == 5
 
 
-def test_generate_streams_a_clip_longer_than_a_window_from_files(tmp_path):
-    """`ex4d generate`'s path (generate_video_files) with a stand-in generator: 14 frames in windows of 9
-    sharing 5, inputs cached per chunk, output streamed; the work folder is gone at the end."""
+def test_generate_jobs_run_a_clip_longer_than_a_window(tmp_path):
+    """`ex4d generate`'s job path (generate_in_windows) with a stand-in generator: 14 frames in windows of 9
+    sharing 5; a clip that fits one window is one call as before; the work folder is gone at the end."""
     from ex4d.diffusion.config import GenerateConfig
-    from ex4d.diffusion.windowed import generate_video_files
-    from ex4d.io.video import read_mask_video, read_video, write_video
+    from ex4d.diffusion.windowed import check_window_frames, generate_in_windows
 
-    rng = np.random.default_rng(0)
-    color = rng.integers(0, 256, (14, 32, 48, 3), dtype=np.uint8)
-    mask = np.zeros((14, 32, 48), bool)
-    mask[:, :, :24] = True
-    write_video(tmp_path / "color.mp4", color, 10.0, lossless=True)
-    write_video(tmp_path / "mask.mp4", mask, 10.0)
+    color, mask = _moving_clip(T=14)
     double = ContinuingDouble(drift=0)
 
-    class Generator:  # TEST DOUBLE of Ex4dGenerator: .config and .generate
-        config = GenerateConfig(device="cpu")
-
+    class Generator:  # TEST DOUBLE of Ex4dGenerator.generate
         def generate(self, c, m, config, progress=False):
             return double(c, m, config.seed)
 
     out = tmp_path / "gen" / "output.mp4"
-    info = generate_video_files(tmp_path / "color.mp4", tmp_path / "mask.mp4", out, Generator, GenerateConfig(),
-                                WindowConfig(window=9, overlap=5, lift="none"), progress=False)
-    assert info["windows"] == 3 and info["frames"] == 14 and [c[2] for c in double.calls] == [0, 1, 2]
-    np.testing.assert_array_equal(double.calls[0][1], read_mask_video(tmp_path / "mask.mp4")[:9])
-    assert read_video(out, num_frames=None, max_res=4096, multiple=1).frames.shape == (14, 32, 48, 3)
-    assert sorted(p.name for p in out.parent.iterdir()) == ["output.mp4"]  # the work folder is removed
+    out.parent.mkdir()
+    video, n = generate_in_windows(Generator(), color, mask, GenerateConfig(seed=7),
+                                   WindowConfig(window=9, overlap=5, lift="none"), out, progress=False)
+    assert n == 3 and video.shape == color.shape and [c[2] for c in double.calls] == [7, 8, 9]
+    assert list(out.parent.iterdir()) == []  # the windows' work folder is removed
+    double.calls.clear()
+    video, n = generate_in_windows(Generator(), color[:9], mask[:9], GenerateConfig(), None, out, progress=False)
+    assert n == 1 and len(double.calls) == 1 and video.shape[0] == 9
+    video, n = generate_in_windows(Generator(), color, mask, GenerateConfig(frames="trim"), None, out,
+                                   progress=False)
+    assert n == 1 and video.shape[0] == 13
+    check_window_frames(50, WindowConfig(), "exact")  # any count works
+    with pytest.raises(Ex4dError):
+        check_window_frames(0, WindowConfig(), "exact")
 
 
 def test_window_flags_belong_to_their_fill(tmp_path, capsys):

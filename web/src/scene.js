@@ -47,6 +47,18 @@ export async function loadScene(url) {
   return { header, frames };
 }
 
+/** c2w rows [4][4] of a rigid OpenCV w2c (rows): [Rᵀ | −Rᵀt]. */
+export function invertRigid(m) {
+  const R = [0, 1, 2].map((i) => [0, 1, 2].map((j) => m[j][i]));
+  const t = [0, 1, 2].map((i) => -(R[i][0] * m[0][3] + R[i][1] * m[1][3] + R[i][2] * m[2][3]));
+  return [[...R[0], t[0]], [...R[1], t[1]], [...R[2], t[2]], [0, 0, 0, 1]];
+}
+
+/** Product of two 4×4 row matrices. */
+export function matmul4(a, b) {
+  return a.map((row) => [0, 1, 2, 3].map((j) => row[0] * b[0][j] + row[1] * b[1][j] + row[2] * b[2][j] + row[3] * b[3][j]));
+}
+
 const VERTEX = /* glsl */`
 precision highp float;
 precision highp sampler2D;
@@ -161,6 +173,9 @@ export class SceneView {
     });
     this.mesh = new THREE.Mesh(gridGeometry(header.width, header.height), this.material);
     this.mesh.frustumCulled = false;
+    // A moving source camera: frame t's mesh (source-camera-t coordinates) is placed in the world by c2w_src[t].
+    this.w2cSrc = header.w2c_src || null;
+    this.mesh.matrixAutoUpdate = false;
     this.scene.add(this.mesh);
     this.overlay = new THREE.Group();
     this.scene.add(this.overlay);
@@ -230,6 +245,10 @@ export class SceneView {
     const tex = this.textures[this.frame];
     const u = this.material.uniforms;
     u.depthTex.value = tex.depth; u.occTex.value = tex.occ; u.colorTex.value = tex.color;
+    if (this.w2cSrc) {
+      this.mesh.matrix.set(...invertRigid(this.w2cSrc[this.frame]).flat());
+      this.mesh.matrixWorldNeedsUpdate = true;
+    }
     this.render();
     this.emit();
   }
@@ -313,7 +332,14 @@ export class SceneView {
       const p = frustumPoints(w2c, K, W, H, s);
       this.overlay.add(lines([p[0], p[1], p[0], p[2], p[0], p[3], p[0], p[4], p[1], p[2], p[2], p[3], p[3], p[4], p[4], p[1]], color));
     };
-    frustum([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], this.sourceK, 0xffffff);
+    const identity = [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]];
+    if (this.w2cSrc) { // the source camera's own path, and its frustum at this frame
+      const src = this.w2cSrc.map(centreOf);
+      const sseg = [];
+      for (let i = 0; i + 1 < src.length; i++) sseg.push(src[i], src[i + 1]);
+      if (sseg.length) this.overlay.add(lines(sseg, 0xffffff));
+    }
+    frustum(this.w2cSrc ? this.w2cSrc[this.frame ?? 0] : identity, this.sourceK, 0xffffff);
     if (current != null && path.w2c[current]) frustum(path.w2c[current], path.K[current], 0x00e5ff);
     this.render();
   }

@@ -5,7 +5,7 @@
 // K and size of the run's frames), so `ex4d run --trajectory cameras.json` takes it as it is.
 import { AssetView, loadAsset } from './asset.js';
 import { fillPath } from './cameras.js';
-import { SceneView, loadScene, responseError } from './scene.js';
+import { SceneView, loadScene, matmul4, responseError } from './scene.js';
 
 const $ = (id) => document.getElementById(id);
 const state = { view: null, runPath: null, samples: {}, recording: false, playing: false, speed: 1 };
@@ -92,7 +92,8 @@ function stopRecording() {
 function camerasJson() {
   const h = state.view.header;
   const w2c = fillPath(state.samples, h.num_frames);
-  return { convention: 'opencv_w2c', width: h.source_size[0], height: h.source_size[1], fps: h.fps, K: h.source_K, w2c };
+  // with a moving source the viewer's world is source frame 0: the flown path is a world-frame path
+  return { convention: 'opencv_w2c', frame: h.w2c_src ? 'world' : 'source', width: h.source_size[0], height: h.source_size[1], fps: h.fps, K: h.source_K, w2c };
 }
 
 function save() {
@@ -119,6 +120,8 @@ async function main() {
     const [W, H] = scene.header.source_size;
     const sx = W / runPath.width; const sy = H / runPath.height;
     const Ks = Array.isArray(runPath.K[0][0]) ? runPath.K : runPath.w2c.map(() => runPath.K);
+    // a path relative to each source frame, shown in the world of a moving source: w2c_world = w2c_rel · w2c_src
+    if (scene.header.w2c_src && runPath.frame !== 'world') runPath.w2c = runPath.w2c.map((m, t) => matmul4(m, scene.header.w2c_src[t]));
     runPath.K = Ks.map((K) => [[K[0][0] * sx, K[0][1] * sx, (K[0][2] + 0.5) * sx - 0.5], [0, K[1][1] * sy, (K[1][2] + 0.5) * sy - 0.5], [0, 0, 1]]);
     state.runPath = runPath;
   }
