@@ -33,6 +33,7 @@ __all__ = [
     "fov_from_intrinsics",
     "scale_intrinsics",
     "check_intrinsics",
+    "check_principal_point",
     "check_w2c",
     "invert_w2c",
     "look_at_w2c",
@@ -114,6 +115,17 @@ def check_intrinsics(K, name: str = "intrinsics") -> np.ndarray:
     check(bool(np.all(np.isfinite(K))), f"{name} contains non-finite values")
     check(K[0, 0] > 0 and K[1, 1] > 0, f"{name} must have positive focal lengths, got fx={K[0, 0]}, fy={K[1, 1]}")
     check(np.allclose(K[2], [0, 0, 1]), f"{name} last row must be [0, 0, 1], got {K[2].tolist()}")
+    check(K[1, 0] == 0, f"{name} must be upper triangular ([[fx, s, cx], [0, fy, cy], [0, 0, 1]]), "
+                        f"got K[1][0] = {K[1, 0]}")
+    return K
+
+
+def check_principal_point(K: np.ndarray, width: int, height: int, name: str = "intrinsics") -> np.ndarray:
+    """K [3, 3] unless its principal point lies outside the ``width``×``height`` image (then Ex4dError)."""
+    cx, cy = float(K[0, 2]), float(K[1, 2])
+    check(0 <= cx <= width and 0 <= cy <= height,
+          f"{name}: principal point ({cx:g}, {cy:g}) lies outside the {width}×{height} image it is said to "
+          "describe (normally near its centre); the size or the matrix is wrong")
     return K
 
 
@@ -131,6 +143,12 @@ def check_w2c(w2c, name: str = "w2c") -> np.ndarray:
     if bad.size:
         raise Ex4dError(f"{name}: the rotation of matrix {int(bad[0])} is not orthonormal (error {err[bad[0]]:.3g}); "
                         "cameras must be rigid world-to-camera transforms")
+    det = np.linalg.det(R)
+    bad = np.flatnonzero(det < 0)
+    if bad.size:
+        raise Ex4dError(f"{name}: matrix {int(bad[0])} has det(R) = {det[bad[0]]:.3g}, a reflection rather than a "
+                        "rotation (an axis flipped, e.g. a left-handed convention); cameras must be proper rigid "
+                        "world-to-camera transforms (det(R) = +1)")
     return w2c
 
 

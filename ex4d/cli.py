@@ -7,7 +7,6 @@ with status 2; Ctrl-C exits with 130 and keeps every finished stage.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -19,17 +18,25 @@ __all__ = ["main", "build_parser"]
 S = argparse.SUPPRESS
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors: ``ex4d run: error: … (see ex4d run --help)``, exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def _trajectory_help() -> str:
     from .trajectory import PRESETS
 
     lines = [f"  {name:11s} {text}".replace("%", "%%") for name, text in PRESETS.items()]
-    return ("camera path: a preset, a keyframe .json, or a camera file (cameras.json / the original's .npz).\n"
+    return ("camera path: a preset, a keyframe .json, or a camera file (cameras.json / the original's .npz);\n"
+            "default ex4d-90 (the original's 90° orbit).\n"
             "presets:\n" + "\n".join(lines))
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     """Flags shared by recon and run. Defaults live in RunConfig; flags left out keep them (or --config's)."""
-    p.add_argument("video", nargs="?", default=S, help="input video (mp4/mov/webm/mkv/gif) or a folder of images")
+    p.add_argument("video", nargs="?", default=S, help="input video (mp4/mov/webm/mkv/avi/gif) or a folder of images")
     p.add_argument("--example", action="store_true", default=S,
                    help="use the bundled example scene (exact depth, nothing to download)")
     p.add_argument("--example-size", type=int, default=S, help="example frame size in pixels (default 512)")
@@ -108,7 +115,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="rasterizer (default: torch on a CUDA GPU, else numba)")
 
     g = p.add_argument_group("outputs")
-    g.add_argument("--png", action="store_true", default=S, help="also write lossless frames color/*.png, mask/*.png")
+    g.add_argument("--png", action="store_true", default=S,
+                   help="also write lossless frames color/*.png, mask/*.png (and output/*.png for run)")
     g.add_argument("--save-mesh", action="store_true", default=S, help="also write each frame's DW-Mesh as PLY")
     g.add_argument("--crf", type=int, default=S, help="H.264 quality of the mp4 outputs (0–51, lower is better; 18)")
 
@@ -153,7 +161,7 @@ def _add_fill(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ex4d", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Camera-controllable 4D video from one monocular video (EX-4D reimplementation).",
         epilog="examples:\n"
@@ -180,8 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("example", help="write the bundled example scene as a video and an exact depth file")
     p.add_argument("--out", required=True, help="folder for input.mp4 and depth.npz")
-    p.add_argument("--num-frames", type=int, default=49)
-    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--num-frames", type=int, default=49, help="frames of the scene (default 49)")
+    p.add_argument("--size", type=int, default=512, help="frame width and height in pixels, a multiple of 16 ≥ 64 "
+                                                         "(default 512)")
     p.add_argument("--source-motion", choices=["static", "handheld", "pan", "travel"], default="static",
                    help="how the source camera moves (default static: the tripod example); a moving one also writes "
                         "the true poses as true_source_cameras.json (\"frame\": \"world\")")
@@ -205,15 +214,17 @@ def build_parser() -> argparse.ArgumentParser:
 def _run_config(args: argparse.Namespace, with_fill: bool):
     """RunConfig from defaults ← --config file ← flags given on the command line."""
     from .dwmesh import MeshConfig
+    from .errors import check
     from .pipeline import RunConfig
     from .recon import ReconConfig
 
     base: dict = {}
     if args.config:
-        try:
-            base = json.loads(Path(args.config).read_text())["run"]
-        except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
-            raise Ex4dError(f"--config {args.config}: not a readable ex4d config.json ({e})")
+        from .io.json_input import check_fields, read_json, require
+
+        what = f"--config {args.config}"
+        base = require(read_json(args.config, what), "run", dict, f"{what} (an ex4d config.json)")
+        base = check_fields(RunConfig, base, f"{what}: 'run'")
     a = vars(args)
     direct = {"video": "video", "example": "example", "example_size": "example_size", "num_frames": "num_frames",
               "start": "start", "stride": "stride", "max_res": "max_res", "allow_short": "allow_short",
@@ -221,6 +232,7 @@ def _run_config(args: argparse.Namespace, with_fill: bool):
               "depth_model": "depth_model", "depth_weights": "depth_weights", "fov": "fov", "focal": "focal",
               "intrinsics": "intrinsics", "trajectory": "trajectory", "png": "png", "save_mesh": "save_mesh",
               "crf": "crf", "fill": "fill", "seed": "seed", "source_poses": "source_poses", "path_frame": "path_frame"}
+    check("video" not in a or "example" not in a, "give either an input video or --example, not both")
     d = dict(base)
     for flag, key in direct.items():
         if flag in a:
@@ -296,11 +308,15 @@ def _run_config(args: argparse.Namespace, with_fill: bool):
                                 for k, v in d.items()})
 
 
+def _warn(command: str):
+    return lambda message: print(f"ex4d {command}: warning: {message}", file=sys.stderr)
+
+
 def _cmd_recon(args) -> int:
     from .pipeline import run_pipeline
 
     summary = run_pipeline(_run_config(args, with_fill=False), args.out, overwrite=args.overwrite, fill=False,
-                           progress=not args.quiet)
+                           progress=not args.quiet, warn=_warn("recon"))
     print(summary.line())
     return 0
 
@@ -309,7 +325,7 @@ def _cmd_run(args) -> int:
     from .pipeline import run_pipeline
 
     summary = run_pipeline(_run_config(args, with_fill=True), args.out, overwrite=args.overwrite, fill=True,
-                           progress=not args.quiet)
+                           progress=not args.quiet, warn=_warn("run"))
     print(summary.line())
     return 0
 
@@ -319,7 +335,14 @@ def _cmd_example(args) -> int:
     from .io.depth import save_depth_npz
     from .io.video import write_video
 
+    from .errors import check
+    from .io.outdir import check_output_location
+
+    check(1 <= args.num_frames <= 10_000, f"--num-frames must be in [1, 10000], got {args.num_frames}")
+    check(64 <= args.size <= 4096 and args.size % 16 == 0,
+          f"--size must be a multiple of 16 in [64, 4096], got {args.size}")
     out = Path(args.out)
+    check_output_location(out, "--out")
     if args.source_motion == "static" and args.scene == "example":
         scene = make_example(args.num_frames, args.size, args.size)
         frames, depth, fps = scene.frames, scene.depth, scene.fps
@@ -346,25 +369,26 @@ def _cmd_example(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
+    """Run one ``ex4d`` command; returns the exit status (0 ok, 2 bad input, 130 Ctrl-C, 1 internal error)."""
+    from .errors import report_error
+    from .interrupt import sigint_deferred_in_native
+
+    prog, resume = "ex4d", False
     try:
-        return int(args.func(args) or 0)
-    except Ex4dError as e:
-        print(f"ex4d {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except ImportError as e:
-        if "pip install" not in str(e):  # not one of our "install the X extra" messages: a bug, show it
-            raise
-        print(f"ex4d {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"\nex4d {args.command}: interrupted; finished stages are kept, re-run the same command to resume",
-              file=sys.stderr)
-        return 130
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            if getattr(args, "command", None) is None:
+                parser.print_help()
+                return 2
+            print(f"ex4d {args.command}: error: incomplete command (see `ex4d {args.command} --help`)",
+                  file=sys.stderr)
+            return 2
+        prog, resume = f"ex4d {args.command}", args.command in ("run", "recon")
+        with sigint_deferred_in_native():
+            return int(args.func(args) or 0)
+    except BaseException as e:  # noqa: BLE001 - every ending is decided in one place (report_error)
+        return report_error(e, prog, resume_hint=resume)
 
 
 if __name__ == "__main__":  # pragma: no cover

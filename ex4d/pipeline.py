@@ -28,7 +28,7 @@ poses.png              plot of the source camera path (when matplotlib is instal
 config.json            every parameter, versions, input hashes, timings, summary
 output.mp4             (run) the completed video
 preview.mp4            (run) input | render with unknown tinted | output
-color/, mask/          (--png) lossless frames 00000.png …
+color/, mask/, output/ (--png) lossless frames 00000.png … (output/: run only)
 meshes/                (--save-mesh) one DW-Mesh per frame, 00000.ply …
 .ex4d/                 stage records and lossless chunked caches (frames/, depth/, render/, fill/:
                        one file per 16 frames, see ex4d.streaming), so a run resumes mid-stage
@@ -49,20 +49,23 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .cameras import check_intrinsics, default_intrinsics, intrinsics_from_focal, intrinsics_from_fov, scale_intrinsics
+from .cameras import check_intrinsics, default_intrinsics, intrinsics_from_focal, intrinsics_from_fov
 from . import streaming
-from .errors import Ex4dError, check
+from .errors import Ex4dError, check, collect_warnings
 from .fill import FILL_BACKENDS, ClassicalFillConfig
-from .io.atomic import atomic_save_npz, atomic_write_json
 from .poses import PosesConfig
+from .io.atomic import atomic_save_npz, atomic_write_json
+from .io.outdir import STATE_DIR, OutputFolder
+from .plausibility import check_camera_file, check_depth_values, check_path_start, report_known_fraction
 from .recon import ReconConfig
 
-__all__ = ["RunConfig", "run_pipeline", "RunSummary", "STATE_DIR"]
+__all__ = ["RunConfig", "run_pipeline", "RunSummary", "STATE_DIR", "read_run_record"]
 
-STATE_DIR = ".ex4d"
 _OUR_FILES = {"color.mp4", "mask.mp4", "cameras.json", "cameras_ex4d.npz", "config.json", "output.mp4",
-              "preview.mp4", "color", "mask", "meshes", STATE_DIR, "stereo.mp4", "stereo.json", "source_cameras.json",
-              "poses_report.json", "poses.png"}
+              "preview.mp4", "color", "mask", "output", "meshes", STATE_DIR, "stereo.mp4", "stereo.json",
+              "source_cameras.json", "poses_report.json", "poses.png"}
+#: Timings that are parts of another (recon_s holds mesh_s and raster_s): not added up in the summary.
+_PART_TIMES = {"mesh_s", "raster_s"}
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,11 @@ class RunConfig:
               "(\"frame\": \"world\") or COLMAP model folder")
         check(self.example_size >= 64 and self.example_size % 16 == 0,
               f"example size must be a multiple of 16, ≥ 64, got {self.example_size}")
+        _check_numbers(self)
+        if self.fill == "classical":
+            from .io.json_input import check_fields
+
+            ClassicalFillConfig(**check_fields(ClassicalFillConfig, self.fill_options, "classical fill options"))
         if self.stereo is not None or self.stereo_options:
             from .io.stereo_video import LAYOUTS
             from .run_scene import stereo_config_from
@@ -147,6 +155,21 @@ class RunConfig:
         return cls(**d)
 
 
+def _check_numbers(c: RunConfig) -> None:
+    """Ranges of the frame selection and camera numbers, checked before any work."""
+    import math
+
+    check(c.num_frames is None or c.num_frames >= 1, f"--num-frames must be ≥ 1 (0 = all), got {c.num_frames}")
+    check(c.start >= 0, f"--start must be ≥ 0, got {c.start}")
+    check(c.stride >= 1, f"--stride must be ≥ 1, got {c.stride}")
+    check(c.max_res >= 16, f"--max-res must be ≥ 16 pixels, got {c.max_res}")
+    check(math.isfinite(c.depth_scale) and c.depth_scale > 0,
+          f"--depth-scale must be a positive number, got {c.depth_scale}")
+    check(c.fov is None or (math.isfinite(c.fov) and 0 < c.fov < 180), f"--fov must be in (0, 180) degrees, got {c.fov}")
+    check(c.focal is None or (math.isfinite(c.focal) and c.focal > 0),
+          f"--focal must be a positive number of pixels, got {c.focal}")
+
+
 @dataclass(frozen=True)
 class RunSummary:
     """What a run produced: output folder, frame count, size, known fraction, seconds per stage."""
@@ -161,7 +184,7 @@ class RunSummary:
 
     def line(self) -> str:
         reused = f", reused {', '.join(self.reused)}" if self.reused else ""
-        total = sum(v for k, v in self.timings.items() if isinstance(v, float))
+        total = sum(v for k, v in self.timings.items() if isinstance(v, float) and k not in _PART_TIMES)
         return (f"{self.num_frames} frames {self.width}×{self.height}, known {100 * self.known_fraction:.1f}% "
                 f"of novel-view pixels, {total:.1f} s{reused} → {self.out}")
 
@@ -201,10 +224,13 @@ class _State:
 
     def __init__(self, out: Path):
         self.path = out / STATE_DIR / "stages.json"
-        try:
-            self.keys = json.loads(self.path.read_text()) if self.path.exists() else {}
-        except (OSError, json.JSONDecodeError):
-            self.keys = {}
+        from .io.json_input import read_json
+
+        try:  # unreadable or odd records mean "nothing finished": every stage is recomputed
+            keys = read_json(self.path, "stage records") if self.path.exists() else {}
+        except Ex4dError:
+            keys = {}
+        self.keys = {k: v for k, v in keys.items() if isinstance(v, str)} if isinstance(keys, dict) else {}
 
     def done(self, stage: str, key: str, files: list[Path]) -> bool:
         return self.keys.get(stage) == key and all(f.exists() for f in files)
@@ -218,30 +244,6 @@ class _State:
             atomic_write_json(self.path, self.keys)
 
 
-def _prepare_out(out: Path, config: RunConfig, overwrite: bool) -> None:
-    """Create ``out``; refuse to touch a folder with foreign files or another run's parameters."""
-    if out.exists() and not out.is_dir():
-        raise Ex4dError(f"--out {out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    entries = {p.name for p in out.iterdir()}
-    if not entries or overwrite:
-        return
-    prev = out / "config.json"
-    if STATE_DIR not in entries:
-        raise Ex4dError(f"--out {out} is not empty and holds no ex4d run; choose an empty or new folder, "
-                        "or pass --overwrite")
-    if prev.exists():
-        try:
-            old = json.loads(prev.read_text()).get("run", {})
-        except (OSError, json.JSONDecodeError):
-            old = {}
-        new = json.loads(json.dumps(config.to_dict(), default=str))
-        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-        if changed:
-            raise Ex4dError(f"--out {out} holds a run with other parameters (changed: {', '.join(changed)}); "
-                            "pass --overwrite to replace it (unchanged stages are reused), or choose another --out")
-
-
 # ---------------------------------------------------------------------------------------------- stages
 
 def _input_ident(config: RunConfig) -> dict:
@@ -252,7 +254,29 @@ def _input_ident(config: RunConfig) -> dict:
             "stride": config.stride, "max_res": config.max_res, "allow_short": config.allow_short}
 
 
-def _intrinsics(config: RunConfig, width: int, height: int) -> np.ndarray:
+def _check_scene(config: RunConfig, depth, K, width: int, height: int) -> None:
+    """Plausibility of the depth and of a camera file against the scene (ex4d.plausibility): warnings, or a refusal.
+
+    Judged against frame 0's scene with the source intrinsics ``K``, before the source poses: a camera file's
+    w2c are relative to source frame 0 (``"frame": "world"``) or to each frame's own source camera
+    (``"source"``), which for this check is the same up to the source camera's motion.
+    """
+    from .trajectory import make_trajectory
+
+    source = f"--depth {config.depth}" if config.depth else "depth"
+    check_depth_values(depth, config.recon.near, source)
+    traj = make_trajectory(config.trajectory, depth.shape[0], K, width, height, depth0=depth[0],
+                           **config.trajectory_options)
+    if traj.name == "file":
+        from .io.camera_files import load_camera_file
+
+        convention = load_camera_file(config.trajectory).convention
+        check_camera_file(traj.w2c, traj.K, width, height, depth[0], K, config.recon.near,
+                          f"--trajectory {config.trajectory}", convention)
+    check_path_start(traj.w2c[0], traj.K[0], K, traj.name if traj.name != "file" else config.trajectory)
+
+
+def _intrinsics(config: RunConfig, width: int, height: int, example_K) -> np.ndarray:
     if config.focal is not None:
         return intrinsics_from_focal(width, height, config.focal)
     if config.fov is not None:
@@ -260,12 +284,20 @@ def _intrinsics(config: RunConfig, width: int, height: int) -> np.ndarray:
     if config.intrinsics is not None:
         from .io.camera_files import load_camera_file
 
+        from .errors import warn
+        from .io.camera_files import fit_camera_size
+
         cam = load_camera_file(config.intrinsics)
-        K = cam.K[0]
-        if (cam.width, cam.height) != (width, height):
-            K = scale_intrinsics(K, width / cam.width, height / cam.height)
-        return check_intrinsics(K, f"intrinsics from {config.intrinsics}")
-    return default_intrinsics(width, height)  # also the example's
+        source = f"--intrinsics {config.intrinsics}"
+        if not np.allclose(cam.K, cam.K[0]):
+            warn(f"{source}: its intrinsics vary over its {cam.num_frames} cameras; the first camera's K is used")
+        K, note = fit_camera_size(cam.K[:1], cam.width, cam.height, width, height, source)
+        if note:
+            warn(note)
+        return check_intrinsics(K[0], f"intrinsics from {config.intrinsics}")
+    if example_K is not None:
+        return example_K
+    return default_intrinsics(width, height)
 
 
 def _depth_stage(config: RunConfig, clip, frames_key: str, out: Path, state: _State, progress: bool):
@@ -362,22 +394,88 @@ def _versions() -> dict:
             "numba": numba.__version__, "torch": torch.__version__}
 
 
+def read_run_record(out: str | os.PathLike) -> tuple[dict, RunConfig]:
+    """(config.json as a dict, its RunConfig) of a finished run folder, every field it is read for checked.
+
+    Ex4dError (one line) when the folder holds no run or its config.json is malformed: read through
+    :func:`ex4d.io.json_input.read_json`; ``run`` checked against RunConfig; ``intrinsics`` a finite 3×3
+    matrix and ``fps`` a positive number when present.
+    """
+    import math
+
+    from .io.json_input import check_fields, expect, float_array, read_json, require
+
+    cfg = Path(out) / "config.json"
+    check(cfg.is_file(), f"{out} holds no ex4d run (no config.json); run `ex4d run ... --out {out}` first")
+    record = expect(read_json(cfg, "run record"), dict, str(cfg))
+    run = require(record, "run", dict, f"{cfg} (an ex4d config.json)")
+    config = RunConfig.from_dict(check_fields(RunConfig, run, f"{cfg}: 'run'"))
+    if record.get("intrinsics") is not None:
+        record["intrinsics"] = float_array(record["intrinsics"], f"{cfg}: 'intrinsics'", (3, 3)).tolist()
+    fps = record.get("fps")
+    check(fps is None or (isinstance(fps, (int, float)) and not isinstance(fps, bool) and math.isfinite(fps)
+                          and fps > 0), f"{cfg}: 'fps' must be a positive number, got {fps!r}")
+    return record, config
+
+
+def _config_record(config: RunConfig) -> dict:
+    """The run's parameters as JSON values (what config.json's ``run`` holds)."""
+    return json.loads(json.dumps(config.to_dict(), default=str))
+
+
+def _writes(config: RunConfig, fill: bool) -> set[str]:
+    """Top-level names a run with ``config`` writes (the rest of an overwritten folder's outputs is removed)."""
+    names = {"color.mp4", "mask.mp4", "cameras.json", "cameras_ex4d.npz", "config.json", STATE_DIR}
+    if not config.example:  # the source poses stage (ex4d.poses) writes its camera file and report
+        names |= {"source_cameras.json", "poses_report.json", "poses.png"}
+    filled = fill and config.fill != "none"
+    if config.png:
+        names |= {"color", "mask"} | ({"output"} if filled else set())
+    if config.save_mesh:
+        names.add("meshes")
+    if filled:
+        names |= {"output.mp4", "preview.mp4"}
+    if filled and config.stereo:
+        names |= {"stereo.mp4", "stereo.json"}
+    return names
+
+
 def run_pipeline(config: RunConfig, out: str | os.PathLike, overwrite: bool = False, fill: bool = True,
-                 progress: bool = True, log=print) -> RunSummary:
+                 progress: bool = True, log=print, warn=None) -> RunSummary:
     """Run the job described by ``config`` into folder ``out``; ``fill=False`` stops after the recon stage.
 
-    Every stage streams chunk by chunk through ``OUT/.ex4d`` (:mod:`ex4d.streaming`): memory stays bounded
-    whatever the clip's length, and an interrupted run resumes at the chunk (or window) it was in.
+    The folder is held for the whole run (:class:`ex4d.io.outdir.OutputFolder`): checked, marked,
+    locked against a second run, cleaned of a killed run's temp files; with ``overwrite`` every
+    output this run does not rewrite is removed first. Warnings about the inputs and the result
+    (:mod:`ex4d.plausibility`) go to ``warn(message)`` (default: stderr) and into config.json.
     """
+    out = Path(out)
+    if fill:
+        _check_fill_ready(config)
+    _check_files(config)
+    with OutputFolder(out, _config_record(config), overwrite=overwrite, ours=_OUR_FILES, label="--out") as folder, \
+            collect_warnings(warn) as notes:
+        state = _State(out)
+        if overwrite:
+            filled = fill and config.fill != "none"
+            caches = {"stages.json", "frames", "depth", "depth-raw", "depth-values", "poses.npz", "render"} | (
+                {"fill", "fill-pass1", "windows", "lifted.npz", "right.npz"} if filled else set())
+            folder.remove_outputs(keep=_writes(config, fill), state_keep=caches)
+            for stage, kept in (("fill", filled), ("stereo", filled and config.stereo)):
+                if not kept:
+                    state.forget(stage)
+        return _run_stages(config, out, state, fill, progress, notes)
+
+
+def _run_stages(config: RunConfig, out: Path, state: "_State", fill: bool, progress: bool,
+                notes: list[str]) -> RunSummary:
+    """The stages, in a folder held by :func:`run_pipeline`, each streamed chunk by chunk through ``OUT/.ex4d``
+    (:mod:`ex4d.streaming`): memory stays bounded whatever the clip's length, and an interrupted run resumes at
+    the chunk (or window) it was in."""
     from .cameras import novel_w2c_world, relative_to_source
     from .io.chunks import ChunkStore
     from .trajectory import make_trajectory
 
-    out = Path(out)
-    if fill:
-        _check_fill_ready(config)
-    _prepare_out(out, config, overwrite)
-    state = _State(out)
     cache = out / STATE_DIR
     np.random.seed(config.seed)
     timings: dict = {}
@@ -397,7 +495,8 @@ def run_pipeline(config: RunConfig, out: str | os.PathLike, overwrite: bool = Fa
         reused.append("depth")
     timings["depth_s"] = time.perf_counter() - t0
 
-    K = _intrinsics(config, W, H)
+    K = _intrinsics(config, W, H, None)  # the example's K is the default one
+    _check_scene(config, depth, K, W, H)  # before the poses stage writes anything
     given_K = config.example or any(x is not None for x in (config.focal, config.fov, config.intrinsics))
     t0 = time.perf_counter()
     poses, poses_key, poses_reused = _poses_stage(config, clip.frames, depth, K, given_K, depth_key, fps, out, state,
@@ -433,15 +532,16 @@ def run_pipeline(config: RunConfig, out: str | os.PathLike, overwrite: bool = Fa
                                                 progress)
         timings["mesh_s"], timings["raster_s"] = stats["mesh_s"], stats["raster_s"]
         moved = stats["known_frames"]
-        render.set_attrs(known_fraction=(stats["known_sum"] / moved) if moved else stats["known_all"] / T)
+        render.set_attrs(known_fraction=(stats["known_sum"] / moved) if moved else stats["known_all"] / T,
+                         novel_frames=moved or T, empty_frames=stats["empty_moved"] if moved else stats["empty_all"])
         _write_cameras(out, traj.w2c if path_frame == "world" else w2c_rel, traj.K, W, H, fps, path_frame, w2c_rel)
         state.mark("render", render_key)
     timings["recon_s"] = time.perf_counter() - t0
 
     if fill and config.fill != "none":
         fill_data_key = _key("fill", render_data_key, config.fill, config.fill_options, config.seed)
-        fill_key = _key(fill_data_key, config.crf)
-        fill_files = [out / "output.mp4", out / "preview.mp4"]
+        fill_key = _key(fill_data_key, config.crf, config.png)
+        fill_files = [out / "output.mp4", out / "preview.mp4"] + ([out / "output"] if config.png else [])
         t0 = time.perf_counter()
         if state.done("fill", fill_key, fill_files):
             reused.append("fill")
@@ -450,7 +550,7 @@ def run_pipeline(config: RunConfig, out: str | os.PathLike, overwrite: bool = Fa
             w2c_world = novel_w2c_world(w2c_rel, poses.w2c, "source")  # one frame for the lifted scene
             filled = _fill(config, render, clip, depth, K, w2c_rel, w2c_world, traj.K, poses.w2c, far, cache,
                            fill_data_key, progress)
-            streaming.write_fill_outputs(out, filled, render, clip, config.crf)
+            streaming.write_fill_outputs(out, filled, render, clip, config.crf, png=config.png)
             state.mark("fill", fill_key)
         timings["fill_s"] = time.perf_counter() - t0
 
@@ -475,11 +575,13 @@ def run_pipeline(config: RunConfig, out: str | os.PathLike, overwrite: bool = Fa
                 state.mark("stereo", stereo_key)
             timings["stereo_s"] = time.perf_counter() - t0
 
-    summary = RunSummary(out=out, num_frames=T, width=W, height=H,
-                         known_fraction=float(render.attrs.get("known_fraction", 0.0)), timings=timings,
+    a = render.attrs
+    known = report_known_fraction(float(a.get("known_fraction", 0.0)), int(a.get("empty_frames", 0)),
+                                  int(a.get("novel_frames", T)))
+    summary = RunSummary(out=out, num_frames=T, width=W, height=H, known_fraction=known, timings=timings,
                          reused=reused)
     atomic_write_json(out / "config.json", {
-        "run": json.loads(json.dumps(config.to_dict(), default=str)),
+        "run": _config_record(config),
         "versions": _versions(),
         "inputs": ident,
         "intrinsics": K.tolist(),
@@ -490,9 +592,24 @@ def run_pipeline(config: RunConfig, out: str | os.PathLike, overwrite: bool = Fa
         "fps": fps,
         "summary": {"num_frames": T, "width": W, "height": H, "known_fraction": summary.known_fraction},
         "timings": timings,
+        "warnings": list(notes),
         "reproduce": "ex4d run --config config.json --out OUT" if fill else "ex4d recon --config config.json --out OUT",
     })
     return summary
+
+
+def _check_files(config: RunConfig) -> None:
+    """The camera path and camera files, checked before anything heavy (frames, depth models, weights)."""
+    from .trajectory import check_trajectory_spec
+
+    T = (config.num_frames or 49) if config.example else (None if config.allow_short else config.num_frames)
+    check_trajectory_spec(config.trajectory, T, **config.trajectory_options)
+    if config.intrinsics is not None:
+        from .io.camera_files import load_camera_file
+
+        load_camera_file(config.intrinsics)
+    for flag, path in (("input video", config.video), ("--depth", config.depth)):
+        check(path is None or Path(path).exists(), f"{flag} {path} does not exist")
 
 
 def _check_fill_ready(config: RunConfig) -> None:

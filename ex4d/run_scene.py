@@ -75,17 +75,11 @@ class RunViews:
 def read_run(out: str | os.PathLike) -> RunViews:
     """:class:`RunViews` of a finished run folder (config.json, cameras.json, the render cache); clear errors if not."""
     from .io.camera_files import read_cameras_json
-    from .pipeline import RunConfig
+    from .pipeline import read_run_record
 
     out = Path(out)
     check(out.is_dir(), f"{out} is not a folder; give the --out folder of an `ex4d run`")
-    cfg = out / "config.json"
-    check(cfg.is_file(), f"{out} holds no ex4d run (no config.json); run `ex4d run ... --out {out}` first")
-    try:
-        record = json.loads(cfg.read_text())
-        config = RunConfig.from_dict(record["run"])
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
-        raise Ex4dError(f"{cfg}: not a readable ex4d config.json ({e})") from None
+    record, config = read_run_record(out)
     check((out / "output.mp4").is_file(),
           f"{out} holds no finished output (output.mp4): the left eye is the filled video; run "
           f"`ex4d run ... --out {out}` with a fill (classical or ex4d, not none) first")
@@ -130,10 +124,13 @@ def _file_key(path: Path) -> str:
 
 
 def _record(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+    from .io.json_input import read_json
+
+    try:  # a missing or unreadable record means "not made yet": the stage is redone
+        record = read_json(path, "stage record")
+    except Ex4dError:
         return {}
+    return record if isinstance(record, dict) else {}
 
 
 def lift_run(views: RunViews, output: np.ndarray | None = None, progress: bool = True) -> list[LiftedFrame]:

@@ -151,7 +151,7 @@ def depth_from_file(clip: Clip, path, kind: str | None, key_name: str | None, sc
                     key: str, progress: bool = True) -> ChunkedArray:
     """Depth [T, H, W] (array-like read per frame) of a depth file, converted and resized a chunk at a time."""
     from .errors import Ex4dError
-    from .io.depth import default_depth_kind, resize_depth, to_depth
+    from .io.depth import default_depth_kind, fit_depth_to_frames, to_depth
     from .io.depth_stream import open_depth_values
 
     T, H, W = clip.shape
@@ -175,9 +175,8 @@ def depth_from_file(clip: Clip, path, kind: str | None, key_name: str | None, sc
     with progress_bar(T, "depth", progress and bool(missing)) as bar:
         for c in missing:
             a, b = store.spans[c]
-            d = to_depth(raw[pick[a:b]], kind, scale=scale, peak=peak, first_frame=a)
-            if d.shape[1:] != (H, W):
-                d = resize_depth(d, H, W)
+            d = fit_depth_to_frames(to_depth(raw[pick[a:b]], kind, scale=scale, peak=peak, first_frame=a), H, W,
+                                    f"--depth {path}")
             store.write(c, depth=d)
             bar.update(b - a)
     return _finish_depth(store)
@@ -261,8 +260,9 @@ def render_chunks(clip: Clip, depth, K: np.ndarray, w2c: np.ndarray, K_out: np.n
                   progress: bool = True) -> tuple[ChunkStore, dict]:
     """Render every frame's DW-Mesh chunk by chunk into the cache and stream color.mp4 / mask.mp4 (+ PNGs, meshes).
 
-    Returns (the render cache, {"known_sum", "known_frames", "mesh_s", "raster_s"}): the known fraction
-    summed over frames whose camera moved, and seconds spent.
+    Returns (the render cache, {"known_sum", "known_frames", "known_all", "empty_moved", "empty_all", "mesh_s",
+    "raster_s"}): the known fraction summed over frames whose camera moved (and over all), how many of them
+    show nothing known, and seconds spent.
     """
     from .dwmesh import export_ply
     from .io.video import VideoWriter, write_png_frames
@@ -270,7 +270,8 @@ def render_chunks(clip: Clip, depth, K: np.ndarray, w2c: np.ndarray, K_out: np.n
 
     T, H, W = clip.shape
     store = render_store(folder, key, T, H, W)
-    stats = {"known_sum": 0.0, "known_frames": 0, "known_all": 0.0, "mesh_s": 0.0, "raster_s": 0.0}
+    stats = {"known_sum": 0.0, "known_frames": 0, "known_all": 0.0, "empty_moved": 0, "empty_all": 0,
+             "mesh_s": 0.0, "raster_s": 0.0}
     last = len(store.spans) - 1
     if save_mesh:
         (out / "meshes").mkdir(exist_ok=True)
@@ -302,6 +303,9 @@ def render_chunks(clip: Clip, depth, K: np.ndarray, w2c: np.ndarray, K_out: np.n
             stats["known_sum"] += float(z["mask"][moved].mean(axis=(1, 2)).sum()) if moved else 0.0
             stats["known_frames"] += len(moved)
             stats["known_all"] += float(z["mask"].mean(axis=(1, 2)).sum())
+            empty = ~z["mask"].any(axis=(1, 2))
+            stats["empty_moved"] += int(empty[moved].sum()) if moved else 0
+            stats["empty_all"] += int(empty.sum())
             bar.update(b - a)
     return store, stats
 
@@ -356,16 +360,21 @@ def classical_fill_chunks(render: ChunkStore, clip: Clip, depth, K: np.ndarray, 
     return store
 
 
-def write_fill_outputs(out: Path, fill: ChunkStore, render: ChunkStore, clip: Clip, crf: int) -> None:
-    """Stream output.mp4 and preview.mp4 (input | render with unknown tinted | output) from the caches."""
-    from .io.video import VideoWriter
+def write_fill_outputs(out: Path, fill: ChunkStore, render: ChunkStore, clip: Clip, crf: int,
+                       png: bool = False) -> None:
+    """Stream output.mp4 and preview.mp4 (input | render with unknown tinted | output) from the caches
+    (and ``output/00000.png`` … with ``png``)."""
+    from .io.video import VideoWriter, write_png_frames
 
     color, mask = render.field("color"), render.field("mask")
+    last = len(fill.spans) - 1
     with VideoWriter(out / "output.mp4", clip.fps, crf=crf) as ow, \
             VideoWriter(out / "preview.mp4", clip.fps, crf=crf) as pw:
-        for a, b, z in fill.chunks():
+        for c, (a, b, z) in enumerate(fill.chunks()):
             ow.write(z["output"])
             pw.write(make_preview(clip.frames[a:b], color[a:b], mask[a:b], z["output"]))
+            if png:
+                write_png_frames(out / "output", z["output"], start=a, prune=c == last)
 
 
 def tint_unknown(color: np.ndarray, mask: np.ndarray) -> np.ndarray:

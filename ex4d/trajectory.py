@@ -68,7 +68,6 @@ makes sense only for pipelines that render every frame.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -77,7 +76,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .cameras import check_intrinsics, check_w2c, look_at_w2c, scale_intrinsics
+from .cameras import check_intrinsics, check_w2c, look_at_w2c
 from .errors import Ex4dError, check
 
 __all__ = [
@@ -472,27 +471,26 @@ def _camera_file_trajectory(path: Path, num_frames: int, width: int, height: int
     check(cams.num_frames == num_frames,
           f"{path} has {cams.num_frames} cameras but the clip has num_frames={num_frames}; "
           "make them equal (e.g. --num-frames)")
-    K = cams.K
-    if (cams.width, cams.height) != (width, height):
-        K = np.stack([scale_intrinsics(k, width / cams.width, height / cams.height) for k in K])
+    from .errors import warn
+    from .io.camera_files import fit_camera_size
+
+    K, note = fit_camera_size(cams.K, cams.width, cams.height, width, height, str(path))
+    if note:
+        warn(note)
     return Trajectory(w2c=cams.w2c, K=K, name="file", params={"spec": str(path.resolve())}, frame=cams.frame)
 
 
 def _load_json(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise Ex4dError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
-    except UnicodeDecodeError:
-        raise Ex4dError(f"{path}: not a UTF-8 text file") from None
+    from .io.json_input import read_json
+
+    return read_json(path, f"trajectory file {path}")
 
 
 # ----------------------------------------------------------------------------- entry
 
 def _unknown_spec(spec) -> Ex4dError:
-    lines = "\n".join(f"  {n}: {h}" for n, h in PRESETS.items())
-    return Ex4dError(f"unknown trajectory {spec!r}. Give a preset name, or a .json (keyframes or cameras.json) / "
-                     f".npz (original EX-4D cameras) file. Presets:\n{lines}")
+    return Ex4dError(f"unknown trajectory {spec!r}: give a preset ({', '.join(PRESETS)}; `ex4d run --help` "
+                     "describes them), or a .json (keyframes or cameras.json) / .npz (original EX-4D cameras) file")
 
 
 def make_trajectory(spec: str | os.PathLike, num_frames: int, K: np.ndarray, width: int, height: int,
@@ -571,3 +569,44 @@ def make_trajectory(spec: str | os.PathLike, num_frames: int, K: np.ndarray, wid
 def _require_depth(depth0, name: str) -> np.ndarray:
     check(depth0 is not None, f"trajectory {name!r} needs frame 0's depth (depth0) or the radius option")
     return depth0
+
+
+_K_CHECK = np.array([[62.5, 0.0, 32.0], [0.0, 62.5, 32.0], [0.0, 0.0, 1.0]])
+
+
+def _frame_keyed(keyframes) -> bool:
+    return isinstance(keyframes, list) and any(isinstance(k, dict) and "frame" in k for k in keyframes)
+
+
+def check_trajectory_spec(spec: str | os.PathLike, num_frames: int | None = None, **options: Any) -> None:
+    """Raise :class:`Ex4dError` for a spec (preset and options, keyframe file, camera file) that
+    :func:`make_trajectory` would refuse, without frames or depth: a cheap check before any heavy work.
+
+    ``num_frames`` is the clip's length when already known (camera files must have as many cameras,
+    keyframe frame indices must lie in it); ``None`` leaves those two checks to :func:`make_trajectory`.
+    """
+    options = {k: v for k, v in options.items() if v is not None}
+    spec_str = os.fspath(spec)
+    path = Path(spec_str)
+    depth0 = np.ones((64, 64))
+    if PRESET_ALIASES.get(spec_str, spec_str) in (*PRESETS, "keyframes") or path.suffix.lower() not in (".json", ".npz"):
+        if not (num_frames is None and _frame_keyed(options.get("keyframes"))):
+            make_trajectory(spec_str, num_frames or 2, _K_CHECK, 64, 64, depth0, **options)
+        return
+    check(path.is_file(), f"trajectory file not found: {path}")
+    if path.suffix.lower() == ".json":
+        obj = _load_json(path)
+        if isinstance(obj, dict) and "keyframes" in obj:
+            _check_options(str(path), options, ("pivot_depth",))
+            if not (num_frames is None and _frame_keyed(obj["keyframes"])):
+                _keyframe_trajectory(obj, num_frames or 2, _K_CHECK, depth0, options.get("pivot_depth"), str(path))
+            return
+        check(isinstance(obj, dict) and "w2c" in obj,
+              f"{path}: neither a keyframe file (key 'keyframes') nor a cameras.json (key 'w2c')")
+    _check_options(str(path), options, ())
+    from .io.camera_files import load_camera_file
+
+    cams = load_camera_file(path)
+    check(num_frames is None or cams.num_frames == num_frames,
+          f"{path} has {cams.num_frames} cameras but the clip has num_frames={num_frames}; "
+          "make them equal (e.g. --num-frames)")

@@ -41,6 +41,8 @@ command -v ffprobe >/dev/null || need="$need ffmpeg"
 if [ -n "$need" ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "setup_app: installing Debian packages for the browser and stereo tests: ${sudo:+sudo }apt-get install$need" \
+       "(EX4D_SKIP_BROWSER=1 skips chromium)"
   $sudo apt-get update -qq
   # shellcheck disable=SC2086
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $need >/dev/null

@@ -360,11 +360,14 @@ def test_original_npz_as_trajectory(tmp_path):
     K = intrinsics_from_focal(512, 512, 500.0)
     traj = make_trajectory("ex4d-90", 49, K, 512, 512, np.full((512, 512), 2.0))
     write_ex4d_npz(tmp_path / "camera_90.npz", traj.w2c, K)
-    back = make_trajectory(tmp_path / "camera_90.npz", 49, K0, W, H, None)  # rendered at 64×48
+    K64 = intrinsics_from_focal(64, 64, 62.5)
+    back = make_trajectory(tmp_path / "camera_90.npz", 49, K64, 64, 64, None)  # rendered at 64×64: K scaled
     np.testing.assert_allclose(back.w2c, traj.w2c, atol=1e-6)
-    assert back.K[0, 0, 0] == pytest.approx(500.0 * W / 512)
+    assert back.K[0, 0, 0] == pytest.approx(500.0 * 64 / 512)
     with pytest.raises(Ex4dError, match="49 cameras"):
-        make_trajectory(tmp_path / "camera_90.npz", 25, K0, W, H, None)
+        make_trajectory(tmp_path / "camera_90.npz", 25, K64, 64, 64, None)
+    with pytest.raises(Ex4dError, match=r"512×512 image .* but the frames are 64×48"):  # another aspect ratio
+        make_trajectory(tmp_path / "camera_90.npz", 49, K0, W, H, None)
 
 
 def test_relative_angles_of_pure_rotations():

@@ -233,18 +233,14 @@ def run_inputs(out: str | os.PathLike):
     comes from the depth cache ``OUT/.ex4d/depth/`` (depth files and models) or, for the
     bundled example, is regenerated exactly.
     """
-    from ..pipeline import STATE_DIR, RunConfig
+    from ..pipeline import STATE_DIR, read_run_record
 
     out = Path(out)
     cfg_path = out / "config.json"
-    check(cfg_path.is_file(), f"{out} holds no ex4d run (no config.json); run `ex4d run ... --out {out}` first")
-    try:
-        record = json.loads(cfg_path.read_text())
-        config = RunConfig.from_dict(record["run"])
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
-        raise Ex4dError(f"{cfg_path}: not a readable ex4d config.json ({e})") from None
-    K = np.asarray(record.get("intrinsics"), dtype=np.float64)
-    check(K.shape == (3, 3), f"{cfg_path}: no 3×3 'intrinsics'; re-run the job with this version of ex4d")
+    record, config = read_run_record(out)
+    check(record.get("intrinsics") is not None,
+          f"{cfg_path}: no 3×3 'intrinsics'; re-run the job with this version of ex4d")
+    K = np.asarray(record["intrinsics"], dtype=np.float64)
     from ..io.chunks import concat_field
 
     cache = out / STATE_DIR / "depth"
@@ -281,11 +277,14 @@ def export_run_scene(out: str | os.PathLike, max_size: int = 512, cache: bool = 
         return path
     frames, depth, K, fps, config = run_inputs(out)
     pivot = None
+    from ..io.json_input import read_json
+
     try:
-        params = json.loads(cfg.read_text()).get("trajectory", {}).get("params", {})
+        params = read_json(cfg, "run record").get("trajectory", {}).get("params", {})
         pivot = params.get("pivot_depth") or params.get("radius")
-    except (OSError, json.JSONDecodeError):
-        pass
+        pivot = float(pivot) if isinstance(pivot, (int, float)) and not isinstance(pivot, bool) and pivot > 0 else None
+    except (Ex4dError, AttributeError):
+        pivot = None
     w2c_src = None
     if (out / "source_cameras.json").is_file():
         from ..io.camera_files import read_cameras_json

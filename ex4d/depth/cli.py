@@ -120,7 +120,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("depth", help="estimate depth for a video and save it as an npz",
                               description="Estimate z-depth for the frames of a video with a monocular depth model "
                                           "and write it to an npz that `ex4d run --depth` reads.")
-    p.add_argument("input", help="video file or folder of images")
+    p.add_argument("input", help="video file (mp4/mov/webm/mkv/avi/gif) or folder of images")
     p.add_argument("--out", required=True, metavar="DEPTH.npz", help="output depth file (.npz)")
     p.add_argument("--num-frames", type=int, default=49, help="frames to read (default 49; 0 = all)")
     p.add_argument("--start", type=int, default=0, help="first source frame (default 0)")

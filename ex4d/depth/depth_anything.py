@@ -22,7 +22,6 @@ Gaussian of that many frames. Predictions are resized to the frames' size
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -78,7 +77,10 @@ def depth_anything_source(root: Path) -> dict:
 
 def is_metric_checkpoint(root: Path) -> bool:
     """Whether the checkpoint in ``root`` predicts metric depth (``depth_estimation_type == "metric"``)."""
-    return json.loads((root / "config.json").read_text()).get("depth_estimation_type", "relative") == "metric"
+    from ..io.json_input import expect, read_json
+
+    cfg = expect(read_json(root / "config.json", "Depth Anything config"), dict, f"{root / 'config.json'}")
+    return cfg.get("depth_estimation_type", "relative") == "metric"
 
 
 def depth_anything_params(source: dict, dtype: str, metric: bool, options: DepthAnythingOptions) -> dict:

@@ -44,7 +44,6 @@ to the reference implementation's.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -246,8 +245,11 @@ class DepthCrafter:
         mean, std = _CLIP_MEAN, _CLIP_STD
         fe = svd_dir / "feature_extractor" / "preprocessor_config.json"
         if fe.is_file():
-            cfg = json.loads(fe.read_text())
-            mean, std = cfg.get("image_mean", mean), cfg.get("image_std", std)
+            from ..io.json_input import expect, float_array, read_json
+
+            cfg = expect(read_json(fe, "SVD feature extractor config"), dict, str(fe))
+            mean = float_array(cfg.get("image_mean", mean), f"{fe}: 'image_mean'", (3,)).tolist()
+            std = float_array(cfg.get("image_std", std), f"{fe}: 'image_std'", (3,)).tolist()
         return cls(unet, vae, encoder, scheduler, device, dtype, mean, std, depthcrafter_source(unet_dir, svd_dir))
 
     def params(self, options: DepthCrafterOptions) -> dict:

@@ -22,7 +22,6 @@ Depth Anything V2 (``--depth-weights DIR``): a transformers checkpoint
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 
@@ -174,10 +173,10 @@ def resolve_depth_anything_weights(weights: str | os.PathLike) -> Path:
     _model_folder(root, "transformers", "Depth Anything V2", DEPTH_ANYTHING_LAYOUT)
     check((root / "preprocessor_config.json").is_file(),
           f"incomplete Depth Anything V2 weights: missing {root / 'preprocessor_config.json'}.\n{DEPTH_ANYTHING_LAYOUT}")
-    try:
-        model_type = json.loads((root / "config.json").read_text()).get("model_type")
-    except (OSError, ValueError) as e:
-        raise Ex4dError(f"cannot read {root / 'config.json'} ({e})") from None
+    from ..io.json_input import expect, read_json
+
+    cfg = expect(read_json(root / "config.json", "Depth Anything config"), dict, f"{root / 'config.json'}")
+    model_type = cfg.get("model_type")
     check(model_type == "depth_anything",
           f"{root} is a {model_type!r} checkpoint, not Depth Anything (model_type 'depth_anything').\n"
           f"{DEPTH_ANYTHING_LAYOUT}")

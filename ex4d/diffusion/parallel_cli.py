@@ -20,7 +20,6 @@ starts (``NCCL_NVLS_ENABLE=0``, ``TORCH_SYMM_MEM_DISABLE_MULTICAST=1``,
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -61,10 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def read_jobs(path: str | os.PathLike) -> list[dict]:
     """Jobs ``[{"color", "mask", "out"}, …]`` from a JSON list or a ``COLOR MASK OUT`` text file."""
-    text = Path(path).read_text()
+    from ..io.json_input import expect, read_json
+
+    path = Path(path)
+    check(path.is_file(), f"--jobs {path}: no such file")
+    text = path.read_bytes()[:1 << 20].decode("utf-8", "replace")
     if text.lstrip().startswith("["):
-        jobs = json.loads(text)
+        jobs = expect(read_json(path, f"--jobs {path}"), list, f"--jobs {path}")
     else:
+        text = path.read_text(encoding="utf-8", errors="replace")
         jobs = []
         for n, line in enumerate(text.splitlines(), 1):
             if not line.strip() or line.lstrip().startswith("#"):
@@ -73,8 +77,8 @@ def read_jobs(path: str | os.PathLike) -> list[dict]:
             check(len(parts) == 3, f"{path}:{n}: expected 'COLOR MASK OUT', got {line!r}")
             jobs.append(dict(zip(("color", "mask", "out"), parts)))
     for i, job in enumerate(jobs):
-        check(isinstance(job, dict) and all(k in job for k in ("color", "mask", "out")),
-              f"{path}: job {i} must have color, mask and out, got {job!r}")
+        check(isinstance(job, dict) and all(isinstance(job.get(k), str) and job[k] for k in ("color", "mask", "out")),
+              f"{path}: job {i} must be an object with the paths color, mask and out (strings), got {job!r:.200}")
     outs = [str(Path(j["out"]).resolve()) for j in jobs]
     check(len(set(outs)) == len(outs), f"{path}: two jobs write the same output")
     return jobs

@@ -59,7 +59,7 @@ def register(subparsers) -> None:
     b = subparsers.add_parser("benchmark", help="benchmarks with ground truth (novel-view)",
                               description="Benchmarks with ground truth. `ex4d benchmark novel-view --help`.")
     bsub = b.add_subparsers(dest="benchmark", metavar="BENCHMARK")
-    b.set_defaults(func=lambda args: (b.print_help(), 2)[1])
+    b.set_defaults(func=_no_benchmark)
     n = bsub.add_parser(
         "novel-view", formatter_class=fmt,
         help="mask precision/recall and fill quality against exact novel views of synthetic scenes",
@@ -97,6 +97,12 @@ def register(subparsers) -> None:
     n.add_argument("--seed", type=int, default=d.seed, help="depth noise seed (default %(default)s)")
     n.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     n.set_defaults(func=run_novel_view_command)
+
+
+def _no_benchmark(args: argparse.Namespace) -> int:
+    from ..errors import Ex4dError
+
+    raise Ex4dError("name the benchmark to run: novel-view (see `ex4d benchmark novel-view --help`)")
 
 
 def check_output_path(path: Path, flag: str, folder: bool = False) -> None:

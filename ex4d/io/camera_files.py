@@ -38,9 +38,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cameras import PATH_FRAMES, check_intrinsics, check_w2c, opencv_to_opengl_w2c, opengl_to_opencv_w2c
+from ..cameras import (PATH_FRAMES, check_intrinsics, check_principal_point, check_w2c, opencv_to_opengl_w2c,
+                       opengl_to_opencv_w2c)
 from ..errors import Ex4dError, check
 from .atomic import atomic_save_npz, atomic_write_text
+from .json_input import float_array, read_json, type_name
 
 __all__ = [
     "CameraFile",
@@ -50,6 +52,7 @@ __all__ = [
     "write_ex4d_npz",
     "read_ex4d_npz",
     "load_camera_file",
+    "fit_camera_size",
 ]
 
 #: Accepted values of the ``convention`` field (we always write the first).
@@ -69,6 +72,7 @@ class CameraFile:
     ``height``   int            image height
     ``fps``      float | None   frame rate (None for the original npz, which has none)
     ``frame``    str            "source" (w2c relative to each source frame) or "world"
+    ``convention`` str          the file's own axis convention (``opengl_w2c`` for the npz)
     ============ ============== ===================================================
     """
 
@@ -78,6 +82,7 @@ class CameraFile:
     height: int
     fps: float | None
     frame: str = "source"
+    convention: str = "opencv_w2c"  #: the axis convention the file declared (its matrices are converted)
 
     @property
     def num_frames(self) -> int:
@@ -115,13 +120,43 @@ def _constant_K(K: np.ndarray) -> np.ndarray | None:
     return K[0] if np.all(K == K[0]) else None
 
 
-def _nested_array(obj: dict, key: str, where: str, shape_hint: str) -> np.ndarray:
-    check(key in obj, f"{where}: missing key {key!r} ({shape_hint})")
-    try:
-        arr = np.asarray(obj[key], dtype=np.float64)
-    except (TypeError, ValueError):
-        raise Ex4dError(f"{where}: key {key!r} must be a {shape_hint} array of numbers") from None
-    return arr
+def _nested_array(obj: dict, key: str, where: str, shape: tuple) -> np.ndarray:
+    check(key in obj, f"{where}: missing key {key!r}")
+    return float_array(obj[key], f"{where}: key {key!r}", shape)
+
+
+def _npz_array(arrays: dict, key: str, where: str) -> np.ndarray:
+    a = np.asarray(arrays[key])
+    check(a.dtype.kind in "fiu", f"{where}: key {key!r} must hold numbers, got dtype {a.dtype}")
+    a = a.astype(np.float64)
+    check(bool(np.all(np.isfinite(a))), f"{where}: key {key!r} holds non-finite values (NaN or inf)")
+    return a
+
+
+def fit_camera_size(K: np.ndarray, width: int, height: int, to_width: int, to_height: int,
+                    source: str) -> tuple[np.ndarray, str | None]:
+    """(K [T, 3, 3] at ``to_width``×``to_height``, a note or None) for intrinsics K given at ``width``×``height``.
+
+    The same aspect ratio (up to the rounding of sides to multiples of 16–64,
+    :func:`ex4d.io.depth.same_view`) is the same view at another resolution: K is scaled, with a note saying so. Another aspect ratio describes another
+    image (another video, a crop, swapped sides) and is refused.
+    """
+    if (width, height) == (to_width, to_height):
+        return K, None
+    from .depth import same_view
+
+    if not same_view(height, width, to_height, to_width):
+        swapped = same_view(width, height, to_height, to_width)
+        raise Ex4dError(f"{source} describes a {width}×{height} image (aspect {width / height:.3f}) but the frames are "
+                        f"{to_width}×{to_height} (aspect {to_width / to_height:.3f})"
+                        + ("; width and height look swapped" if swapped else "")
+                        + ": these cameras belong to another video; give cameras for this one")
+    from ..cameras import scale_intrinsics
+
+    sx, sy = to_width / width, to_height / height
+    K2 = np.stack([scale_intrinsics(k, sx, sy) for k in K])
+    return K2, (f"{source}: its intrinsics are for {width}×{height}; scaled to the frames' {to_width}×{to_height} "
+                f"(×{sx:.4g} horizontally, ×{sy:.4g} vertically)")
 
 
 # ----------------------------------------------------------------------------- cameras.json
@@ -165,46 +200,46 @@ def _matrix_list(mats: np.ndarray) -> str:
 
 
 def _camera_file_from_json(obj, where: str) -> CameraFile:
-    check(isinstance(obj, dict), f"{where}: expected a JSON object at the top level, got {type(obj).__name__}")
+    check(isinstance(obj, dict), f"{where}: expected a JSON object at the top level, got {type_name(obj)}")
     if "w2c" not in obj and "keyframes" in obj:
         raise Ex4dError(f"{where}: this is a keyframe file, not a cameras.json; give it as a trajectory instead")
     check("convention" in obj, f"{where}: missing key 'convention' (one of {', '.join(CAMERAS_JSON_CONVENTIONS)})")
     conv = obj["convention"]
-    check(conv in CAMERAS_JSON_CONVENTIONS,
+    check(isinstance(conv, str) and conv in CAMERAS_JSON_CONVENTIONS,
           f"{where}: key 'convention' is {conv!r}; accepted: {', '.join(CAMERAS_JSON_CONVENTIONS)}")
     for key in ("width", "height", "fps"):
         check(key in obj, f"{where}: missing key {key!r}")
     width, height = _check_size(obj["width"], obj["height"])
     fps = _check_fps(obj["fps"])
     frame = obj.get("frame", "source")
-    check(frame in PATH_FRAMES, f"{where}: key 'frame' is {frame!r}; accepted: {', '.join(PATH_FRAMES)} "
-                                "(or leave it out, which means source)")
+    check(isinstance(frame, str) and frame in PATH_FRAMES,
+          f"{where}: key 'frame' is {frame!r}; accepted: {', '.join(PATH_FRAMES)} (or leave it out, which means source)")
 
-    w2c = _nested_array(obj, "w2c", where, "T×4×4")
-    check(w2c.ndim == 3 and w2c.shape[1:] == (4, 4) and w2c.shape[0] >= 1,
-          f"{where}: key 'w2c' must be a list of T ≥ 1 4×4 matrices, got shape {w2c.shape}")
+    w2c = _nested_array(obj, "w2c", where, (None, 4, 4))
+    check(w2c.shape[0] >= 1, f"{where}: key 'w2c' must be a list of T ≥ 1 4×4 matrices, got none")
     if conv == "opengl_w2c":
         w2c = opengl_to_opencv_w2c(w2c)
     w2c = check_w2c(w2c, f"{where}: key 'w2c'")
-    K = _per_frame_K(_nested_array(obj, "K", where, "3×3 or T×3×3"), w2c.shape[0], f"{where}: key 'K'")
-    return CameraFile(w2c=w2c, K=K, width=width, height=height, fps=fps, frame=frame)
+    check("K" in obj, f"{where}: missing key 'K'")
+    K_raw = obj["K"]
+    shape = (3, 3) if isinstance(K_raw, list) and K_raw and isinstance(K_raw[0], list) and K_raw[0] \
+        and not isinstance(K_raw[0][0], list) else (w2c.shape[0], 3, 3)
+    K = _per_frame_K(float_array(K_raw, f"{where}: key 'K'", shape), w2c.shape[0], f"{where}: key 'K'")
+    for i in range(K.shape[0]):
+        check_principal_point(K[i], width, height, f"{where}: key 'K'" + (f"[{i}]" if K.shape[0] > 1 else ""))
+    return CameraFile(w2c=w2c, K=K, width=width, height=height, fps=fps, frame=frame, convention=conv)
 
 
 def read_cameras_json(path: str | os.PathLike) -> CameraFile:
     """Read ``cameras.json`` → :class:`CameraFile` (OpenCV w2c [T, 4, 4], K [T, 3, 3]).
 
-    ``"opengl_w2c"`` files are converted with diag(1, −1, −1, 1). Raises
-    :class:`Ex4dError` naming the file and the offending key on any problem.
+    ``"opengl_w2c"`` files are converted with diag(1, −1, −1, 1). The document is read through
+    :func:`ex4d.io.json_input.read_json` (size, nesting, syntax) and every field is checked:
+    Ex4dError naming the file and the offending key on any problem.
     """
     path = Path(path)
     check(path.is_file(), f"camera file not found: {path}")
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise Ex4dError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
-    except UnicodeDecodeError:
-        raise Ex4dError(f"{path}: not a UTF-8 text file; expected a cameras.json") from None
-    return _camera_file_from_json(obj, str(path))
+    return _camera_file_from_json(read_json(path, f"camera file {path}"), str(path))
 
 
 # ----------------------------------------------------------------------------- original npz
@@ -249,15 +284,16 @@ def read_ex4d_npz(path: str | os.PathLike) -> CameraFile:
         raise Ex4dError(f"{path}: not a readable .npz file ({e})") from None
     for key, shape in (("extrinsics", "(T, 4, 4)"), ("intrinsics", "(3, 3)")):
         check(key in arrays, f"{path}: missing key {key!r} {shape}; found keys {sorted(arrays)}")
-    ext = np.asarray(arrays["extrinsics"], dtype=np.float64)
+    ext = _npz_array(arrays, "extrinsics", str(path))
     check(ext.ndim == 3 and ext.shape[1:] == (4, 4) and ext.shape[0] >= 1,
           f"{path}: key 'extrinsics' must have shape (T, 4, 4), got {ext.shape}")
     w2c = check_w2c(opengl_to_opencv_w2c(ext), f"{path}: key 'extrinsics'")
-    K = check_intrinsics(arrays["intrinsics"], f"{path}: key 'intrinsics'")
+    K = check_intrinsics(_npz_array(arrays, "intrinsics", str(path)), f"{path}: key 'intrinsics'")
     width, height = int(round(2 * K[0, 2])), int(round(2 * K[1, 2]))
-    check(width > 0 and height > 0, f"{path}: principal point {K[:2, 2].tolist()} does not give an image size")
+    check(width > 0 and height > 0, f"{path}: principal point {K[:2, 2].tolist()} does not give an image size "
+                                    "(the original's format puts it at the image centre)")
     return CameraFile(w2c=w2c, K=np.broadcast_to(K, (w2c.shape[0], 3, 3)).copy(), width=width, height=height,
-                      fps=None)
+                      fps=None, convention="opengl_w2c")
 
 
 # ----------------------------------------------------------------------------- dispatch

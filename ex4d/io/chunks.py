@@ -89,6 +89,8 @@ class ChunkStore:
         if same:
             meta["attrs"] = old.get("attrs", {})
             meta["num_frames"] = old.get("num_frames") if num_frames is None else meta["num_frames"]
+            for p in folder.glob(".*.tmp-*"):  # what a killed run was writing
+                p.unlink(missing_ok=True)
         else:
             _empty(folder)
             folder.mkdir(parents=True, exist_ok=True)

@@ -47,6 +47,9 @@ __all__ = [
     "resize_depth",
     "match_depth_to_frames",
     "check_depth",
+    "check_depth_matches_frames",
+    "fit_depth_to_frames",
+    "same_view",
     "save_depth_npz",
     "npz_depth_key",
     "load_depth_png",
@@ -69,7 +72,11 @@ def _as_frames(values: np.ndarray, source: str) -> np.ndarray:
     """``values`` as [T, H, W] float32: [H, W] → [1, H, W]; [T, H, W, 1] and [T, 1, H, W] squeezed."""
     values = np.asarray(values)
     check(values.dtype.kind in "fiu",
-          f"{source}: depth must be numeric, got dtype {values.dtype}")
+          f"{source}: depth must be numeric (float or integer), got dtype {values.dtype}"
+          + (" (true/false values: a mask, not depth)" if values.dtype.kind == "b" else ""))
+    if values.ndim == 4 and values.shape[-1] in (3, 4) and values.shape[1] > 4:
+        raise Ex4dError(f"{source}: shape {values.shape} looks like a colour video [T, H, W, {values.shape[-1]}], "
+                        "not depth; give the depth estimator's output ([T, H, W])")
     if values.ndim == 2:
         values = values[None]
     elif values.ndim == 4 and values.shape[3] == 1:
@@ -102,7 +109,12 @@ def _load_png_folder(folder: Path) -> np.ndarray:
     files = sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".png"
                     and not p.name.startswith(".")), key=lambda p: natural_key(p.name))
     check(len(files) > 0, f"depth folder {folder} holds no .png files")
-    return np.stack([load_depth_png(p, files[0]) for p in files])
+    images = [load_depth_png(p, files[0]) for p in files]
+    for p, image in zip(files, images):
+        check(image.shape == images[0].shape,
+              f"depth folder {folder}: {p.name} is {image.shape[1]}×{image.shape[0]} but {files[0].name} is "
+              f"{images[0].shape[1]}×{images[0].shape[0]}; every depth frame must have the same size")
+    return np.stack(images)
 
 
 def load_depth_png(path: Path, first: Path | None = None) -> np.ndarray:
@@ -336,11 +348,71 @@ def match_depth_to_frames(depth: np.ndarray, indices: np.ndarray, total_frames: 
     td, t = depth.shape[0], indices.size
     if td == t:
         return depth
-    if td == total_frames or td > int(indices.max()):
+    # a whole-video depth; container headers may miss a frame or two, so "the whole video" has a little slack
+    slack = max(2, int(0.02 * total_frames)) if total_frames >= 0 else None
+    if td > int(indices.max()) and (slack is None or abs(td - total_frames) <= slack):
         return depth[indices]
-    raise Ex4dError(f"depth has {td} frames but frames {int(indices[0])}…{int(indices[-1])} were selected "
-                    f"({t} frames of a {total_frames if total_frames >= 0 else 'unknown'}-frame video); "
-                    f"give depth for the selected frames or for the whole video")
+    video = f"a {total_frames}-frame video" if total_frames >= 0 else "a video of unknown length"
+    if depth.ndim == 3 and depth.shape[2] in (t, total_frames):
+        raise Ex4dError(f"depth has shape {tuple(depth.shape)}: its last axis has {depth.shape[2]} entries, one per "
+                        f"frame, so it looks stored as [H, W, T]; store it as [T, H, W] "
+                        "(e.g. depth.transpose(2, 0, 1))")
+    raise Ex4dError(f"depth has {td} frames, but the video gives {t} selected frames ({int(indices[0])}…"
+                    f"{int(indices[-1])} of {video}): depth must have one frame per selected frame ({t}) or per "
+                    f"frame of the whole video ({total_frames if total_frames >= 0 else 'all'}); compute it for "
+                    "this video and selection (--num-frames, --start, --stride)")
+
+
+def _aspect_range(h: int, w: int, margin: float = 0.005) -> tuple[float, float]:
+    """Range of source aspect ratios (W/H) an h×w image can have come from, allowing for rounding.
+
+    Resizers round both sides to a common multiple: 16 for ex4d's frames, up to 64 for depth
+    estimators (DepthCrafter). The largest of 64, 32, 16, 14, 8 that divides both sides (and is at
+    most an eighth of the shorter one) is taken as that multiple; a side then lies within half a
+    multiple of its unrounded length.
+    """
+    m = next((m for m in (64, 32, 16, 14, 8) if h % m == 0 and w % m == 0 and m <= min(h, w) / 8), 1)
+    half = m / 2.0
+    lo = (w - half) / (h + half) if m > 1 else (w - 0.5) / (h + 0.5)
+    hi = (w + half) / (h - half) if m > 1 else (w + 0.5) / (h - 0.5)
+    return lo * (1 - margin), hi * (1 + margin)
+
+
+def same_view(h: int, w: int, H: int, W: int) -> bool:
+    """True when an h×w and an H×W image can show the same view at two resolutions (aspect ratios agree up to rounding)."""
+    lo, hi = _aspect_range(h, w)
+    lo2, hi2 = _aspect_range(H, W)
+    return lo <= hi2 and lo2 <= hi
+
+
+def check_depth_matches_frames(depth_shape, height: int, width: int, source: str = "depth") -> None:
+    """Raise :class:`Ex4dError` unless depth frames of ``depth_shape`` ([T, h, w]) show the view of ``width``×``height`` frames.
+
+    Any resolution of the same aspect ratio is fine (it is resampled; rounding of the sides to
+    multiples of 16–64 px is allowed for); another aspect ratio, a transposed array ([T, W, H])
+    or the frame axis last ([H, W, T]) is refused with both sizes named.
+    """
+    T, h, w = (int(x) for x in depth_shape[-3:])
+    H, W = int(height), int(width)
+    if same_view(h, w, H, W):
+        return
+    sizes = f"{source} is {w}×{h} (aspect {w / h:.3f}) but the frames are {W}×{H} (aspect {W / H:.3f})"
+    if same_view(w, h, H, W):
+        hint = "it looks transposed ([T, W, H]): store it as [T, H, W] (e.g. depth.transpose(0, 2, 1))"
+    elif same_view(T, h, H, W) or same_view(h, T, H, W):
+        hint = f"its frame axis looks last ([H, W, T], {w} frames): store it as [T, H, W] (depth.transpose(2, 0, 1))"
+    else:
+        hint = ("depth must show the same view as the video (any resolution of the same aspect ratio is "
+                "resampled): give depth computed for this video")
+    raise Ex4dError(f"{sizes}; {hint}")
+
+
+def fit_depth_to_frames(depth: np.ndarray, height: int, width: int, source: str = "depth") -> np.ndarray:
+    """z-depth [T, height, width] float32 from ``depth`` [T, h, w] of the same view (checked, resampled in 1/z)."""
+    check_depth_matches_frames(depth.shape, height, width, source)
+    if depth.shape[1:] == (height, width):
+        return np.asarray(depth, dtype=np.float32)
+    return resize_depth(depth, height, width)
 
 
 # --------------------------------------------------------------------------- cache

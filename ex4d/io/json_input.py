@@ -40,6 +40,7 @@ __all__ = [
     "number",
     "float_array",
     "type_name",
+    "check_fields",
 ]
 
 #: Default size limit of one JSON document (16 MiB).
@@ -260,3 +261,83 @@ def float_array(value, what: str, shape: tuple[int | None, ...] | None = None):
     if not np.all(np.isfinite(arr)):
         raise Ex4dError(f"{what}: holds non-finite values")
     return arr
+
+
+# ----------------------------------------------------------------------------- dataclasses
+
+def _check_annotation(value, ann, what: str):
+    """``value`` checked against the type annotation ``ann`` (int, float, bool, str, X | None, dict, list, tuple,
+    a dataclass); nested dataclasses become dicts checked recursively. Returns the value (tuples from lists)."""
+    import dataclasses
+    import types
+    import typing
+
+    origin = typing.get_origin(ann)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(ann)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for opt in options:
+            if opt is type(None):
+                continue
+            try:
+                return _check_annotation(value, opt, what)
+            except Ex4dError as e:
+                errors.append(e)
+        names = " or ".join(_ann_name(o) for o in options)
+        raise Ex4dError(f"{what}: expected {names}, got {type_name(value)}" if len(errors) != 1 else str(errors[0]))
+    if ann is typing.Any:
+        return value
+    if dataclasses.is_dataclass(ann):
+        check_fields(ann, value, what)
+        return value
+    if ann in (int, float, str, bool):
+        expect(value, ann, what)
+        if ann is float and not math.isfinite(value):
+            raise Ex4dError(f"{what}: must be finite, got {value!r}")
+        return value
+    if ann is dict or origin is dict:
+        return expect(value, dict, what)
+    if ann in (list, tuple) or origin in (list, tuple):
+        expect(value, list if not isinstance(value, tuple) else tuple, what)
+        args = typing.get_args(ann)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise Ex4dError(f"{what}: expected {len(args)} entries, got {len(value)}")
+            return tuple(_check_annotation(v, a, f"{what}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        if args:
+            item = args[0]
+            value = [_check_annotation(v, item, f"{what}[{i}]") for i, v in enumerate(value)]
+        return tuple(value) if (ann is tuple or origin is tuple) else value
+    return value  # annotations we do not model are left to the dataclass's own checks
+
+
+def _ann_name(ann) -> str:
+    import dataclasses
+
+    if ann is type(None):
+        return "null"
+    if dataclasses.is_dataclass(ann):
+        return "an object"
+    return type_name(ann) if isinstance(ann, type) else str(ann)
+
+
+def check_fields(cls, obj, what: str) -> dict:
+    """``obj`` (a JSON object meant for dataclass ``cls``) with every field's type checked; unknown keys refused.
+
+    Field types come from ``cls``'s annotations (``int``, ``float``, ``bool``, ``str``, ``X | None``,
+    ``dict``, ``list``/``tuple`` of X, nested dataclasses). Values are checked, not converted: the
+    dataclass's own ``__post_init__`` still checks ranges. Returns a new dict (nested dataclass fields stay
+    dicts; tuple fields become tuples).
+    """
+    import dataclasses
+    import typing
+
+    expect(obj, dict, what)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(obj) - fields)
+    if unknown:
+        raise Ex4dError(f"{what}: unknown field(s) {', '.join(map(repr, unknown))}; known: {', '.join(sorted(fields))}")
+    return {k: _check_annotation(v, hints[k], f"{what}: {k!r}") for k, v in obj.items()}

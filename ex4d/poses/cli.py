@@ -45,7 +45,7 @@ def _cmd_poses(args) -> int:
     import numpy as np
 
     from ..cameras import default_intrinsics, intrinsics_from_focal, intrinsics_from_fov, scale_intrinsics
-    from ..io.depth import default_depth_kind, load_depth_file, match_depth_to_frames, resize_depth, to_depth
+    from ..io.depth import default_depth_kind, fit_depth_to_frames, load_depth_file, match_depth_to_frames, to_depth
     from ..io.video import read_video
     from ..recon import check_frames_depth
     from . import estimate_source_poses, write_poses_outputs
@@ -56,9 +56,7 @@ def _cmd_poses(args) -> int:
     T, H, W = frames.shape[:3]
     raw = match_depth_to_frames(load_depth_file(args.depth, key=args.depth_key), fr.indices, fr.total_frames)
     kind = args.depth_kind or default_depth_kind(args.depth, args.depth_key)
-    depth = to_depth(raw, kind, scale=args.depth_scale)
-    if depth.shape[1:] != (H, W):
-        depth = resize_depth(depth, H, W)
+    depth = fit_depth_to_frames(to_depth(raw, kind, scale=args.depth_scale), H, W, f"--depth {args.depth}")
     depth = np.ascontiguousarray(depth, dtype=np.float32)
     check_frames_depth(frames, depth)
     if args.focal is not None:

@@ -20,7 +20,6 @@ a crash never leaves a half-written one that resume would pick up.
 
 from __future__ import annotations
 
-import json
 import random
 import re
 import shutil
@@ -100,7 +99,9 @@ def load_checkpoint(folder: Path, accelerator, model, optimizer, scheduler) -> d
 
     folder = Path(folder)
     check((folder / "state.json").is_file(), f"{folder} is not a complete ex4d training checkpoint (no state.json)")
-    state = json.loads((folder / "state.json").read_text())
+    from ..io.json_input import expect, read_json
+
+    state = expect(read_json(folder / "state.json", "checkpoint state"), dict, f"{folder}/state.json")
     model_sd = torch.load(folder / "trainable.pt", map_location="cpu", weights_only=False)
     optim_sd = torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=False)
     set_state_dict(model, optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd,

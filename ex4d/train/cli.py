@@ -277,12 +277,13 @@ def run_masks(args) -> int:
     else:
         if not args.video or not args.depth:
             raise Ex4dError("give a video and its --depth file, or --example")
-        from ..io.depth import load_depth, match_depth_to_frames
+        from ..io.depth import check_depth_matches_frames, load_depth, match_depth_to_frames
         from ..io.video import read_video
 
         read = read_video(args.video, num_frames=args.num_frames, max_res=1 << 16, multiple=1, allow_short=True)
         frames = _fit_frames(read.frames, w, h, "crop")
         raw = match_depth_to_frames(load_depth(args.depth, args.depth_kind), read.indices, read.total_frames)
+        check_depth_matches_frames(raw.shape, read.source_size[1], read.source_size[0], f"--depth {args.depth}")
         depth = _fit_depth(raw, read.source_size[0], read.source_size[1], w, h, "crop")
         fps = read.fps
     K = default_intrinsics(w, h)
@@ -330,6 +331,8 @@ def _check_masks_args(args) -> None:
         check(v is None or Path(v).exists(), f"{'input' if flag == 'video' else '--depth'} {v} does not exist")
     check_output_folder(Path(args.out).parent if str(Path(args.out).parent) else ".", "--out's folder")
     check(not Path(args.out).is_dir(), f"--out {args.out} is a folder; give a video file name (.mp4)")
+    check(Path(args.out).suffix.lower() in (".mp4", ".mov", ".mkv"),
+          f"--out {args.out} must end in .mp4, .mov or .mkv (a video file)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -314,10 +314,11 @@ class ClipWorker:
         if self.depth_fn is not None:
             return np.asarray(self.depth_fn(frames), dtype=np.float32)
         if depth_path is not None:
-            from ..io.depth import load_depth, match_depth_to_frames
+            from ..io.depth import check_depth_matches_frames, load_depth, match_depth_to_frames
 
             raw = load_depth(depth_path, cfg.depth_kind, scale=cfg.depth_scale)
             raw = match_depth_to_frames(raw, indices, total)
+            check_depth_matches_frames(raw.shape, src_size[1], src_size[0], str(depth_path))
             return _fit_depth(raw, src_size[0], src_size[1], cfg.width, cfg.height, cfg.resize)
         if self._model is None:
             from ..depth.estimate import load_depth_model

@@ -249,6 +249,19 @@ def _repeat(inputs: ModelInputs, n: int) -> ModelInputs:
                                                               inputs.video_latents, inputs.mask_latents)))
 
 
+def _metrics_step(line: str) -> float:
+    """The step of one metrics.jsonl line; a torn or foreign line counts as past every step (dropped)."""
+    from ..errors import Ex4dError
+    from ..io.json_input import parse_json
+
+    try:
+        rec = parse_json(line, "metrics line")
+        step = rec.get("step", 0) if isinstance(rec, dict) else None
+        return step if isinstance(step, (int, float)) and not isinstance(step, bool) else float("inf")
+    except Ex4dError:
+        return float("inf")
+
+
 def train(config: TrainConfig, resume: str | None = None, progress: bool = True) -> TrainResult:
     """Train the adapter as ``config`` says; ``resume``: None (fresh), ``"auto"`` (newest checkpoint) or a folder."""
     from ..diffusion.checkpoint import export_original_ckpt, save_adapter_safetensors
@@ -269,7 +282,7 @@ def train(config: TrainConfig, resume: str | None = None, progress: bool = True)
         metrics_path = out / "logs" / "metrics.jsonl"
         metrics_path.parent.mkdir(parents=True, exist_ok=True)
         kept = [ln for ln in (metrics_path.read_text().splitlines() if metrics_path.exists() else [])
-                if json.loads(ln).get("step", 0) <= start]
+                if _metrics_step(ln) <= start]
         metrics_path.write_text("".join(ln + "\n" for ln in kept))
         metrics_file = open(metrics_path, "a")
     if acc.trackers == [] and acc.log_with:

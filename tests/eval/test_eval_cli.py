@@ -139,4 +139,5 @@ def test_benchmark_cli(tmp_path, capsys):
         _run("benchmark", "novel-view", "--out", out, "--ranges", "0-120")
     with pytest.raises(Ex4dError, match="unknown benchmark scene"):
         _run("benchmark", "novel-view", "--out", out, "--scenes", "forest")
-    assert _run("benchmark") == 2
+    with pytest.raises(Ex4dError, match="name the benchmark to run: novel-view"):
+        _run("benchmark")

@@ -255,7 +255,7 @@ def test_match_depth_to_frames():
     np.testing.assert_array_equal(picked, depth[[2, 4, 6]])  # whole-video depth
     longer = match_depth_to_frames(depth, np.array([1, 5]), -1)  # count unknown, depth long enough
     np.testing.assert_array_equal(longer, depth[[1, 5]])
-    with pytest.raises(Ex4dError, match=r"depth has 5 frames but frames 3…9 were selected"):
+    with pytest.raises(Ex4dError, match=r"depth has 5 frames, but the video gives 3 selected frames \(3…9 of a 12"):
         match_depth_to_frames(depth[:5], np.array([3, 6, 9]), 12)
     with pytest.raises(Ex4dError, match="indices"):
         match_depth_to_frames(depth, np.array([], np.int64), 10)
