@@ -464,7 +464,19 @@ def run_pipeline(config: RunConfig, out: str | os.PathLike, overwrite: bool = Fa
             for stage, kept in (("fill", filled), ("stereo", filled and config.stereo)):
                 if not kept:
                     state.forget(stage)
-        return _run_stages(config, out, state, fill, progress, notes)
+        try:
+            return _run_stages(config, out, state, fill, progress, notes)
+        except Ex4dError:
+            _drop_decoded_frames(out)
+            raise
+
+
+def _drop_decoded_frames(out: Path) -> None:
+    """A refused run that wrote no output keeps no decoded frames (re-decoded in moments), so it leaves no folder."""
+    import shutil
+
+    if not any(p.name != STATE_DIR for p in out.iterdir()):
+        shutil.rmtree(out / STATE_DIR / "frames", ignore_errors=True)
 
 
 def _run_stages(config: RunConfig, out: Path, state: "_State", fill: bool, progress: bool,

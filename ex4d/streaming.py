@@ -150,22 +150,15 @@ def depth_store(folder: Path, key: str, T: int, H: int, W: int) -> ChunkStore:
 def depth_from_file(clip: Clip, path, kind: str | None, key_name: str | None, scale: float, folder: Path,
                     key: str, progress: bool = True) -> ChunkedArray:
     """Depth [T, H, W] (array-like read per frame) of a depth file, converted and resized a chunk at a time."""
-    from .errors import Ex4dError
-    from .io.depth import default_depth_kind, fit_depth_to_frames, to_depth
+    from .io.depth import (check_depth_matches_frames, default_depth_kind, fit_depth_to_frames, select_depth_frames,
+                           to_depth)
     from .io.depth_stream import open_depth_values
 
     T, H, W = clip.shape
     raw = open_depth_values(path, key_name)
-    td = len(raw)
-    indices = clip.indices
-    if td == T:
-        pick = np.arange(T)
-    elif td == clip.total_frames or td > int(indices.max()):
-        pick = indices
-    else:
-        raise Ex4dError(f"depth has {td} frames but frames {int(indices[0])}…{int(indices[-1])} were selected "
-                        f"({T} frames of a {clip.total_frames if clip.total_frames >= 0 else 'unknown'}-frame "
-                        "video); give depth for the selected frames or for the whole video")
+    pick = select_depth_frames(raw.shape, clip.indices, clip.total_frames)
+    pick = np.arange(T) if pick is None else pick
+    check_depth_matches_frames((T, *raw.shape[1:]), H, W, f"--depth {path}")  # the whole selection's shape
     kind = kind or default_depth_kind(path, key_name)
     store = depth_store(folder, key, T, H, W)
     peak = None

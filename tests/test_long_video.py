@@ -165,7 +165,7 @@ def test_a_long_depth_file_input_streams_through_the_run(tmp_path):
     from ex4d.cli import main
     from ex4d.io.video import read_video
 
-    assert main(["example", "--out", str(tmp_path / "ex"), "--num-frames", "20", "--size", "48"]) == 0
+    assert main(["example", "--out", str(tmp_path / "ex"), "--num-frames", "20", "--size", "64"]) == 0
     depth = np.load(tmp_path / "ex" / "depth.npz")["depth"]
     np.savez_compressed(tmp_path / "disp.npz", depths=(1.0 / depth).astype(np.float16))  # relative disparity
     rc = main(["run", str(tmp_path / "ex" / "input.mp4"), "--depth", str(tmp_path / "disp.npz"), "--num-frames", "0",
@@ -175,7 +175,7 @@ def test_a_long_depth_file_input_streams_through_the_run(tmp_path):
 
     expected = to_depth((1.0 / depth).astype(np.float16).astype(np.float32), "disparity")
     np.testing.assert_allclose(concat_field(tmp_path / "o" / ".ex4d" / "depth", "depth"), expected, rtol=1e-6)
-    assert read_video(tmp_path / "o" / "output.mp4", num_frames=None).frames.shape == (20, 48, 48, 3)
+    assert read_video(tmp_path / "o" / "output.mp4", num_frames=None).frames.shape == (20, 64, 64, 3)
     assert json.loads((tmp_path / "o" / "config.json").read_text())["summary"]["num_frames"] == 20
 
 

@@ -46,6 +46,7 @@ __all__ = [
     "disparity_to_depth",
     "resize_depth",
     "match_depth_to_frames",
+    "select_depth_frames",
     "check_depth",
     "check_depth_matches_frames",
     "fit_depth_to_frames",
@@ -53,6 +54,7 @@ __all__ = [
     "save_depth_npz",
     "npz_depth_key",
     "load_depth_png",
+    "check_depth_array",
 ]
 
 DEPTH_KINDS = ("depth", "disparity", "depthcrafter")
@@ -68,15 +70,21 @@ _UNIT_TOLERANCE = 1e-3
 # --------------------------------------------------------------------------- loading
 
 
+def check_depth_array(shape, dtype, source: str) -> None:
+    """Ex4dError unless an array of ``shape`` and ``dtype`` can be depth (numeric; not a colour video)."""
+    dtype, shape = np.dtype(dtype), tuple(int(s) for s in shape)
+    check(dtype.kind in "fiu",
+          f"{source}: depth must be numeric (float or integer), got dtype {dtype}"
+          + (" (true/false values: a mask, not depth)" if dtype.kind == "b" else ""))
+    if len(shape) == 4 and shape[-1] in (3, 4) and shape[1] > 4:
+        raise Ex4dError(f"{source}: shape {shape} looks like a colour video [T, H, W, {shape[-1]}], "
+                        "not depth; give the depth estimator's output ([T, H, W])")
+
+
 def _as_frames(values: np.ndarray, source: str) -> np.ndarray:
     """``values`` as [T, H, W] float32: [H, W] → [1, H, W]; [T, H, W, 1] and [T, 1, H, W] squeezed."""
     values = np.asarray(values)
-    check(values.dtype.kind in "fiu",
-          f"{source}: depth must be numeric (float or integer), got dtype {values.dtype}"
-          + (" (true/false values: a mask, not depth)" if values.dtype.kind == "b" else ""))
-    if values.ndim == 4 and values.shape[-1] in (3, 4) and values.shape[1] > 4:
-        raise Ex4dError(f"{source}: shape {values.shape} looks like a colour video [T, H, W, {values.shape[-1]}], "
-                        "not depth; give the depth estimator's output ([T, H, W])")
+    check_depth_array(values.shape, values.dtype, source)
     if values.ndim == 2:
         values = values[None]
     elif values.ndim == 4 and values.shape[3] == 1:
@@ -341,20 +349,29 @@ def match_depth_to_frames(depth: np.ndarray, indices: np.ndarray, total_frames: 
     whole source video and ``depth[indices]`` is taken. Anything else raises.
     """
     depth = np.asarray(depth)
+    pick = select_depth_frames(depth.shape, indices, total_frames)
+    return depth if pick is None else depth[pick]
+
+
+def select_depth_frames(shape, indices: np.ndarray, total_frames: int) -> np.ndarray | None:
+    """Which frames of depth of ``shape`` ([Td, ...]) the selected video frames use: None = all, as they are
+    (Td == T), else the [T] int64 ``indices`` into a whole-video depth; Ex4dError otherwise (see
+    :func:`match_depth_to_frames`). Needs only the shape, so a long depth file is never read whole."""
+    shape = tuple(int(s) for s in shape)
     indices = np.asarray(indices)
     check(indices.ndim == 1 and indices.size > 0 and indices.dtype.kind in "iu",
           f"indices must be a non-empty 1-D integer array, got shape {indices.shape} dtype {indices.dtype}")
-    check(depth.ndim >= 1, "depth must have a frame axis")
-    td, t = depth.shape[0], indices.size
+    check(len(shape) >= 1, "depth must have a frame axis")
+    td, t = shape[0], indices.size
     if td == t:
-        return depth
+        return None
     # a whole-video depth; container headers may miss a frame or two, so "the whole video" has a little slack
     slack = max(2, int(0.02 * total_frames)) if total_frames >= 0 else None
     if td > int(indices.max()) and (slack is None or abs(td - total_frames) <= slack):
-        return depth[indices]
+        return indices.astype(np.int64)
     video = f"a {total_frames}-frame video" if total_frames >= 0 else "a video of unknown length"
-    if depth.ndim == 3 and depth.shape[2] in (t, total_frames):
-        raise Ex4dError(f"depth has shape {tuple(depth.shape)}: its last axis has {depth.shape[2]} entries, one per "
+    if len(shape) == 3 and shape[2] in (t, total_frames):
+        raise Ex4dError(f"depth has shape {shape}: its last axis has {shape[2]} entries, one per "
                         f"frame, so it looks stored as [H, W, T]; store it as [T, H, W] "
                         "(e.g. depth.transpose(2, 0, 1))")
     raise Ex4dError(f"depth has {td} frames, but the video gives {t} selected frames ({int(indices[0])}…"

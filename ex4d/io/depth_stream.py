@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import Ex4dError, check
-from .depth import load_depth_png, npz_depth_key
+from .depth import check_depth_array, load_depth_png, npz_depth_key
 from .video import natural_key
 
 __all__ = ["open_depth_values", "DepthValues"]
@@ -82,7 +82,7 @@ def _layout(shape: tuple[int, ...], source: str) -> tuple[int, int, int]:
 
 def _frames_view(values: np.ndarray, source: str) -> np.ndarray:
     """``values`` (an array or memmap) as [T, H, W] without copying."""
-    check(values.dtype.kind in "fiu", f"{source}: depth must be numeric, got dtype {values.dtype}")
+    check_depth_array(values.shape, values.dtype, source)
     return values.reshape(_layout(values.shape, source))
 
 
@@ -101,7 +101,7 @@ def _array_values(values: np.ndarray, source: str) -> DepthValues:
 
 def _file_values(path: Path, offset: int, shape: tuple, fortran: bool, dtype: np.dtype, source: str) -> DepthValues:
     """Frames of a C-ordered array stored raw at ``offset`` of ``path``, each read from its place when asked for."""
-    check(dtype.kind in "fiu", f"{source}: depth must be numeric, got dtype {dtype}")
+    check_depth_array(shape, dtype, source)
     T, H, W = _layout(shape, source)
     if fortran and len(shape) > 2:  # frames are not contiguous: map the array (rare; numpy writes C order)
         return _array_values(np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F"), source)
@@ -167,11 +167,20 @@ def _npz_values(path: Path, key: str | None) -> DepthValues:
         archive.close()
         return _file_values(path, offset, shape, fortran, dtype, source)
     stream = _NpyStream(lambda: archive.open(info), source)
-    check(stream.dtype.kind in "fiu", f"{source}: depth must be numeric, got dtype {stream.dtype}")
+    check_depth_array(stream.shape, stream.dtype, source)
     T, H, W = _layout(stream.shape, source)
     if stream.fortran:  # frames are not contiguous: read the whole array (rare; numpy writes C order)
         return _array_values(np.load(path)[name], source)
     return DepthValues((T, H, W), lambda t: stream.frame(t, H * W).reshape(H, W), source)
+
+
+def _png_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from a PNG's header (None if it is not a PNG: it is then checked when read)."""
+    with open(path, "rb") as f:
+        head = f.read(24)
+    if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
 
 
 def open_depth_values(path: str | os.PathLike, key: str | None = None) -> DepthValues:
@@ -189,6 +198,12 @@ def open_depth_values(path: str | os.PathLike, key: str | None = None) -> DepthV
                         and not p.name.startswith(".")), key=lambda p: natural_key(p.name))
         check(len(files) > 0, f"depth folder {path} holds no .png files")
         first = load_depth_png(files[0])
+        h0, w0 = first.shape
+        for f in files[1:]:  # every size from the PNG headers, before any frame is used
+            size = _png_size(f)
+            check(size is None or size == (w0, h0),
+                  f"depth folder {path}: {f.name} is {size[0]}×{size[1]} but {files[0].name} is {w0}×{h0}; "
+                  "every depth frame must have the same size" if size else "")
 
         def frame(t):
             image = load_depth_png(files[t], files[0])
