@@ -33,6 +33,7 @@ from torch import nn
 
 from ..errors import Ex4dError, check
 from ._deps import require
+from .adapter_spec import LORA_TARGETS, ORIGINAL_TO_DIFFUSERS  # torch-free constants (the CLI imports them)
 
 __all__ = [
     "CamVidEncoder",
@@ -48,20 +49,6 @@ __all__ = [
 
 DEFAULT_ADAPTER_NAME = "ex4d"
 
-# Original (DiffSynth WanModel) layer name → diffusers WanTransformer3DModel layer name, inside blocks.{i}.
-ORIGINAL_TO_DIFFUSERS: dict[str, str] = {
-    "self_attn.q": "attn1.to_q",
-    "self_attn.k": "attn1.to_k",
-    "self_attn.v": "attn1.to_v",
-    "self_attn.o": "attn1.to_out.0",
-    "cross_attn.q": "attn2.to_q",
-    "cross_attn.k": "attn2.to_k",
-    "cross_attn.v": "attn2.to_v",
-    "cross_attn.o": "attn2.to_out.0",
-    "ffn.0": "ffn.net.0.proj",
-    "ffn.2": "ffn.net.2",
-}
-LORA_TARGETS: tuple[str, ...] = tuple(ORIGINAL_TO_DIFFUSERS.values())
 
 
 class CamVidEncoder(nn.Module):

@@ -39,6 +39,10 @@ from dataclasses import dataclass
 from ..errors import Ex4dError, check
 
 __all__ = [
+    "LORA_TARGETS",
+    "TARGET_GROUPS",
+    "resolve_targets",
+    "ORIGINAL_TO_DIFFUSERS",
     "AdapterSpec",
     "LIMITS",
     "spec_from_metadata",
@@ -47,6 +51,50 @@ __all__ = [
     "check_finite",
     "FLOAT_DTYPES",
 ]
+
+# Original (DiffSynth WanModel) layer name → diffusers WanTransformer3DModel layer name, inside blocks.{i}.
+ORIGINAL_TO_DIFFUSERS: dict[str, str] = {
+    "self_attn.q": "attn1.to_q",
+    "self_attn.k": "attn1.to_k",
+    "self_attn.v": "attn1.to_v",
+    "self_attn.o": "attn1.to_out.0",
+    "cross_attn.q": "attn2.to_q",
+    "cross_attn.k": "attn2.to_k",
+    "cross_attn.v": "attn2.to_v",
+    "cross_attn.o": "attn2.to_out.0",
+    "ffn.0": "ffn.net.0.proj",
+    "ffn.2": "ffn.net.2",
+}
+LORA_TARGETS: tuple[str, ...] = tuple(ORIGINAL_TO_DIFFUSERS.values())
+
+#: Named groups of LoRA target layers (``--lora-targets``).
+TARGET_GROUPS = {
+    "all": LORA_TARGETS,
+    "self_attn": tuple(t for t in LORA_TARGETS if t.startswith("attn1")),
+    "cross_attn": tuple(t for t in LORA_TARGETS if t.startswith("attn2")),
+    "attn": tuple(t for t in LORA_TARGETS if t.startswith("attn")),
+    "ffn": tuple(t for t in LORA_TARGETS if t.startswith("ffn")),
+}
+
+
+def resolve_targets(names) -> tuple[str, ...]:
+    """Diffusers layer names (in :data:`LORA_TARGETS` order) for target ``names`` (list or comma string)."""
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    out = set()
+    for n in names:
+        if n in TARGET_GROUPS:
+            out.update(TARGET_GROUPS[n])
+        elif n in ORIGINAL_TO_DIFFUSERS:
+            out.add(ORIGINAL_TO_DIFFUSERS[n])
+        elif n in LORA_TARGETS:
+            out.add(n)
+        else:
+            raise Ex4dError(f"unknown LoRA target {n!r}; use groups {sorted(TARGET_GROUPS)} or layer names "
+                               f"{list(ORIGINAL_TO_DIFFUSERS)} (original) / {list(LORA_TARGETS)} (diffusers)")
+    check(out, "no LoRA targets given")
+    return tuple(t for t in LORA_TARGETS if t in out)
+
 
 #: Inclusive bounds of each dimension (generous: Wan2.1-14B is 40 / 5120 / 13824 / 16 / 1024 / 16).
 LIMITS = {"num_layers": (1, 1024), "dim": (1, 1 << 17), "ffn_dim": (1, 1 << 17), "z_dim": (1, 1024),
@@ -142,7 +190,6 @@ def _meta_names(meta: dict, name: str, source: str, wanted: tuple[str, ...]) -> 
 
 def spec_from_metadata(meta: dict, source: str) -> AdapterSpec:
     """The validated :class:`AdapterSpec` of our safetensors format's metadata (module docstring), or Ex4dError."""
-    from .adapter import LORA_TARGETS, ORIGINAL_TO_DIFFUSERS
 
     _meta_names(meta, "targets", source, LORA_TARGETS)
     if "original_targets" in meta:

@@ -6,7 +6,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from ..diffusion.adapter import LORA_TARGETS
+from ..diffusion.adapter_spec import LORA_TARGETS, resolve_targets
 from ..diffusion.config import DEFAULT_NEGATIVE_PROMPT, DEFAULT_PROMPT
 from ..errors import check
 
@@ -118,8 +118,6 @@ class TrainConfig:
     cpu: bool = False
 
     def __post_init__(self):
-        from .model import resolve_targets
-
         object.__setattr__(self, "lora_targets", resolve_targets(self.lora_targets))
         object.__setattr__(self, "erosion", tuple(int(k) for k in self.erosion))
 

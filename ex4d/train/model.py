@@ -21,40 +21,15 @@ import torch
 from torch import nn
 
 from ..diffusion._deps import require
-from ..diffusion.adapter import (DEFAULT_ADAPTER_NAME, LORA_TARGETS, ORIGINAL_TO_DIFFUSERS, CamVidEncoder,
+from ..diffusion.adapter import (DEFAULT_ADAPTER_NAME, LORA_TARGETS, CamVidEncoder,
                                  TokenInjection, lora_layers, transformer_dims)
+from ..diffusion.adapter_spec import TARGET_GROUPS, resolve_targets  # torch-free: the training config uses them
 from ..diffusion.checkpoint import AdapterSpec, AdapterWeights, canonical_lora_shapes
-from ..errors import Ex4dError, check
+from ..errors import check
 
 __all__ = ["Ex4dTrainModel", "resolve_targets", "add_training_lora", "adapter_spec", "export_adapter",
            "trainable_parameters", "TARGET_GROUPS"]
 
-TARGET_GROUPS = {
-    "all": LORA_TARGETS,
-    "self_attn": tuple(t for t in LORA_TARGETS if t.startswith("attn1")),
-    "cross_attn": tuple(t for t in LORA_TARGETS if t.startswith("attn2")),
-    "attn": tuple(t for t in LORA_TARGETS if t.startswith("attn")),
-    "ffn": tuple(t for t in LORA_TARGETS if t.startswith("ffn")),
-}
-
-
-def resolve_targets(names) -> tuple[str, ...]:
-    """Diffusers layer names (in :data:`LORA_TARGETS` order) for target ``names`` (list or comma string)."""
-    if isinstance(names, str):
-        names = [n.strip() for n in names.split(",") if n.strip()]
-    out = set()
-    for n in names:
-        if n in TARGET_GROUPS:
-            out.update(TARGET_GROUPS[n])
-        elif n in ORIGINAL_TO_DIFFUSERS:
-            out.add(ORIGINAL_TO_DIFFUSERS[n])
-        elif n in LORA_TARGETS:
-            out.add(n)
-        else:
-            raise Ex4dError(f"unknown LoRA target {n!r}; use groups {sorted(TARGET_GROUPS)} or layer names "
-                               f"{list(ORIGINAL_TO_DIFFUSERS)} (original) / {list(LORA_TARGETS)} (diffusers)")
-    check(out, "no LoRA targets given")
-    return tuple(t for t in LORA_TARGETS if t in out)
 
 
 def add_training_lora(transformer: nn.Module, rank: int = 16, alpha: float = 16.0,
