@@ -155,6 +155,17 @@ def _add_fill(p: argparse.ArgumentParser) -> None:
                         "results slightly)")
     g.add_argument("--prompt", default=S, help="ex4d: text prompt (default: the original's)")
     g.add_argument("--seed", type=int, default=S, help="random seed (default 0)")
+    g.add_argument("--window", type=int, default=S,
+                   help="ex4d: frames per generation window, 4k+1 (49, the adapter's training length); longer clips "
+                        "are generated in overlapping windows that continue each other")
+    g.add_argument("--overlap", type=int, default=S,
+                   help="ex4d: frames each window shares with the previous one, given to the model as known (9: the "
+                        "I2V frame + two whole VAE latents)")
+    g.add_argument("--lift", choices=["background", "none"], default=S,
+                   help="ex4d: lift finished frames to 3D and show them again as known pixels in later windows "
+                        "(background: weight-free depth completion, default; none: off)")
+    g.add_argument("--no-lift", dest="lift", action="store_const", const="none", default=S,
+                   help="ex4d: same as --lift none")
     from .scene_cli import add_stereo_args
 
     add_stereo_args(p.add_argument_group("stereo (also write stereo.mp4; the left eye is output.mp4)"), run=True)
@@ -282,7 +293,17 @@ def _run_config(args: argparse.Namespace, with_fill: bool):
     if with_fill:
         if "fill" in a and base.get("fill") != a["fill"]:
             fopts = {}
+        fill = a.get("fill", base.get("fill", "classical"))
+        for flag in ("window", "overlap", "lift"):
+            if flag in a and fill != "ex4d":
+                raise Ex4dError(f"--{flag} applies to --fill ex4d (generation windows); for the classical fill "
+                                "use --fill-window (frames to borrow from)")
+            if flag in a:
+                fopts[flag] = a[flag]
         if "fill_window" in a:
+            if fill == "ex4d":
+                raise Ex4dError("--fill-window applies to --fill classical; for --fill ex4d use --window and "
+                                "--overlap (generation windows)")
             fopts["window"] = a["fill_window"]
         for k in ("wan", "adapter"):
             if k in a:

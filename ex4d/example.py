@@ -19,7 +19,7 @@ from .cameras import default_intrinsics
 from .errors import check
 from .render.numba_raster import rasterize_numba
 
-__all__ = ["ExampleScene", "make_example", "example_scene_mesh", "example_scene_colors"]
+__all__ = ["ExampleScene", "make_example", "example_frame", "example_scene_mesh", "example_scene_colors"]
 
 
 @dataclass(frozen=True)
@@ -158,6 +158,28 @@ def example_scene_colors(obj: np.ndarray, X: np.ndarray, t: float) -> np.ndarray
     return rgb * (1.1 - 0.04 * X[:, 2:3]).clip(0.6, 1.0)
 
 
+def example_frame(index: int, num_frames: int = 49, width: int = 512, height: int = 512
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Frame ``index`` of the ``num_frames``-frame example: (RGB [H, W, 3] uint8, exact z-depth [H, W] float32).
+
+    The same pixels as ``make_example(num_frames, width, height)`` gives for
+    that frame, one frame at a time (for long example clips).
+    """
+    check(num_frames >= 1, f"num_frames must be ≥ 1, got {num_frames}")
+    check(0 <= index < num_frames, f"frame {index} is outside the example's {num_frames} frames")
+    check(width >= 16 and height >= 16, f"the example needs at least 16×16 pixels, got {width}×{height}")
+    K = default_intrinsics(width, height)
+    t = index / max(num_frames - 1, 1)
+    v, f, obj = _scene(t)
+    face_id, inv_depth, bary = rasterize_numba(v, f, K, height, width, near=0.05)
+    check(bool((face_id >= 0).all()), "internal: the example scene left pixels empty")
+    fid = face_id.reshape(-1)
+    X = np.einsum("nk,nkc->nc", bary.reshape(-1, 3).astype(np.float64), v[f[fid]])
+    rgb = example_scene_colors(obj[fid], X, t)
+    frame = np.clip(rgb * 255 + 0.5, 0, 255).astype(np.uint8).reshape(height, width, 3)
+    return frame, (1.0 / inv_depth).astype(np.float32)
+
+
 def make_example(num_frames: int = 49, width: int = 512, height: int = 512, fps: float = 24.0) -> ExampleScene:
     """The example video: ``num_frames`` frames of ``width``×``height`` with exact depth (deterministic)."""
     check(num_frames >= 1, f"num_frames must be ≥ 1, got {num_frames}")
@@ -166,13 +188,5 @@ def make_example(num_frames: int = 49, width: int = 512, height: int = 512, fps:
     frames = np.empty((num_frames, height, width, 3), dtype=np.uint8)
     depth = np.empty((num_frames, height, width), dtype=np.float32)
     for i in range(num_frames):
-        t = i / max(num_frames - 1, 1)
-        v, f, obj = _scene(t)
-        face_id, inv_depth, bary = rasterize_numba(v, f, K, height, width, near=0.05)
-        check(bool((face_id >= 0).all()), "internal: the example scene left pixels empty")
-        fid = face_id.reshape(-1)
-        X = np.einsum("nk,nkc->nc", bary.reshape(-1, 3).astype(np.float64), v[f[fid]])
-        rgb = example_scene_colors(obj[fid], X, t)
-        frames[i] = np.clip(rgb * 255 + 0.5, 0, 255).astype(np.uint8).reshape(height, width, 3)
-        depth[i] = (1.0 / inv_depth).astype(np.float32)
+        frames[i], depth[i] = example_frame(i, num_frames, width, height)
     return ExampleScene(frames=frames, depth=depth, K=K, fps=fps)

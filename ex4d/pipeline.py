@@ -30,7 +30,8 @@ output.mp4             (run) the completed video
 preview.mp4            (run) input | render with unknown tinted | output
 color/, mask/, output/ (--png) lossless frames 00000.png … (output/: run only)
 meshes/                (--save-mesh) one DW-Mesh per frame, 00000.ply …
-.ex4d/                 stage records and lossless caches (depth.npz, render.npz)
+.ex4d/                 stage records and lossless chunked caches (frames/, depth/, render/, fill/:
+                       one file per 16 frames, see ex4d.streaming), so a run resumes mid-stage
 =====================  =========================================================
 """
 
@@ -49,14 +50,14 @@ import numpy as np
 
 from . import __version__
 from .cameras import check_intrinsics, default_intrinsics, intrinsics_from_focal, intrinsics_from_fov
-from .dwmesh import MeshConfig, export_ply
+from . import streaming
 from .errors import Ex4dError, check, collect_warnings
 from .fill import FILL_BACKENDS, ClassicalFillConfig
 from .poses import PosesConfig
 from .io.atomic import atomic_save_npz, atomic_write_json
 from .io.outdir import STATE_DIR, OutputFolder
-from .plausibility import check_camera_file, check_depth_values, check_known_fraction, check_path_start
-from .recon import ReconConfig, render_novel_views
+from .plausibility import check_camera_file, check_depth_values, check_path_start, report_known_fraction
+from .recon import ReconConfig
 
 __all__ = ["RunConfig", "run_pipeline", "RunSummary", "STATE_DIR", "read_run_record"]
 
@@ -245,22 +246,12 @@ class _State:
 
 # ---------------------------------------------------------------------------------------------- stages
 
-def _load_frames(config: RunConfig):
-    """(frames [T,H,W,3] uint8, fps, example depth or None, input identity dict)."""
+def _input_ident(config: RunConfig) -> dict:
+    """What identifies the input frames (hashes the video's contents)."""
     if config.example:
-        from .example import make_example
-
-        T = config.num_frames or 49
-        scene = make_example(T, config.example_size, config.example_size)
-        ident = {"example": True, "num_frames": T, "size": config.example_size}
-        return scene.frames, scene.fps, scene.depth, scene.K, np.arange(T), T, ident
-    from .io.video import read_video
-
-    fr = read_video(config.video, num_frames=config.num_frames, start=config.start, stride=config.stride,
-                    max_res=config.max_res, allow_short=config.allow_short)
-    ident = {"video": hash_inputs(config.video), "num_frames": config.num_frames, "start": config.start,
-             "stride": config.stride, "max_res": config.max_res, "allow_short": config.allow_short}
-    return fr.frames, fr.fps / config.stride, None, None, fr.indices, fr.total_frames, ident
+        return {"example": True, "num_frames": config.num_frames or 49, "size": config.example_size}
+    return {"video": hash_inputs(config.video), "num_frames": config.num_frames, "start": config.start,
+            "stride": config.stride, "max_res": config.max_res, "allow_short": config.allow_short}
 
 
 def _check_scene(config: RunConfig, depth, K, width: int, height: int) -> None:
@@ -309,15 +300,13 @@ def _intrinsics(config: RunConfig, width: int, height: int, example_K) -> np.nda
     return default_intrinsics(width, height)
 
 
-def _depth_stage(config: RunConfig, frames, example_depth, indices, total, frames_key, out: Path, state: _State,
-                 progress: bool):
-    """(depth [T,H,W] float32, key, reused?)."""
-    from .io.depth import default_depth_kind, fit_depth_to_frames, load_depth_file, match_depth_to_frames, to_depth
+def _depth_stage(config: RunConfig, clip, frames_key: str, out: Path, state: _State, progress: bool):
+    """(depth [T,H,W] array-like read per frame, key, reused?)."""
+    from .io.chunks import ChunkStore
 
-    T, H, W = frames.shape[:3]
-    cache = out / STATE_DIR / "depth.npz"
-    if example_depth is not None and not config.depth and not config.depth_model:
-        return example_depth, _key("depth", frames_key, "example-exact"), True
+    folder = out / STATE_DIR / "depth"
+    if clip.example_depth is not None and not config.depth and not config.depth_model:
+        return streaming.exact_depth(clip), _key("depth", frames_key, "example-exact"), True
     if config.depth:
         params = {"file": hash_inputs(config.depth), "kind": config.depth_kind, "key": config.depth_key,
                   "scale": config.depth_scale}
@@ -330,23 +319,17 @@ def _depth_stage(config: RunConfig, frames, example_depth, indices, total, frame
         raise Ex4dError("no depth: give a depth file with --depth (DepthCrafter/Video-Depth-Anything .npz, .npy, "
                         "or a folder of 16-bit PNGs) or a depth model with --depth-model")
     key = _key("depth", frames_key, params)
-    if state.done("depth", key, [cache]):
-        return np.load(cache)["depth"], key, True
+    reused = state.done("depth", key, [folder / "meta.json"]) and ChunkStore.exists(folder, key)
+    if not reused:
+        state.forget("depth")
     if config.depth:
-        raw = load_depth_file(config.depth, key=config.depth_key)
-        raw = match_depth_to_frames(raw, indices, total)
-        kind = config.depth_kind or default_depth_kind(config.depth, config.depth_key)
-        depth = fit_depth_to_frames(to_depth(raw, kind, scale=config.depth_scale), H, W, f"--depth {config.depth}")
+        depth = streaming.depth_from_file(clip, config.depth, config.depth_kind, config.depth_key,
+                                          config.depth_scale, folder, key, progress)
     else:
-        from .depth import estimate_depth
-
-        res = estimate_depth(frames, model=config.depth_model, weights=config.depth_weights, progress=progress,
-                             **config.depth_options)
-        depth = res.depth
-    depth = np.ascontiguousarray(depth, dtype=np.float32)
-    atomic_save_npz(cache, compress=False, depth=depth)
+        depth = streaming.depth_from_model(clip, config.depth_model, config.depth_weights,
+                                           config.depth_options, folder, key, progress)
     state.mark("depth", key)
-    return depth, key, False
+    return depth, key, reused
 
 
 def _poses_stage(config: RunConfig, frames, depth, K, given_K: bool, depth_key: str, fps: float, out: Path,
@@ -399,18 +382,8 @@ def _write_cameras(out: Path, traj_w2c, traj_K, width, height, fps, frame: str =
     return files
 
 
-def tint_unknown(color: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Render [..., H, W, 3] uint8 with unknown pixels ([..., H, W] False) shown in magenta."""
-    out = color.copy()
-    out[~mask] = (255, 0, 255)
-    return out
-
-
-def make_preview(frames: np.ndarray, color: np.ndarray, mask: np.ndarray, output: np.ndarray) -> np.ndarray:
-    """Side by side [T, H, 3W(+gaps), 3] uint8: input | render with unknown tinted | output."""
-    T, H, W = mask.shape
-    gap = np.full((T, H, 8, 3), 255, dtype=np.uint8)
-    return np.concatenate([frames, gap, tint_unknown(color, mask), gap, output], axis=2)
+tint_unknown = streaming.tint_unknown
+make_preview = streaming.make_preview
 
 
 def _versions() -> dict:
@@ -485,110 +458,111 @@ def run_pipeline(config: RunConfig, out: str | os.PathLike, overwrite: bool = Fa
         state = _State(out)
         if overwrite:
             filled = fill and config.fill != "none"
-            caches = {"stages.json", "depth.npz", "poses.npz", "render.npz"} | (
-                {"lifted.npz", "right.npz"} if filled else set())
+            caches = {"stages.json", "frames", "depth", "depth-raw", "depth-values", "poses.npz", "render"} | (
+                {"fill", "fill-pass1", "windows", "lifted.npz", "right.npz"} if filled else set())
             folder.remove_outputs(keep=_writes(config, fill), state_keep=caches)
             for stage, kept in (("fill", filled), ("stereo", filled and config.stereo)):
                 if not kept:
                     state.forget(stage)
-        return _run_stages(config, out, state, fill, progress, notes)
+        try:
+            return _run_stages(config, out, state, fill, progress, notes)
+        except Ex4dError:
+            _drop_decoded_frames(out)
+            raise
+
+
+def _drop_decoded_frames(out: Path) -> None:
+    """A refused run that wrote no output keeps no decoded frames (re-decoded in moments), so it leaves no folder."""
+    import shutil
+
+    if not any(p.name != STATE_DIR for p in out.iterdir()):
+        shutil.rmtree(out / STATE_DIR / "frames", ignore_errors=True)
 
 
 def _run_stages(config: RunConfig, out: Path, state: "_State", fill: bool, progress: bool,
                 notes: list[str]) -> RunSummary:
-    """The stages, in a folder held by :func:`run_pipeline`."""
-    from .io.video import write_png_frames, write_video
+    """The stages, in a folder held by :func:`run_pipeline`, each streamed chunk by chunk through ``OUT/.ex4d``
+    (:mod:`ex4d.streaming`): memory stays bounded whatever the clip's length, and an interrupted run resumes at
+    the chunk (or window) it was in."""
+    from .cameras import novel_w2c_world, relative_to_source
+    from .io.chunks import ChunkStore
     from .trajectory import make_trajectory
 
+    cache = out / STATE_DIR
     np.random.seed(config.seed)
     timings: dict = {}
     reused: list[str] = []
 
     t0 = time.perf_counter()
-    frames, fps, example_depth, example_K, indices, total, ident = _load_frames(config)
-    T, H, W = frames.shape[:3]
-    timings["read_s"] = time.perf_counter() - t0
+    ident = _input_ident(config)
     frames_key = _key("frames", ident)
+    clip = streaming.read_clip(config, cache / "frames", frames_key, progress)
+    T, H, W = clip.shape
+    fps = clip.fps
+    timings["read_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    depth, depth_key, depth_reused = _depth_stage(config, frames, example_depth, indices, total, frames_key, out,
-                                                  state, progress)
+    depth, depth_key, depth_reused = _depth_stage(config, clip, frames_key, out, state, progress)
     if depth_reused and (config.depth or config.depth_model):
         reused.append("depth")
     timings["depth_s"] = time.perf_counter() - t0
 
-    K = _intrinsics(config, W, H, example_K)
+    K = _intrinsics(config, W, H, None)  # the example's K is the default one
     _check_scene(config, depth, K, W, H)  # before the poses stage writes anything
-    given_K = example_K is not None or any(x is not None for x in (config.focal, config.fov, config.intrinsics))
+    given_K = config.example or any(x is not None for x in (config.focal, config.fov, config.intrinsics))
     t0 = time.perf_counter()
-    poses, poses_key, poses_reused = _poses_stage(config, frames, depth, K, given_K, depth_key, fps, out, state,
+    poses, poses_key, poses_reused = _poses_stage(config, clip.frames, depth, K, given_K, depth_key, fps, out, state,
                                                   progress)
     if poses_reused and not poses.static:  # a tripod run reads as it did before poses existed
         reused.append("poses")
     timings["poses_s"] = time.perf_counter() - t0
     K = poses.K
-    if not np.allclose(poses.depth_scale, 1.0):  # relative depth made consistent with the poses
-        from .poses import align_depth_frame
-
-        depth = np.stack([align_depth_frame(depth[t], poses.depth_scale[t]) for t in range(T)])
+    depth = streaming.scaled_depth(depth, poses.depth_scale)  # relative depth made consistent with the poses
     traj = make_trajectory(config.trajectory, T, K, W, H, depth0=depth[0], **config.trajectory_options)
-    from .cameras import relative_to_source
-
     path_frame = traj.frame if traj.name == "file" else config.path_frame
     w2c_rel = relative_to_source(traj.w2c, poses.w2c, path_frame)
+    far = config.recon.mesh.far_scale * depth.max_depth  # dwmesh.default_far of the whole clip
 
-    # ----- recon: meshes + renders
-    render_cache = out / STATE_DIR / "render.npz"
-    recon_files = [render_cache, out / "color.mp4", out / "mask.mp4", out / "cameras.json"]
+    # ----- recon: meshes + renders, chunk by chunk
+    render_dir = cache / "render"
+    recon_files = [render_dir / "meta.json", out / "color.mp4", out / "mask.mp4", out / "cameras.json"]
     if config.png:
         recon_files += [out / "color", out / "mask"]
     if config.save_mesh:
         recon_files.append(out / "meshes")
-    render_key = _key("render", depth_key, poses_key, K.tolist(), w2c_rel.tolist(), traj.K.tolist(),
-                      config.recon.to_dict(), config.png, config.save_mesh, config.crf, path_frame)
+    render_data_key = _key("render", depth_key, poses_key, K.tolist(), w2c_rel.tolist(), traj.K.tolist(),
+                           config.recon.to_dict(), path_frame)
+    render_key = _key(render_data_key, config.png, config.save_mesh, config.crf)
     t0 = time.perf_counter()
-    if state.done("render", render_key, recon_files):
-        z = np.load(render_cache)
-        color, mask, view_depth = z["color"], z["mask"], z["depth"]
+    if state.done("render", render_key, recon_files) and ChunkStore.exists(render_dir, render_data_key):
+        render = ChunkStore.load(render_dir, render_data_key)
         reused.append("render")
     else:
         state.forget("render")
-        on_mesh = None
-        if config.save_mesh:
-            (out / "meshes").mkdir(exist_ok=True)
-
-            def on_mesh(t, mesh):
-                export_ply(mesh, out / "meshes" / f"{t:05d}.ply")
-
-        res = render_novel_views(frames, depth, K, w2c_rel, traj.K, config=config.recon, progress=progress,
-                                 on_mesh=on_mesh)
-        color, mask, view_depth = res.color, res.mask, res.depth
-        timings["mesh_s"] = res.timings["mesh_s"]
-        timings["raster_s"] = res.timings["render_s"]
-        write_video(out / "color.mp4", color, fps, crf=config.crf)
-        write_video(out / "mask.mp4", mask, fps, crf=config.crf)
+        render, stats = streaming.render_chunks(clip, depth, K, w2c_rel, traj.K, config.recon, far, render_dir,
+                                                render_data_key, out, config.png, config.save_mesh, config.crf,
+                                                progress)
+        timings["mesh_s"], timings["raster_s"] = stats["mesh_s"], stats["raster_s"]
+        moved = stats["known_frames"]
+        render.set_attrs(known_fraction=(stats["known_sum"] / moved) if moved else stats["known_all"] / T,
+                         novel_frames=moved or T, empty_frames=stats["empty_moved"] if moved else stats["empty_all"])
         _write_cameras(out, traj.w2c if path_frame == "world" else w2c_rel, traj.K, W, H, fps, path_frame, w2c_rel)
-        if config.png:
-            write_png_frames(out / "color", color)
-            write_png_frames(out / "mask", mask)
-        atomic_save_npz(render_cache, compress=True, color=color, mask=mask, depth=view_depth)
         state.mark("render", render_key)
     timings["recon_s"] = time.perf_counter() - t0
 
-    output = None  # the filled video, when this run makes it (the stereo stage lifts it losslessly)
     if fill and config.fill != "none":
-        fill_key = _key("fill", render_key, config.fill, config.fill_options, config.seed, config.crf)
+        fill_data_key = _key("fill", render_data_key, config.fill, config.fill_options, config.seed)
+        fill_key = _key(fill_data_key, config.crf, config.png)
         fill_files = [out / "output.mp4", out / "preview.mp4"] + ([out / "output"] if config.png else [])
         t0 = time.perf_counter()
         if state.done("fill", fill_key, fill_files):
             reused.append("fill")
         else:
             state.forget("fill")
-            output = _fill(config, color, mask, view_depth, frames, depth, K, w2c_rel, traj.K, poses.w2c, progress)
-            write_video(out / "output.mp4", output, fps, crf=config.crf)
-            write_video(out / "preview.mp4", make_preview(frames, color, mask, output), fps, crf=config.crf)
-            if config.png:
-                write_png_frames(out / "output", output)
+            w2c_world = novel_w2c_world(w2c_rel, poses.w2c, "source")  # one frame for the lifted scene
+            filled = _fill(config, render, clip, depth, K, w2c_rel, w2c_world, traj.K, poses.w2c, far, cache,
+                           fill_data_key, progress)
+            streaming.write_fill_outputs(out, filled, render, clip, config.crf, png=config.png)
             state.mark("fill", fill_key)
         timings["fill_s"] = time.perf_counter() - t0
 
@@ -598,19 +572,26 @@ def _run_stages(config: RunConfig, out: Path, state: "_State", fill: bool, progr
             if state.done("stereo", stereo_key, [out / "stereo.mp4"]):
                 reused.append("stereo")
             else:
+                from .io.chunks import concat_field
                 from .run_scene import RunViews, run_stereo, stereo_config_from
 
                 state.forget("stereo")
-                views = RunViews(out=out, config=config, fps=fps, w2c=w2c_rel, K=traj.K, mask=mask, depth=view_depth,
+                # the stereo stage holds the clip (ex4d.stereo works on whole arrays); the output comes lossless
+                # from the fill cache
+                output = concat_field(cache / "fill", "output") if (cache / "fill" / "meta.json").is_file() else None
+                views = RunViews(out=out, config=config, fps=fps, w2c=w2c_rel, K=traj.K,
+                                 mask=np.asarray(render.field("mask")), depth=np.asarray(render.field("depth")),
                                  source_K=K)
                 sconf, half = stereo_config_from(config.stereo_options)
                 run_stereo(views, config.stereo, sconf, half, output=output, progress=progress)
                 state.mark("stereo", stereo_key)
             timings["stereo_s"] = time.perf_counter() - t0
 
-    novel = [t for t in range(T) if not np.allclose(w2c_rel[t], np.eye(4))] or list(range(T))
-    summary = RunSummary(out=out, num_frames=T, width=W, height=H, known_fraction=check_known_fraction(mask, novel),
-                         timings=timings, reused=reused)
+    a = render.attrs
+    known = report_known_fraction(float(a.get("known_fraction", 0.0)), int(a.get("empty_frames", 0)),
+                                  int(a.get("novel_frames", T)))
+    summary = RunSummary(out=out, num_frames=T, width=W, height=H, known_fraction=known, timings=timings,
+                         reused=reused)
     atomic_write_json(out / "config.json", {
         "run": _config_record(config),
         "versions": _versions(),
@@ -659,29 +640,46 @@ def _check_fill_ready(config: RunConfig) -> None:
     check(adapter is None or Path(adapter).is_file(),
           f"--adapter {adapter} is not a file; give the released EX-4D ex4d.ckpt or our .safetensors")
     _generate_config(config).check()  # e.g. --compile with --step-cache, before the recon
+    _window_config(config)
 
 
 _WEIGHT_OPTIONS = ("wan", "adapter", "encoders")
+_WINDOW_OPTIONS = ("window", "overlap", "lift", "lift_keep", "lift_every")  # ex4d.diffusion.windows.WindowConfig
 
 
 def _generate_config(config: RunConfig):
-    """The GenerateConfig of ``--fill ex4d``: the run's seed and every fill option but the weight paths."""
+    """The GenerateConfig of ``--fill ex4d``: the run's seed and every fill option but weights and windows."""
     from .diffusion.config import GenerateConfig
 
-    opts = {k: v for k, v in config.fill_options.items() if k not in _WEIGHT_OPTIONS}
+    opts = {k: v for k, v in config.fill_options.items() if k not in _WEIGHT_OPTIONS + _WINDOW_OPTIONS}
     return GenerateConfig(**{"seed": config.seed, **opts})
 
 
-def _fill(config: RunConfig, color, mask, view_depth, frames, depth, K, w2c_rel, K_out, w2c_src, progress):
-    if config.fill == "classical":
-        from .fill import classical_fill
+def _window_config(config: RunConfig):
+    """The WindowConfig of ``--fill ex4d`` (window, overlap, lifting)."""
+    from .diffusion.windows import WindowConfig
 
-        return classical_fill(color, mask, view_depth, frames, depth, K, w2c_rel, K_out, config.recon,
-                              ClassicalFillConfig(**config.fill_options), progress=progress, w2c_src=w2c_src)
+    return WindowConfig(**{k: v for k, v in config.fill_options.items() if k in _WINDOW_OPTIONS})
+
+
+def _fill(config: RunConfig, render, clip, depth, K, w2c_rel, w2c_world, K_out, w2c_src, far, cache: Path, key: str,
+          progress: bool):
+    """The fill output cache (a finished ChunkStore with field ``output``).
+
+    ``w2c_rel``: the novel cameras relative to each source camera (what the recon rendered); ``w2c_world``: the
+    same in the world frame (source frame 0), where the lifted frames of different times meet.
+    """
+    if config.fill == "classical":
+        return streaming.classical_fill_chunks(render, clip, depth, K, w2c_rel, K_out, config.recon,
+                                               ClassicalFillConfig(**config.fill_options), far, cache, key,
+                                               progress, w2c_src=w2c_src)
     try:
-        from .diffusion import generate_video
+        from .diffusion.windowed import fill_windows
     except ImportError as e:
         raise Ex4dError(f"--fill ex4d needs the diffusion extra: pip install 'ex4d[diffusion]' ({e})")
+    from .lift import LiftConfig
+
     opts = config.fill_options
-    return generate_video(color, mask, opts["wan"], opts.get("adapter"), _generate_config(config), progress=progress,
-                          encoders=opts.get("encoders"))
+    return fill_windows(render, clip, w2c_world, K_out, opts["wan"], opts.get("adapter"), _generate_config(config),
+                        _window_config(config), cache, key, encoders=opts.get("encoders"), progress=progress,
+                        lift_config=LiftConfig(mesh=config.recon.mesh), backend=config.recon.backend)

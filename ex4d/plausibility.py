@@ -36,12 +36,14 @@ MIN_KNOWN = 0.01
 
 
 def check_depth_values(depth: np.ndarray, near: float, source: str = "depth") -> list[str]:
-    """Warn about depth [T, H, W] (z-depth > 0, finite) that no real scene gives; returns the messages."""
-    d = np.asarray(depth, dtype=np.float64)
-    T = d.shape[0]
-    flat = d.reshape(T, -1)
-    step = max(1, flat.shape[1] // 20000)
-    lo, med, hi = np.percentile(flat[:, ::step], [0.1, 50, 99.9], axis=1)
+    """Warn about depth [T, H, W] (z-depth > 0, finite; any array-like read per frame) that no real scene gives;
+    returns the messages."""
+    T = len(depth)
+    stats = np.empty((T, 3))
+    for t in range(T):  # a frame at a time: ``depth`` may be a long clip's cache read per frame
+        flat = np.asarray(depth[t], dtype=np.float64).reshape(-1)
+        stats[t] = np.percentile(flat[::max(1, flat.shape[0] // 20000)], [0.1, 50, 99.9])
+    lo, med, hi = stats.T
     msgs = []
     if np.all(hi <= near):
         msgs.append(f"{source}: every depth value lies in front of the renderer's near plane ({near:g} scene "
@@ -130,9 +132,17 @@ def check_path_start(w2c0: np.ndarray, K_out0: np.ndarray, K0: np.ndarray, name:
 def check_known_fraction(mask: np.ndarray, novel: list[int]) -> float:
     """Share of known pixels over the ``novel`` frames of ``mask`` [T, H, W] bool; warns when it is ~0."""
     known = float(mask[novel].mean()) if len(novel) else 1.0
+    empty = int(sum(not mask[t].any() for t in novel)) if known < MIN_KNOWN else 0
+    return report_known_fraction(known, empty, len(novel))
+
+
+def report_known_fraction(known: float, empty: int, novel: int) -> float:
+    """``known`` (the share of known novel-view pixels, measured while rendering); warns when it is ~0.
+
+    ``empty``: novel frames with no known pixel, of ``novel`` novel frames.
+    """
     if known < MIN_KNOWN:
-        empty = int(sum(not mask[t].any() for t in novel))
-        warn(f"only {100 * known:.2f}% of the novel-view pixels are known ({empty} of {len(novel)} novel frames "
+        warn(f"only {100 * known:.2f}% of the novel-view pixels are known ({empty} of {novel} novel frames "
              "show nothing of the scene): the cameras see (almost) none of it. Check the depth's units and kind, "
              "the camera path or file (its convention), and --pivot-depth / --radius")
     return known

@@ -100,7 +100,7 @@ def _is_source_camera(w2c: np.ndarray, K_out: np.ndarray, K: np.ndarray) -> bool
 def render_novel_views(frames: np.ndarray, depth: np.ndarray, K: np.ndarray, w2c: np.ndarray,
                        K_out: np.ndarray | None = None, config: ReconConfig | None = None,
                        progress: bool = True, on_mesh: Callable[[int, DWMesh], None] | None = None,
-                       device=None) -> ReconResult:
+                       device=None, far: float | None = None) -> ReconResult:
     """Render every frame's DW-Mesh with its new camera.
 
     Args:
@@ -113,6 +113,9 @@ def render_novel_views(frames: np.ndarray, depth: np.ndarray, K: np.ndarray, w2c
         progress: show a progress bar.
         on_mesh: called with (t, mesh) after each frame's mesh is built (e.g. to save it).
         device: torch device for the torch backend.
+        far: depth of the DW-Meshes' border ring and back cap; default
+            ``default_far(depth)``. Give the whole clip's value when rendering
+            a long clip chunk by chunk, so every chunk builds the same meshes.
     """
     config = config or ReconConfig()
     check_frames_depth(frames, depth)
@@ -128,7 +131,7 @@ def render_novel_views(frames: np.ndarray, depth: np.ndarray, K: np.ndarray, w2c
         check_intrinsics(K_out[t], f"output intrinsics of frame {t}")
 
     backend = config.backend or default_backend()
-    far = default_far(depth, config.mesh.far_scale)
+    far = default_far(depth, config.mesh.far_scale) if far is None else float(far)
     if backend == "torch" and on_mesh is None:
         return _render_torch(frames, depth, K, w2c, K_out, far, config, progress, device)
     color = np.zeros((T, H, W, 3), dtype=np.uint8)

@@ -5,8 +5,8 @@ used by the ``stereo`` stage of ``ex4d run --stereo`` (with the arrays in
 memory) and by ``ex4d stereo RUN`` / ``ex4d export RUN`` (reading the folder).
 
 A run folder holds all it takes: ``output.mp4`` (the left eye), the render
-cache ``.ex4d/render.npz`` (mask and z-buffer of every novel view: exact depth
-where known), ``cameras.json`` (each output frame's camera) and
+cache ``.ex4d/render/`` (chunked: mask and z-buffer of every novel view: exact
+depth where known), ``cameras.json`` (each output frame's camera) and
 ``config.json``. Caches written here, each with a JSON record of what it was
 made from (so a changed output or option remakes it):
 
@@ -83,8 +83,8 @@ def read_run(out: str | os.PathLike) -> RunViews:
     check((out / "output.mp4").is_file(),
           f"{out} holds no finished output (output.mp4): the left eye is the filled video; run "
           f"`ex4d run ... --out {out}` with a fill (classical or ex4d, not none) first")
-    cache = out / STATE / "render.npz"
-    check(cache.is_file(), f"{cache} is missing; re-run `ex4d run` into {out} (it keeps the render there)")
+    cache = out / STATE / "render"
+    check((cache / "meta.json").is_file(), f"{cache} is missing; re-run `ex4d run` into {out} (it keeps the render there)")
     cams = read_cameras_json(out / "cameras.json")
     w2c = cams.w2c
     if cams.frame == "world":  # a world-frame path: the render used each camera relative to its source frame
@@ -93,8 +93,10 @@ def read_run(out: str | os.PathLike) -> RunViews:
         check((out / "source_cameras.json").is_file(), f"{out}: cameras.json is in the world frame but "
                                                        "source_cameras.json is missing; re-run the job")
         w2c = relative_to_source(w2c, read_cameras_json(out / "source_cameras.json").w2c, "world")
-    with np.load(cache) as z:
-        mask, depth = z["mask"].astype(bool), z["depth"].astype(np.float32)
+    from .io.chunks import ChunkStore
+
+    render = ChunkStore.load(cache)
+    mask, depth = np.asarray(render.field("mask")).astype(bool), np.asarray(render.field("depth")).astype(np.float32)
     check(mask.shape[0] == cams.num_frames and mask.shape[1:] == (cams.height, cams.width),
           f"{out}: the render cache ({list(mask.shape)}) does not match cameras.json "
           f"({cams.num_frames} × {cams.height}×{cams.width}); re-run the job")

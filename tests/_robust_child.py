@@ -45,12 +45,15 @@ def _interrupt_during(module, name: str, delay: float = 0.05):
 
 def _targets():
     import ex4d.fill
-    import ex4d.io.video
+    import ex4d.io.video_write
     import ex4d.pipeline
+    import ex4d.recon
+    import ex4d.streaming
 
-    return {"read": (ex4d.pipeline, "_load_frames"), "depth": (ex4d.pipeline, "_depth_stage"),
-            "render": (ex4d.pipeline, "render_novel_views"), "fill": (ex4d.fill, "classical_fill"),
-            "write": (ex4d.io.video, "write_video"), "config": (ex4d.pipeline, "atomic_write_json")}
+    # the stages stream chunk by chunk (ex4d.streaming): each target is called per chunk, the first call interrupted
+    return {"read": (ex4d.streaming, "read_clip"), "depth": (ex4d.pipeline, "_depth_stage"),
+            "render": (ex4d.recon, "render_novel_views"), "fill": (ex4d.fill, "reproject_and_inpaint"),
+            "write": (ex4d.io.video_write.VideoWriter, "write"), "config": (ex4d.pipeline, "atomic_write_json")}
 
 
 def _run(argv: list[str]) -> tuple[int, str]:

@@ -121,14 +121,14 @@ def test_png_output_frames_keep_every_known_pixel_exactly(tmp_path, capsys):
 @pytest.mark.parametrize("name, err", [("ENOSPC", "No space left"), ("EROFS", "read-only"), ("EACCES", "ermission"),
                                        ("EDQUOT", "quota")])
 def test_write_failures_are_one_line_errors(tmp_path, capsys, monkeypatch, name, err):
-    import ex4d.io.video
+    import ex4d.io.video_write
 
     code = getattr(errno, name)
 
-    def failing(path, *a, **k):
-        raise OSError(code, os.strerror(code), str(path))
+    def failing(self, *a, **k):
+        raise OSError(code, os.strerror(code), str(self.path))
 
-    monkeypatch.setattr(ex4d.io.video, "write_video", failing)
+    monkeypatch.setattr(ex4d.io.video_write.VideoWriter, "write", failing)  # the videos are written chunk by chunk
     rc, stderr = _run(["recon", *SMALL, "--out", str(tmp_path / "o")], capsys)
     assert rc == 2 and "Traceback" not in stderr, stderr
     lines = [ln for ln in stderr.splitlines() if ln.strip()]

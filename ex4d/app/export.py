@@ -233,7 +233,7 @@ def run_inputs(out: str | os.PathLike):
     """(frames [T,H,W,3] uint8, depth [T,H,W] float32, K [3,3], fps, RunConfig) of a finished run folder.
 
     Frames are read again from the run's input (config.json records it); depth
-    comes from ``OUT/.ex4d/depth.npz`` (depth files and models) or, for the
+    comes from the depth cache ``OUT/.ex4d/depth/`` (depth files and models) or, for the
     bundled example, is regenerated exactly.
     """
     from ..pipeline import STATE_DIR, read_run_record
@@ -244,13 +244,16 @@ def run_inputs(out: str | os.PathLike):
     check(record.get("intrinsics") is not None,
           f"{cfg_path}: no 3×3 'intrinsics'; re-run the job with this version of ex4d")
     K = np.asarray(record["intrinsics"], dtype=np.float64)
-    cache = out / STATE_DIR / "depth.npz"
+    from ..io.chunks import concat_field
+
+    cache = out / STATE_DIR / "depth"
     if config.example:
         from ..example import make_example
 
         scene = make_example(config.num_frames or 49, config.example_size, config.example_size)
         frames, fps = scene.frames, scene.fps
-        depth = np.load(cache)["depth"] if cache.is_file() and (config.depth or config.depth_model) else scene.depth
+        depth = concat_field(cache, "depth") if (cache / "meta.json").is_file() and (config.depth or config.depth_model) \
+            else scene.depth
     else:
         from ..io.video import read_video
 
@@ -259,8 +262,8 @@ def run_inputs(out: str | os.PathLike):
         fr = read_video(config.video, num_frames=config.num_frames, start=config.start, stride=config.stride,
                         max_res=config.max_res, allow_short=config.allow_short)
         frames, fps = fr.frames, fr.fps / config.stride
-        check(cache.is_file(), f"{cache} is missing; re-run `ex4d run` into {out} (it caches the depth there)")
-        depth = np.load(cache)["depth"]
+        check((cache / "meta.json").is_file(), f"{cache} is missing; re-run `ex4d run` into {out} (it caches the depth there)")
+        depth = concat_field(cache, "depth")
     check(depth.shape == frames.shape[:3],
           f"the cached depth {list(depth.shape)} does not match the frames {list(frames.shape[:3])}; re-run the job")
     return frames, depth, K, float(record.get("fps", fps)), config

@@ -25,5 +25,7 @@ layouts and where to get them: :mod:`.weights`. Pure helpers: :mod:`.windows`
 
 from .common import DEPTH_MODELS, DepthResult
 from .estimate import MODEL_OPTIONS, depth_params, estimate_depth, load_depth_model
+from .stream import estimate_depth_chunks
 
-__all__ = ["DEPTH_MODELS", "DepthResult", "MODEL_OPTIONS", "depth_params", "estimate_depth", "load_depth_model"]
+__all__ = ["DEPTH_MODELS", "DepthResult", "MODEL_OPTIONS", "depth_params", "estimate_depth", "estimate_depth_chunks",
+           "load_depth_model"]

@@ -36,11 +36,13 @@ import numpy as np
 
 from ..errors import check
 
-__all__ = ["ALIGN_MODES", "pair_gaps", "sample_grid", "fit_pair", "align_scale_shift", "temporal_smooth"]
+__all__ = ["ALIGN_MODES", "pair_gaps", "sample_grid", "fit_pair", "align_samples", "align_scale_shift",
+           "temporal_smooth", "smoothing_radius"]
 
 ALIGN_MODES = ("affine", "scale", "none")
 _RIDGE = 1e-9
 _MIN_PIXELS = 8
+_TRUNCATE = 3.0  # Gaussian kernel radius in sigmas (scipy's gaussian_filter1d truncate)
 
 
 def pair_gaps(num_frames: int) -> list[int]:
@@ -104,18 +106,66 @@ def _solve_differences(T: int, edges: np.ndarray, values: np.ndarray, weights: n
                        reference: int) -> np.ndarray:
     """[T] x minimising Σ w·(x_j − x_i − v)² over ``edges`` [E, 2] (i, j), with ``x[reference] = 0``.
 
-    Frames that no weighted edge reaches stay at 0 (a tiny ridge keeps the system regular).
+    Frames that no weighted edge reaches stay at 0 (a tiny ridge keeps the system regular). Sparse: each
+    frame is linked to about 2·log2(T) others, so clips of any length solve in moments.
     """
-    A = np.zeros((len(edges), T))
-    rows = np.arange(len(edges))
-    A[rows, edges[:, 1]] += 1.0
-    A[rows, edges[:, 0]] -= 1.0
-    N = A.T @ (A * weights[:, None]) + _RIDGE * np.eye(T)
+    import scipy.sparse as sp
+    from scipy.sparse.linalg import spsolve
+
+    E = len(edges)
+    rows = np.repeat(np.arange(E), 2)
+    cols = edges[:, ::-1].reshape(-1)  # (j, i) per edge
+    A = sp.csr_matrix((np.tile([1.0, -1.0], E), (rows, cols)), shape=(E, T))
+    N = (A.T @ sp.diags(weights) @ A + _RIDGE * sp.identity(T)).tocsr()
     rhs = A.T @ (weights * values)
     free = np.array([t for t in range(T) if t != reference], dtype=np.int64)
     x = np.zeros(T)
-    x[free] = np.linalg.solve(N[np.ix_(free, free)], rhs[free])
+    if free.size:
+        x[free] = spsolve(N[free][:, free].tocsc(), rhs[free])
     return x
+
+
+def align_samples(samples: np.ndarray, ok: np.ndarray | None = None, mode: str = "affine", reference: int = 0,
+                  trim: float = 0.2, iters: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """(scales [T], shifts [T]) float64 aligning per-frame samples [T, N] (the same N pixels in every frame).
+
+    The fit of :func:`align_scale_shift` on values already sampled (``ok`` [T, N] bool: usable samples,
+    default finite), so a clip too long to hold can be aligned as a whole from a few thousand pixels per frame.
+    """
+    samples = np.asarray(samples, np.float64)
+    T = samples.shape[0]
+    check(mode in ALIGN_MODES, f"align mode must be one of {ALIGN_MODES}, got {mode!r}")
+    check(isinstance(reference, (int, np.integer)) and 0 <= reference < T,
+          f"reference frame must be in [0, {T}), got {reference!r}")
+    if mode == "none" or T == 1:
+        return np.ones(T), np.zeros(T)
+    ok = np.isfinite(samples) if ok is None else (np.asarray(ok, bool) & np.isfinite(samples))
+    edges, log_alpha, beta = [], [], []
+    for g in pair_gaps(T):
+        for i in range(T - g):
+            j = i + g
+            fit = fit_pair(samples[i], samples[j], ok[i] & ok[j], mode, trim, iters)
+            if fit is not None:
+                edges.append((i, j))
+                log_alpha.append(np.log(fit[0]))
+                beta.append(fit[1])
+    if not edges:
+        return np.ones(T), np.zeros(T)
+    edges = np.array(edges, dtype=np.int64)
+    log_alpha, beta = np.array(log_alpha), np.array(beta)
+
+    # aligned_i = aligned_j where d_i ≈ α·d_j + β  ⇔  log s_j − log s_i = log α  and  b_j − b_i = s_i·β.
+    w = np.ones(len(edges))
+    log_s = _solve_differences(T, edges, log_alpha, w, reference)
+    r = np.abs(log_s[edges[:, 1]] - log_s[edges[:, 0]] - log_alpha)
+    w = (r <= max(4 * 1.4826 * float(np.median(r)), 1e-3)).astype(np.float64)
+    log_s = _solve_differences(T, edges, log_alpha, w, reference)
+    s = np.exp(log_s)
+    if mode == "affine":
+        b = _solve_differences(T, edges, s[edges[:, 0]] * beta, w, reference)
+    else:
+        b = np.zeros(T)
+    return s, b
 
 
 def align_scale_shift(disparity: np.ndarray, mode: str = "affine", reference: int = 0, max_samples: int = 4096,
@@ -154,32 +204,7 @@ def align_scale_shift(disparity: np.ndarray, mode: str = "affine", reference: in
     ok = np.isfinite(samples)
     if valid is not None:
         ok &= np.asarray(valid, bool).reshape(T, -1)[:, idx]
-
-    edges, log_alpha, beta = [], [], []
-    for g in pair_gaps(T):
-        for i in range(T - g):
-            j = i + g
-            fit = fit_pair(samples[i], samples[j], ok[i] & ok[j], mode, trim, iters)
-            if fit is not None:
-                edges.append((i, j))
-                log_alpha.append(np.log(fit[0]))
-                beta.append(fit[1])
-    if not edges:
-        return d.astype(np.float32, copy=True), np.ones(T), np.zeros(T)
-    edges = np.array(edges, dtype=np.int64)
-    log_alpha, beta = np.array(log_alpha), np.array(beta)
-
-    # aligned_i = aligned_j where d_i ≈ α·d_j + β  ⇔  log s_j − log s_i = log α  and  b_j − b_i = s_i·β.
-    w = np.ones(len(edges))
-    log_s = _solve_differences(T, edges, log_alpha, w, reference)
-    r = np.abs(log_s[edges[:, 1]] - log_s[edges[:, 0]] - log_alpha)
-    w = (r <= max(4 * 1.4826 * float(np.median(r)), 1e-3)).astype(np.float64)
-    log_s = _solve_differences(T, edges, log_alpha, w, reference)
-    s = np.exp(log_s)
-    if mode == "affine":
-        b = _solve_differences(T, edges, s[edges[:, 0]] * beta, w, reference)
-    else:
-        b = np.zeros(T)
+    s, b = align_samples(samples, ok, mode, reference, trim, iters)
     aligned = (d.astype(np.float64) * s[:, None, None] + b[:, None, None]).astype(np.float32)
     return aligned, s, b
 
@@ -196,4 +221,9 @@ def temporal_smooth(values: np.ndarray, sigma: float) -> np.ndarray:
         return values.copy()
     from scipy.ndimage import gaussian_filter1d
 
-    return gaussian_filter1d(values, float(sigma), axis=0, mode="nearest", truncate=3.0).astype(np.float32)
+    return gaussian_filter1d(values, float(sigma), axis=0, mode="nearest", truncate=_TRUNCATE).astype(np.float32)
+
+
+def smoothing_radius(sigma: float) -> int:
+    """Frames on each side that :func:`temporal_smooth` reads: a chunk smoothed with this much context is exact."""
+    return int(_TRUNCATE * float(sigma) + 0.5) if sigma > 0 else 0

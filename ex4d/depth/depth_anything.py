@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import Ex4dError, check
-from .align import ALIGN_MODES, align_scale_shift, temporal_smooth
+from .align import ALIGN_MODES, temporal_smooth
 from .common import DepthResult, check_frames, place_module, require, resolve_device, resolve_dtype, values_to_depth
 from .weights import resolve_depth_anything_weights, weights_fingerprint
 
@@ -161,29 +161,101 @@ class DepthAnythingV2:
 
     def estimate(self, frames: np.ndarray, progress: bool = True, **options) -> DepthResult:
         """:class:`DepthResult` with z-depth [T, H, W] at the frames' size (``options``: :class:`DepthAnythingOptions`)."""
-        o = DepthAnythingOptions.from_kwargs(**options)
+        import tempfile
+
+        from ..io.chunks import ChunkStore
+
         frames = check_frames(frames)
         T, H, W = frames.shape[:3]
-        check(o.reference < T, f"reference frame {o.reference} is outside the clip of {T} frames")
-        raw = self.predict(frames, o, progress)
-        check(np.isfinite(raw).all(), "Depth Anything V2 produced non-finite values; the weights may be corrupt "
-                                      "(or try --dtype float32)")
-        from ..io.depth import DEPTH_CLIP
+        with tempfile.TemporaryDirectory(prefix="ex4d-depth-") as tmp:
+            store = ChunkStore.open(Path(tmp) / "depth", "estimate", T, 16, {"depth": ((H, W), np.float32)})
+            params = self.estimate_chunks(frames, store, progress, **options)
+            depth = np.asarray(store.field("depth"))
+        return DepthResult(depth=depth, K=None, params=params)
 
+    def estimate_chunks(self, frames, store, progress: bool = True, **options) -> dict:
+        """Depth of ``frames`` ([T, H, W, 3] uint8 array-like) written into ``store`` (ChunkStore, field ``depth``).
+
+        For clips of any length: frames are predicted a chunk at a time; the alignment is solved once for the
+        whole clip from :func:`~ex4d.depth.align.sample_grid` samples of every frame; the temporal smoothing
+        reads :func:`~ex4d.depth.align.smoothing_radius` frames of context. Intermediate values are cached
+        beside ``store`` (``<name>-raw/``, ``<name>-values/``, removed at the end), so an interrupted run resumes. Same result
+        as :meth:`estimate`. Returns the result's params.
+        """
+        from ..io.chunks import ChunkStore
+        from ..io.depth import DEPTH_CLIP, to_depth
+        from .align import align_samples, sample_grid, smoothing_radius
+        from .common import resize_values
+
+        o = DepthAnythingOptions.from_kwargs(**options)
+        T, H, W = len(frames), int(frames.shape[1]), int(frames.shape[2])
+        check(o.reference < T, f"reference frame {o.reference} is outside the clip of {T} frames")
         mode = o.align if o.align != "auto" else ("scale" if self.metric else "affine")
+        folder, key, spans = store.folder, store.key, store.spans
+
+        def disparity(raw):
+            return 1.0 / np.clip(raw, DEPTH_CLIP[0], DEPTH_CLIP[1]) if self.metric else np.maximum(raw, 0.0)
+
+        # 1. predictions, a chunk at a time
+        raw_store = ChunkStore.resume(folder.with_name(folder.name + "-raw"), key)
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=T, desc="Depth Anything V2", unit="frame", disable=not progress, leave=False)
+        for c, (a, b) in enumerate(spans):
+            if raw_store is not None and raw_store.has(c):
+                bar.update(b - a)
+                continue
+            raw = self.predict(check_frames(np.asarray(frames[a:b])), o, progress=False)
+            check(np.isfinite(raw).all(), "Depth Anything V2 produced non-finite values; the weights may be corrupt "
+                                          "(or try --dtype float32)")
+            if raw_store is None:
+                raw_store = ChunkStore.open(folder.with_name(folder.name + "-raw"), key, T, store.chunk,
+                                            {"raw": (raw.shape[1:], np.float32)})
+            if not raw_store.has(c):
+                raw_store.write(c, raw=raw)
+            bar.update(b - a)
+        bar.close()
+        raw = raw_store.field("raw")
+        # 2. one alignment for the whole clip, from a grid of samples of every frame
+        h, w = raw.shape[1:]
+        idx = sample_grid(h, w, 4096)
+        samples = np.concatenate([disparity(z["raw"]).reshape(b - a, -1)[:, idx] for a, b, z in raw_store.chunks()])
+        scales, shifts = align_samples(samples.astype(np.float64), None, mode, o.reference)
+        # 3. aligned (+ smoothed) values at the frames' size, chunk by chunk with the smoothing's context
+        r = smoothing_radius(o.smooth)
+
+        def aligned(a, b):
+            lo, hi = max(0, a - r), min(T, b + r)
+            d = disparity(raw[lo:hi]).astype(np.float64)
+            x = (d * scales[lo:hi, None, None] + shifts[lo:hi, None, None]).astype(np.float32)
+            return temporal_smooth(x, o.smooth)[a - lo:b - lo]
+
         if self.metric:
-            disparity = 1.0 / np.clip(raw, DEPTH_CLIP[0], DEPTH_CLIP[1])
-        else:
-            disparity = np.maximum(raw, 0.0)
-        aligned, _, _ = align_scale_shift(disparity, mode=mode, reference=o.reference)
-        aligned = temporal_smooth(aligned, o.smooth)
-        if self.metric:
-            depth = 1.0 / np.clip(aligned, 1.0 / DEPTH_CLIP[1], 1.0 / DEPTH_CLIP[0])
-            depth = values_to_depth(depth.astype(np.float32), "depth", H, W)
-        else:
-            check(float(aligned.max()) > 0, "Depth Anything V2 predicted zero disparity everywhere")
-            depth = values_to_depth(np.maximum(aligned, 0.0), "disparity", H, W)
-        return DepthResult(depth=depth, K=None, params=self.params(o))
+            for c in store.missing():
+                a, b = spans[c]
+                depth = 1.0 / np.clip(aligned(a, b), 1.0 / DEPTH_CLIP[1], 1.0 / DEPTH_CLIP[0])
+                store.write(c, depth=values_to_depth(depth.astype(np.float32), "depth", H, W))
+            import shutil
+
+            shutil.rmtree(raw_store.folder, ignore_errors=True)  # only needed to resume
+            return self.params(o)
+        values = ChunkStore.open(folder.with_name(folder.name + "-values"), key, T, store.chunk,
+                                 {"values": ((H, W), np.float32)})
+        for c in values.missing():
+            a, b = spans[c]
+            values.write(c, values=np.maximum(resize_values(np.maximum(aligned(a, b), 0.0), H, W), 0.0))
+        if "peak" not in values.attrs:
+            values.set_attrs(peak=max(float(z["values"].max()) for _, _, z in values.chunks()))
+        peak = float(values.attrs["peak"])
+        check(peak > 0, "Depth Anything V2 predicted zero disparity everywhere")
+        for c in store.missing():
+            a, b = spans[c]
+            store.write(c, depth=to_depth(values.read(c)["values"], "disparity", peak=peak, first_frame=a))
+        import shutil
+
+        for tmp in (raw_store.folder, values.folder):  # only needed to resume
+            shutil.rmtree(tmp, ignore_errors=True)
+        return self.params(o)
 
     def close(self) -> None:
         """Drop the model (and the GPU memory it holds)."""

@@ -181,6 +181,12 @@ def _clip_resize(x, size: int):
                                                antialias=True)
 
 
+def _check_range(lo: float, hi: float) -> None:
+    if not hi > lo:
+        raise Ex4dError("DepthCrafter produced a constant disparity for the whole clip; the weights are "
+                        "probably wrong or corrupt")
+
+
 class DepthCrafter:
     """DepthCrafter's models on one device; :meth:`estimate` runs a clip.
 
@@ -300,20 +306,29 @@ class DepthCrafter:
         :func:`processing_size` with multiples of :attr:`size_multiple` (64).
         """
         torch = require("torch", _FEATURE)
-        from tqdm.auto import tqdm
-
         o = options or DepthCrafterOptions()
         frames = check_frames(frames)
-        T, H, W = frames.shape[:3]
+        latents = self._latents(frames, o, progress)
+        with torch.inference_mode():
+            values = self._decode(latents, o.chunk_size).double()
+        lo, hi = float(values.min()), float(values.max())
+        _check_range(lo, hi)
+        return ((values - lo) / (hi - lo)).float().numpy()
+
+    def _latents(self, frames, o: DepthCrafterOptions, progress: bool):
+        """The denoised latents [T, 4, h, w] of ``frames`` ([T, H, W, 3] uint8 array-like, read a chunk at a time)."""
+        torch = require("torch", _FEATURE)
+        from tqdm.auto import tqdm
+
+        T, H, W = len(frames), int(frames.shape[1]), int(frames.shape[2])
         check(o.max_res >= self.size_multiple, f"DepthCrafter max_res must be >= {self.size_multiple}, got {o.max_res}")
         mw, mh = processing_size(W, H, o.max_res, self.size_multiple)
-        small = _resize_frames(frames, mw, mh)
         gen = torch.Generator(device=self.device).manual_seed(int(o.seed))
 
         with torch.inference_mode():
             embeds, cond = [], []
             for i in range(0, T, o.chunk_size):
-                x = self._to_device(small[i:i + o.chunk_size])
+                x = self._to_device(_resize_frames(check_frames(np.asarray(frames[i:i + o.chunk_size])), mw, mh))
                 embeds.append(self._embed(x))
                 cond.append(self._encode(x, gen, o.noise_aug_strength))
             embeds = torch.cat(embeds)                     # [T, C]
@@ -356,15 +371,56 @@ class DepthCrafter:
                 return latents
 
             try:
-                latents = run_windows(T, o.window_size, o.overlap, denoise)
+                return run_windows(T, o.window_size, o.overlap, denoise)
             finally:
                 bar.close()
-            values = self._decode(latents, o.chunk_size).double()
-        lo, hi = float(values.min()), float(values.max())
-        if not hi > lo:
-            raise Ex4dError("DepthCrafter produced a constant disparity for the whole clip; the weights are "
-                            "probably wrong or corrupt")
-        return ((values - lo) / (hi - lo)).float().numpy()
+
+    def estimate_chunks(self, frames, store, progress: bool = True, **options) -> dict:
+        """Depth of ``frames`` ([T, H, W, 3] uint8 array-like) written into ``store`` (ChunkStore, field ``depth``).
+
+        For clips of any length: the frames are encoded a chunk at a time and denoised in DepthCrafter's
+        windows (only the latents, ~0.1 MB a frame, are held); the decoded disparity is cached beside
+        ``store`` (``<name>-raw/``, removed at the end) with its range, then normalised over the whole clip and
+        converted chunk by chunk. Same result as :meth:`estimate`. Returns the result's params.
+        """
+        torch = require("torch", _FEATURE)
+        from ..io.chunks import ChunkStore
+
+        o = DepthCrafterOptions.from_kwargs(**options)
+        T, H, W = len(frames), int(frames.shape[1]), int(frames.shape[2])
+        folder, spans = store.folder, store.spans
+        raw_dir = folder.with_name(folder.name + "-raw")
+        if not store.missing():
+            return self.params(o)
+        if not ChunkStore.exists(raw_dir, store.key):
+            latents = self._latents(frames, o, progress)
+            raw, buf, c = None, [], 0
+            with torch.inference_mode():
+                for i in range(0, T, o.chunk_size):
+                    values = self._decode(latents[i:i + o.chunk_size], o.chunk_size).numpy()
+                    if raw is None:
+                        raw = ChunkStore.open(raw_dir, store.key, T, store.chunk,
+                                              {"values": (values.shape[1:], np.float32)})
+                    buf.extend(values)
+                    while c < len(spans) and len(buf) >= spans[c][1] - spans[c][0]:
+                        n = spans[c][1] - spans[c][0]
+                        if not raw.has(c):
+                            raw.write(c, values=np.stack(buf[:n]))
+                        buf, c = buf[n:], c + 1
+            del latents
+        raw = ChunkStore.load(raw_dir, store.key)
+        if "lo" not in raw.attrs:
+            raw.set_attrs(lo=min(float(z["values"].min()) for _, _, z in raw.chunks()),
+                          hi=max(float(z["values"].max()) for _, _, z in raw.chunks()))
+        lo, hi = float(raw.attrs["lo"]), float(raw.attrs["hi"])
+        _check_range(lo, hi)
+        for c in store.missing():
+            v = raw.read(c)["values"].astype(np.float64)
+            store.write(c, depth=values_to_depth(((v - lo) / (hi - lo)).astype(np.float32), "depthcrafter", H, W))
+        import shutil
+
+        shutil.rmtree(raw_dir, ignore_errors=True)  # only needed to resume
+        return self.params(o)
 
     def _unet(self, sample, t, frame_embeds, time_ids):
         """UNet noise prediction [1, n, 4, h, w] with per-frame CLIP conditioning ``frame_embeds`` [n, 1, C]."""

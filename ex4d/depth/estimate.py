@@ -10,7 +10,7 @@ from ..errors import Ex4dError, check
 from .common import DEPTH_MODELS, DepthResult, check_frames
 from .weights import VIDEO_DEPTH_ANYTHING_MESSAGE
 
-__all__ = ["load_depth_model", "estimate_depth", "depth_params", "MODEL_OPTIONS"]
+__all__ = ["load_depth_model", "estimate_depth", "depth_params", "split_depth_options", "MODEL_OPTIONS"]
 
 #: Options each model accepts in ``estimate_depth(**options)`` (besides ``dtype``, and ``svd_weights`` for DepthCrafter).
 MODEL_OPTIONS = {
@@ -41,7 +41,7 @@ def load_depth_model(model: str, weights: str | os.PathLike, device: str | None 
     return DepthAnythingV2.load(weights, device=device, dtype=dtype)
 
 
-def _split_options(model: str, options: dict) -> tuple[str | None, object, dict]:
+def split_depth_options(model: str, options: dict) -> tuple[str | None, object, dict]:
     """(dtype, svd_weights, model options) from ``estimate_depth``'s keyword options; Ex4dError for unknown ones."""
     check(model in DEPTH_MODELS, f"unknown depth model {model!r}; choose one of {', '.join(DEPTH_MODELS)}")
     if model == "video-depth-anything":
@@ -68,7 +68,7 @@ def depth_params(model: str = "depthcrafter", weights: str | os.PathLike | None 
     """
     from .common import resolve_device, resolve_dtype
 
-    dtype, svd_weights, options = _split_options(model, options)
+    dtype, svd_weights, options = split_depth_options(model, options)
     dtype = resolve_dtype(dtype, resolve_device(device))
     if model == "depthcrafter":
         from .depthcrafter import DepthCrafterOptions, depthcrafter_params, depthcrafter_source
@@ -110,7 +110,7 @@ def estimate_depth(frames: np.ndarray, model: str = "depthcrafter", weights: str
         the files), dtype and every option including defaults; the same as
         :func:`depth_params` gives for these arguments.
     """
-    dtype, svd_weights, options = _split_options(model, options)
+    dtype, svd_weights, options = split_depth_options(model, options)
     frames = check_frames(frames)
     backend = load_depth_model(model, weights, device=device, dtype=dtype, svd_weights=svd_weights)
     try:

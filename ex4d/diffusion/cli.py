@@ -40,6 +40,8 @@ examples:
   ex4d generate --server http://127.0.0.1:8765 --color out/color.mp4 --mask out/mask.mp4 --out out/output.mp4
   # a 4-step distillation LoRA (quality with the EX-4D adapter unchecked, see the README):
   ex4d generate ... --lora Wan21_I2V_14B_lightx2v_cfg_step_distill_lora_rank64.safetensors --preset lightx2v-4step
+  # a long clip: windows of 49 frames, each continuing the last 9 frames of the one before
+  ex4d generate --color long/color.mp4 --mask long/mask.mp4 ... --window 49 --overlap 9 --out long/output.mp4
 
 memory modes:
   full      everything on the GPU (fastest; ~45 GB peak at 49x512x512)
@@ -49,8 +51,11 @@ memory modes:
             slightly), text and image encoders offloaded, VAE tiled
 
 The mask video is 255 where the render is known and 0 where it must be generated (as `ex4d recon` writes it).
-Frames are used at their stored size: width and height must be multiples of 16; the frame count must be
-4k+1 (49, 81, ...) unless --frames trim|pad. An existing --out is kept unless --overwrite; the video is
+Frames are used at their stored size: width and height must be multiples of 16. Any frame count works: a clip
+longer than --window, or not 4k+1, is generated in overlapping windows (finished windows are kept in
+.OUT.windows/ beside the output, so the same command resumes after a crash; --frames trim drops trailing
+frames to 4k+1 instead; lifting generated content into later windows needs the render's depth and cameras:
+`ex4d run --fill ex4d`). An existing --out is kept unless --overwrite; the video is
 written atomically, with OUT.generate.json beside it: every setting and the time of each stage (load,
 encode, denoise, decode, write, and the wall time since the process started). Prompt states are kept in
 ~/.cache/ex4d/prompts ($EX4D_CACHE_DIR; EX4D_PROMPT_CACHE=0 disables): a run with a prompt seen before
@@ -86,6 +91,9 @@ def register(subparsers, parallel: bool = False) -> None:
     add_model_args(p, required=False)
     add_sampling_args(p)
     add_frames_args(p)
+    from .windowed import add_window_args
+
+    add_window_args(p)
     add_hardware_args(p)
     p.set_defaults(func=run_generate)
 
@@ -116,7 +124,7 @@ def _read_inputs(color_path: str, mask_path: str, num_frames: int):
 
 def _single_job(args: argparse.Namespace, config: GenerateConfig):
     """(the one job of --color/--mask/--out, its inputs), checked before any weight is read."""
-    from .conditioning import check_inputs, fit_frames
+    from .conditioning import check_inputs
     from .jobs import check_output_path, parse_job
 
     missing = [f"--{k}" for k in ("color", "mask", "out") if not getattr(args, k)]
@@ -126,7 +134,9 @@ def _single_job(args: argparse.Namespace, config: GenerateConfig):
     check_output_path(job.out, args.overwrite, [job.color, job.mask])
     color, mask, fps = _read_inputs(args.color, args.mask, args.num_frames)
     check_inputs(color, mask)
-    fit_frames(color, mask, config.frames)  # frame-count errors before loading the weights
+    from .windowed import check_window_frames, window_config_from_args
+
+    check_window_frames(len(color), window_config_from_args(args), config.frames)  # before loading the weights
     return job, (color, mask, fps)
 
 
@@ -153,6 +163,9 @@ def run_generate(args: argparse.Namespace) -> int:
     prefetch_files(args.wan, args.wan_encoders)  # disk reads overlap the imports below
     config = config_from_args(args)
     loras = loras_from_args(args)
+    from .windowed import window_config_from_args
+
+    windows = window_config_from_args(args)
     inputs = None
     if getattr(args, "jobs", None):
         given = [f"--{k}" for k in ("color", "mask", "out") if getattr(args, k)]
@@ -176,7 +189,8 @@ def run_generate(args: argparse.Namespace) -> int:
     for i, job in enumerate(jobs):
         t_job = time.perf_counter()
         try:
-            rec = run_job(generator, job, config, record, progress=not args.quiet, inputs=inputs if i == 0 else None)
+            rec = run_job(generator, job, config, record, progress=not args.quiet, inputs=inputs if i == 0 else None,
+                          windows=windows)
         except Ex4dError as e:
             if len(jobs) == 1:
                 raise

@@ -219,10 +219,12 @@ def write_output(out: Path, video: np.ndarray, fps: float) -> None:
 
 
 def run_job(generator, job: Job, base: GenerateConfig, record: dict, progress: bool = False,
-            inputs: tuple | None = None) -> dict:
+            inputs: tuple | None = None, windows=None) -> dict:
     """Generate and write one job's video with ``generator``; returns its record (see :func:`write_record`).
 
-    ``record``: fields added to the record (e.g. the weights); ``inputs``: (color, mask, fps) already read.
+    ``record``: fields added to the record (e.g. the weights); ``inputs``: (color, mask, fps) already read;
+    ``windows``: a :class:`~ex4d.diffusion.windows.WindowConfig` for clips longer than one window (default:
+    its defaults), resumable in ``.OUT.windows/`` beside the output.
     The record's ``timings_s`` has read / encode (prompt + image + camera tokens) / dit_wait / denoise /
     decode / generate / write seconds and every stage of the generator (``stages``).
     """
@@ -230,7 +232,9 @@ def run_job(generator, job: Job, base: GenerateConfig, record: dict, progress: b
     t0 = time.perf_counter()
     color, mask, fps = inputs if inputs is not None else read_job_inputs(job)
     t1 = time.perf_counter()
-    video = generator.generate(color, mask, cfg, progress=progress)
+    from .windowed import generate_in_windows
+
+    video, num_windows = generate_in_windows(generator, color, mask, cfg, windows, job.out, progress=progress)
     t2 = time.perf_counter()
     write_output(job.out, video, fps)
     t3 = time.perf_counter()
@@ -240,7 +244,8 @@ def run_job(generator, job: Job, base: GenerateConfig, record: dict, progress: b
                "dit_wait": round(laps.get("dit_wait_s", 0.0), 3), "denoise": round(laps.get("denoise_s", 0.0), 3),
                "decode": round(laps.get("decode_s", 0.0), 3), "generate": round(t2 - t1, 3),
                "write": round(t3 - t2, 3), "stages": {k: round(v, 3) for k, v in laps.items()}}
-    return {**record, "job": job.to_json(), "config": cfg.to_json(), "fps": fps, "frames": int(video.shape[0]),
+    return {**record, "job": job.to_json(), "config": cfg.to_json(), "fps": fps, "windows": num_windows,
+            "frames": int(video.shape[0]),
             "width": int(video.shape[2]), "height": int(video.shape[1]), "timings_s": timings}
 
 

@@ -4,8 +4,9 @@
 diffusion adapter on Wan2.1-I2V) lives in :mod:`ex4d.diffusion`.
 """
 
-from .classical import ClassicalFillConfig, classical_fill
+from .classical import ClassicalFillConfig, classical_fill, reproject_and_inpaint, smooth_inpainted, smoothing_margin
 
 FILL_BACKENDS = ("classical", "ex4d", "none")
 
-__all__ = ["FILL_BACKENDS", "ClassicalFillConfig", "classical_fill"]
+__all__ = ["FILL_BACKENDS", "ClassicalFillConfig", "classical_fill", "reproject_and_inpaint", "smooth_inpainted",
+           "smoothing_margin"]

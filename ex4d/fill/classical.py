@@ -38,7 +38,8 @@ from ..errors import check
 
 from .sources import MeshCache, frame_offsets, select_sources
 
-__all__ = ["ClassicalFillConfig", "classical_fill", "frame_offsets"]
+__all__ = ["ClassicalFillConfig", "classical_fill", "reproject_and_inpaint", "smooth_inpainted", "smoothing_margin",
+           "frame_offsets"]
 
 
 @dataclass(frozen=True)
@@ -101,29 +102,53 @@ def _inpaint(color: np.ndarray, hole: np.ndarray, radius: int, depth: np.ndarray
     return out
 
 
-def _smooth(out: np.ndarray, inpainted: np.ndarray, weight: float) -> np.ndarray:
-    """Forward–backward exponential filter over time of ``out`` [T,H,W,3] on pixels inpainted in both frames."""
-    if weight <= 0 or out.shape[0] < 2:
+def smooth_inpainted(out: np.ndarray, inpainted: np.ndarray, weight: float) -> np.ndarray:
+    """``out`` [T,H,W,3] uint8 filtered over time (forward, then backward exponential) on pixels inpainted in both frames.
+
+    ``inpainted`` [T, H, W] bool; ``weight`` in [0, 1) is the neighbour frame's
+    share. A frame's result depends on frames k away with weight ≤ weight^k,
+    so a clip can be smoothed chunk by chunk with :func:`smoothing_margin`
+    frames of context on each side. Works in float32 on the pixels inpainted
+    in some frame only (the others come back unchanged).
+    """
+    T = out.shape[0]
+    if weight <= 0 or T < 2:
         return out
-    x = out.astype(np.float32)
-    T = x.shape[0]
-    flat = x.reshape(T, -1, 3)
-    # pixels inpainted in frames t−1 and t, as flat indices: gathers touch only them (as fast as whole-frame
+    cols = np.flatnonzero(inpainted.reshape(T, -1).any(axis=0))  # pixels inpainted in some frame
+    if cols.size == 0:
+        return out
+    x = out.reshape(T, -1, 3)[:, cols].astype(np.float32)  # [T, n, 3]
+    inp = inpainted.reshape(T, -1)[:, cols]
+    # pixels inpainted in frames t−1 and t, as indices: gathers touch only them (as fast as whole-frame
     # arithmetic when nearly everything is inpainted, ~4× faster at the usual quarter of the frame)
-    both = [None] + [np.flatnonzero(inpainted[t] & inpainted[t - 1]) for t in range(1, T)]
+    both = [None] + [np.flatnonzero(inp[t] & inp[t - 1]) for t in range(1, T)]
     for order, step in ((range(1, T), -1), (range(T - 2, -1, -1), 1)):  # forward, then backward
         for t in order:
             i = both[max(t, t + step)]
             if i.size:
-                flat[t, i] = (1 - weight) * flat[t, i] + weight * flat[t + step, i]
-    return np.clip(x + 0.5, 0, 255).astype(np.uint8)
+                x[t, i] = (1 - weight) * x[t, i] + weight * x[t + step, i]
+    np.add(x, 0.5, out=x)
+    np.clip(x, 0, 255, out=x)
+    res = out.copy()
+    res.reshape(T, -1, 3)[:, cols] = x.astype(np.uint8)
+    return res
+
+
+_smooth = smooth_inpainted  # the name the tests use
+
+
+def smoothing_margin(weight: float, tolerance: float = 1e-4) -> int:
+    """Frames of context on each side after which :func:`smooth_inpainted` changes a value by < ``tolerance`` levels."""
+    if weight <= 0:
+        return 0
+    return int(min(1024, np.ceil(np.log(tolerance / 255.0) / np.log(weight))))
 
 
 def classical_fill(color: np.ndarray, mask: np.ndarray, view_depth: np.ndarray | None = None,
                    frames: np.ndarray | None = None, depth: np.ndarray | None = None, K: np.ndarray | None = None,
                    w2c: np.ndarray | None = None, K_out: np.ndarray | None = None, recon_config=None,
                    config: ClassicalFillConfig | None = None, progress: bool = True,
-                   w2c_src: np.ndarray | None = None, return_reprojected: bool = False):
+                   w2c_src: np.ndarray | None = None, return_reprojected: bool = False, far: float | None = None):
     """Completed video [T, H, W, 3] uint8 that equals ``color`` wherever ``mask`` is True.
 
     With ``return_reprojected`` also the [T, H, W] bool pixels filled from other frames (pass 1).
@@ -138,20 +163,52 @@ def classical_fill(color: np.ndarray, mask: np.ndarray, view_depth: np.ndarray |
         recon_config: the ReconConfig used for the render (meshes are rebuilt the same way).
         w2c_src: the source camera poses [T,4,4] (world = frame 0); None or all identity = a tripod.
         frames, depth and w2c_src are read one frame at a time (``frames[s]``), so lazy sequences work.
+        far: the render's DW-Mesh far depth (default: from ``depth``, as the recon computes it).
         Temporal reprojection runs only when all of view_depth … K_out are given.
+
+    :func:`reproject_and_inpaint` then :func:`smooth_inpainted`; for clips too
+    long to hold, ``ex4d.streaming`` runs the two chunk by chunk.
+    """
+    config = config or ClassicalFillConfig()
+    out, inpainted, reprojected = reproject_and_inpaint(color, mask, view_depth, frames, depth, K, w2c, K_out,
+                                                        recon_config, config, progress, w2c_src=w2c_src, far=far)
+    out = smooth_inpainted(out, inpainted, config.smooth)
+    known = mask.astype(bool)
+    out[known] = color[known]
+    return (out, reprojected) if return_reprojected else out
+
+
+def reproject_and_inpaint(color, mask, view_depth=None, frames=None, depth=None, K: np.ndarray | None = None,
+                          w2c: np.ndarray | None = None, K_out: np.ndarray | None = None, recon_config=None,
+                          config: ClassicalFillConfig | None = None, progress: bool = True,
+                          w2c_src: np.ndarray | None = None, far: float | None = None,
+                          targets: range | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Passes 1 and 2 of the fill: (filled [N, H, W, 3] uint8, inpainted [N, H, W] bool, reprojected [N, H, W] bool).
+
+    Arguments as :func:`classical_fill`; every clip-sized argument (color, mask, view_depth, frames, depth,
+    w2c_src) may be an array-like read per frame (``a[t]``, ``a[t0:t1]``, ``.shape``), e.g. a run's chunked
+    caches. ``targets`` (a range of consecutive frames, default: all) are the N frames filled; the others
+    are consulted as sources only, so a long clip filled chunk by chunk gives the whole-clip pixels.
+    ``inpainted`` marks what pass 2 invented, ``reprojected`` what pass 1 took from other frames.
     """
     config = config or ClassicalFillConfig()
     check(color.ndim == 4 and color.shape[-1] == 3 and color.dtype == np.uint8,
           f"color must be [T, H, W, 3] uint8, got {color.shape} {color.dtype}")
-    check(mask.shape == color.shape[:3], f"mask must be [T, H, W] = {list(color.shape[:3])}, got {list(mask.shape)}")
-    T = color.shape[0]
-    out = color.copy()
-    known = mask.astype(bool).copy()
+    check(tuple(mask.shape) == tuple(color.shape[:3]),
+          f"mask must be [T, H, W] = {list(color.shape[:3])}, got {list(mask.shape)}")
+    T, H, W = color.shape[:3]
+    targets = range(T) if targets is None else targets
+    check(isinstance(targets, range) and targets.step == 1 and 0 <= targets.start <= targets.stop <= T,
+          f"targets must be a range of consecutive frames within [0, {T}), got {targets}")
+    t0 = targets.start
+    out = np.array(color[targets.start:targets.stop])
+    known = np.asarray(mask[targets.start:targets.stop]).astype(bool)
+    vdepth = None if view_depth is None else np.asarray(view_depth[targets.start:targets.stop])  # read once
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=2 * T, desc="fill: reproject", unit="frame", leave=False)  # then: inpaint
+        bar = tqdm(total=2 * len(targets), desc="fill: reproject", unit="frame", leave=False)  # then: inpaint
 
     can_reproject = all(x is not None for x in (view_depth, frames, depth, K, w2c, K_out)) and config.window > 0
     moving = w2c_src is not None and not np.allclose(w2c_src, np.eye(4), atol=1e-9)
@@ -161,25 +218,26 @@ def classical_fill(color: np.ndarray, mask: np.ndarray, view_depth: np.ndarray |
         from ..render import default_backend, render_mesh
 
         rc = recon_config or ReconConfig()
-        far = default_far(depth, rc.mesh.far_scale)
+        far = default_far(np.asarray(depth), rc.mesh.far_scale) if far is None else float(far)
         backend = rc.backend or default_backend()
 
         mesh = MeshCache(lambda s: build_dwmesh(frames[s], depth[s], K, far=far, config=rc.mesh),
                          capacity=2 * config.window + 2 + (2 * config.keyframes if moving else 0))
         scene_depth = float(np.median(np.asarray(depth[0])))
 
-    H, W = color.shape[1:3]
     filled_from_video = np.zeros_like(known)
-    for t in range(T):
-        if can_reproject and not known[t].all():
-            hole = ~known[t]
+    for t in targets:
+        i = t - t0
+        if can_reproject and not known[i].all():
+            hole = ~known[i]
             best = np.full((H, W), -np.inf, dtype=np.float32)
-            filled_near = filled_from_video[t].copy()
+            filled_near = filled_from_video[i].copy()
+            vdt = vdepth[i]
             # a moving camera's other frames saw beyond t's source frustum (no surface of t there: inf)
-            vd = np.where(np.isfinite(view_depth[t]), view_depth[t], 0.0) if moving else view_depth[t]
+            vd = np.where(np.isfinite(vdt), vdt, 0.0) if moving else vdt
             for s, w2c_s, is_kf in select_sources(t, T, config.window, w2c[t], w2c_src if moving else None,
                                                   scene_depth, config.keyframes):
-                if is_kf and not (hole & ~filled_from_video[t]).any():
+                if is_kf and not (hole & ~filled_from_video[i]).any():
                     continue
                 r = render_mesh(mesh(s), K_out[t], w2c_s, H, W, backend=backend, near=rc.near)
                 ok = hole & r.mask & (r.depth >= vd * (1 - config.depth_tolerance))
@@ -188,28 +246,25 @@ def classical_fill(color: np.ndarray, mask: np.ndarray, view_depth: np.ndarray |
                 # the farthest candidate wins: background is what disocclusions reveal, and it rarely moves
                 ok &= r.depth > best
                 if ok.any():
-                    out[t][ok] = np.clip(r.color[ok] * 255 + 0.5, 0, 255).astype(np.uint8)
+                    out[i][ok] = np.clip(r.color[ok] * 255 + 0.5, 0, 255).astype(np.uint8)
                     best[ok] = r.depth[ok]
-                    filled_from_video[t] |= ok
+                    filled_from_video[i] |= ok
                 if not is_kf:
-                    filled_near = filled_from_video[t].copy()
+                    filled_near = filled_from_video[i].copy()
         if bar is not None:
             bar.update(1)
     inpainted = ~(known | filled_from_video)
 
-    def inpaint_frame(t: int) -> None:
-        out[t] = _inpaint(out[t], inpainted[t], config.inpaint_radius,
-                          None if view_depth is None else view_depth[t])
+    def inpaint_frame(i: int) -> None:
+        out[i] = _inpaint(out[i], inpainted[i], config.inpaint_radius, None if vdepth is None else vdepth[i])
 
     # frames are independent and OpenCV releases the GIL: one thread per core (same result as a loop)
     if bar is not None:
         bar.set_description("fill: inpaint")
-    with ThreadPoolExecutor(max_workers=max(1, min(T, os.cpu_count() or 1))) as pool:
-        for _ in pool.map(inpaint_frame, range(T)):
+    with ThreadPoolExecutor(max_workers=max(1, min(len(targets), os.cpu_count() or 1))) as pool:
+        for _ in pool.map(inpaint_frame, range(len(targets))):
             if bar is not None:
                 bar.update(1)
-    out = _smooth(out, inpainted, config.smooth)
-    out[known] = color[known]
     if bar is not None:
         bar.close()
-    return (out, filled_from_video) if return_reprojected else out
+    return out, inpainted, filled_from_video

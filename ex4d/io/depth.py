@@ -46,11 +46,15 @@ __all__ = [
     "disparity_to_depth",
     "resize_depth",
     "match_depth_to_frames",
+    "select_depth_frames",
     "check_depth",
     "check_depth_matches_frames",
     "fit_depth_to_frames",
     "same_view",
     "save_depth_npz",
+    "npz_depth_key",
+    "load_depth_png",
+    "check_depth_array",
 ]
 
 DEPTH_KINDS = ("depth", "disparity", "depthcrafter")
@@ -66,15 +70,21 @@ _UNIT_TOLERANCE = 1e-3
 # --------------------------------------------------------------------------- loading
 
 
+def check_depth_array(shape, dtype, source: str) -> None:
+    """Ex4dError unless an array of ``shape`` and ``dtype`` can be depth (numeric; not a colour video)."""
+    dtype, shape = np.dtype(dtype), tuple(int(s) for s in shape)
+    check(dtype.kind in "fiu",
+          f"{source}: depth must be numeric (float or integer), got dtype {dtype}"
+          + (" (true/false values: a mask, not depth)" if dtype.kind == "b" else ""))
+    if len(shape) == 4 and shape[-1] in (3, 4) and shape[1] > 4:
+        raise Ex4dError(f"{source}: shape {shape} looks like a colour video [T, H, W, {shape[-1]}], "
+                        "not depth; give the depth estimator's output ([T, H, W])")
+
+
 def _as_frames(values: np.ndarray, source: str) -> np.ndarray:
     """``values`` as [T, H, W] float32: [H, W] → [1, H, W]; [T, H, W, 1] and [T, 1, H, W] squeezed."""
     values = np.asarray(values)
-    check(values.dtype.kind in "fiu",
-          f"{source}: depth must be numeric (float or integer), got dtype {values.dtype}"
-          + (" (true/false values: a mask, not depth)" if values.dtype.kind == "b" else ""))
-    if values.ndim == 4 and values.shape[-1] in (3, 4) and values.shape[1] > 4:
-        raise Ex4dError(f"{source}: shape {values.shape} looks like a colour video [T, H, W, {values.shape[-1]}], "
-                        "not depth; give the depth estimator's output ([T, H, W])")
+    check_depth_array(values.shape, values.dtype, source)
     if values.ndim == 2:
         values = values[None]
     elif values.ndim == 4 and values.shape[3] == 1:
@@ -86,8 +96,8 @@ def _as_frames(values: np.ndarray, source: str) -> np.ndarray:
     return values.astype(np.float32, copy=False)
 
 
-def _npz_key(files: list[str], key: str | None, path: Path) -> str:
-    """Which array of an npz holding ``files`` to read; Ex4dError naming the keys found."""
+def npz_depth_key(files: list[str], key: str | None, path: Path) -> str:
+    """Which array of an npz holding ``files`` (names) to read as depth; Ex4dError naming the keys found."""
     if key is not None:
         check(key in files, f"{path} has no key {key!r}; keys found: {files}")
         return key
@@ -107,7 +117,7 @@ def _load_png_folder(folder: Path) -> np.ndarray:
     files = sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".png"
                     and not p.name.startswith(".")), key=lambda p: natural_key(p.name))
     check(len(files) > 0, f"depth folder {folder} holds no .png files")
-    images = [_load_png(p, files[0]) for p in files]
+    images = [load_depth_png(p, files[0]) for p in files]
     for p, image in zip(files, images):
         check(image.shape == images[0].shape,
               f"depth folder {folder}: {p.name} is {image.shape[1]}×{image.shape[0]} but {files[0].name} is "
@@ -115,7 +125,7 @@ def _load_png_folder(folder: Path) -> np.ndarray:
     return np.stack(images)
 
 
-def _load_png(path: Path, first: Path | None = None) -> np.ndarray:
+def load_depth_png(path: Path, first: Path | None = None) -> np.ndarray:
     """[H, W] float32 raw values of one 8- or 16-bit gray PNG (RGB with equal channels accepted)."""
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     check(image is not None, f"cannot read depth image {path}")
@@ -144,7 +154,7 @@ def load_depth_file(path: str | os.PathLike, key: str | None = None) -> np.ndarr
     elif path.suffix.lower() == ".npz":
         try:
             with np.load(path, allow_pickle=False) as data:
-                name = _npz_key(list(data.files), key, path)
+                name = npz_depth_key(list(data.files), key, path)
                 values = data[name]
         except (ValueError, OSError, EOFError) as e:
             if isinstance(e, Ex4dError):
@@ -159,7 +169,7 @@ def load_depth_file(path: str | os.PathLike, key: str | None = None) -> np.ndarr
             raise Ex4dError(f"cannot read {path} as .npy ({e})") from None
         source = str(path)
     elif path.suffix.lower() == ".png":
-        values, source = _load_png(path), str(path)
+        values, source = load_depth_png(path), str(path)
     else:
         raise Ex4dError(f"unsupported depth file {path}: expected .npz, .npy, .png or a folder of PNGs")
     return _as_frames(values, source)
@@ -173,7 +183,7 @@ def default_depth_kind(path: str | os.PathLike, key: str | None = None) -> str:
     try:
         with np.load(path, allow_pickle=False) as data:
             files = list(data.files)
-            name = _npz_key(files, key, path)
+            name = npz_depth_key(files, key, path)
             stored = str(data["kind"]) if "kind" in files else None
     except (ValueError, OSError, EOFError) as e:
         if isinstance(e, Ex4dError):
@@ -204,12 +214,12 @@ def _first_bad(mask: np.ndarray) -> tuple[int, int]:
     return t, int(mask[t].sum())
 
 
-def _check_finite(values: np.ndarray, what: str) -> None:
+def _check_finite(values: np.ndarray, what: str, first_frame: int = 0) -> None:
     bad = ~np.isfinite(values)
     if bad.any():
         t, n = _first_bad(bad)
         raise Ex4dError(f"{what} has {int(bad.sum())} non-finite values (NaN or inf); "
-                        f"first in frame {t} ({n} pixels)")
+                        f"first in frame {t + first_frame} ({n} pixels)")
 
 
 def disparity_to_depth(d: np.ndarray) -> np.ndarray:
@@ -223,7 +233,8 @@ def disparity_to_depth(d: np.ndarray) -> np.ndarray:
     return np.clip(z, *DEPTH_CLIP).astype(np.float32)
 
 
-def to_depth(values: np.ndarray, kind: str, scale: float = 1.0) -> np.ndarray:
+def to_depth(values: np.ndarray, kind: str, scale: float = 1.0, peak: float | None = None,
+             first_frame: int = 0) -> np.ndarray:
     """z-depth [T, H, W] float32 > 0 from raw depth-file values [T, H, W].
 
     Kinds (``scale`` multiplies the resulting depth in every kind):
@@ -240,6 +251,10 @@ def to_depth(values: np.ndarray, kind: str, scale: float = 1.0) -> np.ndarray:
       original's scale (nearest depth ≈ 2.56) whatever the estimator's units.
       Values must be finite and ≥ 0, and not all zero.
 
+    For a clip converted chunk by chunk, ``peak`` is the whole clip's maximum
+    disparity (``"disparity"`` kind; default: the maximum of ``values``) and
+    ``first_frame`` the index of ``values[0]`` in the clip (for the messages).
+
     Raises :class:`Ex4dError` naming the frame and number of offending pixels.
     """
     check(kind in DEPTH_KINDS, f"depth kind must be one of {DEPTH_KINDS}, got {kind!r}")
@@ -248,7 +263,7 @@ def to_depth(values: np.ndarray, kind: str, scale: float = 1.0) -> np.ndarray:
     values = np.asarray(values)
     check(values.ndim == 3, f"depth values must be [T, H, W], got shape {values.shape}")
     values = values.astype(np.float32, copy=False)
-    _check_finite(values, f"depth file (kind {kind!r})")
+    _check_finite(values, f"depth file (kind {kind!r})", first_frame)
 
     if kind == "depth":
         bad = values <= 0
@@ -256,7 +271,7 @@ def to_depth(values: np.ndarray, kind: str, scale: float = 1.0) -> np.ndarray:
             t, n = _first_bad(bad)
             hint = (" The file has zeros, which suggests it holds disparity: try --depth-kind disparity "
                     "(or depthcrafter for DepthCrafter's output)." if (values == 0).any() else "")
-            raise Ex4dError(f"depth must be > 0 everywhere, but frame {t} has {n} pixels <= 0 "
+            raise Ex4dError(f"depth must be > 0 everywhere, but frame {t + first_frame} has {n} pixels <= 0 "
                             f"({int(bad.sum())} in all frames; min {float(values.min()):g}).{hint}")
         return (values * np.float32(scale)).astype(np.float32)
 
@@ -266,16 +281,16 @@ def to_depth(values: np.ndarray, kind: str, scale: float = 1.0) -> np.ndarray:
             bad = (values < -_UNIT_TOLERANCE) | (values > 1 + _UNIT_TOLERANCE)
             t, n = _first_bad(bad)
             raise Ex4dError(f"DepthCrafter disparity must lie in [0, 1], but values span [{lo:g}, {hi:g}] "
-                            f"(frame {t}: {n} pixels outside). For disparity of another scale use "
+                            f"(frame {t + first_frame}: {n} pixels outside). For disparity of another scale use "
                             f"--depth-kind disparity; for depth use --depth-kind depth.")
         d = values
     else:
         bad = values < 0
         if bad.any():
             t, n = _first_bad(bad)
-            raise Ex4dError(f"disparity must be >= 0, but frame {t} has {n} negative pixels "
+            raise Ex4dError(f"disparity must be >= 0, but frame {t + first_frame} has {n} negative pixels "
                             f"(min {float(values.min()):g}); if the file holds depth use --depth-kind depth")
-        peak = float(values.max())
+        peak = float(values.max()) if peak is None else float(peak)
         check(peak > 0, "disparity is zero everywhere: the file holds no usable depth")
         d = values.astype(np.float64) / peak
     z = disparity_to_depth(d)
@@ -334,20 +349,29 @@ def match_depth_to_frames(depth: np.ndarray, indices: np.ndarray, total_frames: 
     whole source video and ``depth[indices]`` is taken. Anything else raises.
     """
     depth = np.asarray(depth)
+    pick = select_depth_frames(depth.shape, indices, total_frames)
+    return depth if pick is None else depth[pick]
+
+
+def select_depth_frames(shape, indices: np.ndarray, total_frames: int) -> np.ndarray | None:
+    """Which frames of depth of ``shape`` ([Td, ...]) the selected video frames use: None = all, as they are
+    (Td == T), else the [T] int64 ``indices`` into a whole-video depth; Ex4dError otherwise (see
+    :func:`match_depth_to_frames`). Needs only the shape, so a long depth file is never read whole."""
+    shape = tuple(int(s) for s in shape)
     indices = np.asarray(indices)
     check(indices.ndim == 1 and indices.size > 0 and indices.dtype.kind in "iu",
           f"indices must be a non-empty 1-D integer array, got shape {indices.shape} dtype {indices.dtype}")
-    check(depth.ndim >= 1, "depth must have a frame axis")
-    td, t = depth.shape[0], indices.size
+    check(len(shape) >= 1, "depth must have a frame axis")
+    td, t = shape[0], indices.size
     if td == t:
-        return depth
+        return None
     # a whole-video depth; container headers may miss a frame or two, so "the whole video" has a little slack
     slack = max(2, int(0.02 * total_frames)) if total_frames >= 0 else None
     if td > int(indices.max()) and (slack is None or abs(td - total_frames) <= slack):
-        return depth[indices]
+        return indices.astype(np.int64)
     video = f"a {total_frames}-frame video" if total_frames >= 0 else "a video of unknown length"
-    if depth.ndim == 3 and depth.shape[2] in (t, total_frames):
-        raise Ex4dError(f"depth has shape {tuple(depth.shape)}: its last axis has {depth.shape[2]} entries, one per "
+    if len(shape) == 3 and shape[2] in (t, total_frames):
+        raise Ex4dError(f"depth has shape {shape}: its last axis has {shape[2]} entries, one per "
                         f"frame, so it looks stored as [H, W, T]; store it as [T, H, W] "
                         "(e.g. depth.transpose(2, 0, 1))")
     raise Ex4dError(f"depth has {td} frames, but the video gives {t} selected frames ({int(indices[0])}…"

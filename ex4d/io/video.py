@@ -16,8 +16,11 @@ with ``max_res=1024, multiple=16``: 1920×1080 → 1024×576, 500×300 → 496×
 ``multiple / 2`` pixels; frames are resized with ``cv2.INTER_AREA`` when
 neither side grows and ``cv2.INTER_LINEAR`` otherwise.
 
-Writing is atomic (a temporary file beside the destination, renamed at the
-end): an interrupted run never leaves a truncated video behind.
+:class:`VideoReader` decodes one frame at a time (for clips too long to hold
+in memory); :func:`read_video` collects them. Writing lives in
+:mod:`ex4d.io.video_write` (re-exported here): atomic (a temporary file
+beside the destination, renamed at the end), whole or batch by batch
+(:class:`VideoWriter`), so an interrupted run never leaves a truncated video.
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ import math
 import os
 import re
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -34,7 +36,7 @@ import cv2
 import numpy as np
 
 from ..errors import Ex4dError, check
-from .atomic import atomic_path
+from .video_write import VideoWriter, write_png_frames, write_video
 
 __all__ = [
     "Frames",
@@ -47,6 +49,8 @@ __all__ = [
     "read_video",
     "read_mask_video",
     "read_mask_frames",
+    "VideoReader",
+    "VideoWriter",
     "write_video",
     "write_png_frames",
 ]
@@ -56,8 +60,6 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 DEFAULT_FOLDER_FPS = 24.0
 #: Luma above this is "known" when a mask is read back (robust to codec noise).
 MASK_THRESHOLD = 127
-_WRITE_SUFFIXES = (".mp4", ".mov", ".mkv")
-_BT601, _LIMITED_RANGE = 6, 1  # AVCOL_SPC_SMPTE170M, AVCOL_RANGE_MPEG
 
 
 @dataclass(frozen=True)
@@ -295,24 +297,27 @@ def probe_video(path: str | os.PathLike) -> tuple[int, float, int, int]:
 
 
 def _iter_video(path: Path, start: int, stride: int, num_frames: int | None, fmt: str,
-                sizer: Callable[[int, int], tuple[int, int]] | None = None):
-    """Decode the selected frames of ``path``.
+                sizer: Callable[[int, int], tuple[int, int]] | None = None,
+                info: dict | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """Decode the selected frames of ``path``, one at a time.
 
-    Returns (list of (index, [H, W(, C)] uint8 in ``fmt``), fps, total, (W, H)
-    displayed source size). Each selected frame is rotated upright and, if
-    ``sizer`` maps the source (W, H) to an output (W, H), resized at once, so
-    long or large clips never sit in memory at full size. Decoding stops as
-    soon as ``num_frames`` frames are selected; ``total`` is then the
-    container's frame count (-1 if it stores none), and the number of decoded
-    frames when the end was reached.
+    Yields (index, [H, W(, C)] uint8 in ``fmt``). Each selected frame is
+    rotated upright and, if ``sizer`` maps the source (W, H) to an output
+    (W, H), resized at once, so long or large clips never sit in memory at
+    full size. Decoding stops as soon as ``num_frames`` frames are selected.
+    When the generator is exhausted, ``info`` holds ``fps``, ``size`` (the
+    displayed source (W, H)) and ``total``: the container's frame count (-1 if
+    it stores none) when decoding stopped early, the number of decoded frames
+    when the end was reached.
     """
+    info = {} if info is None else info
     container, stream = _open(path)
-    picked: list[tuple[int, np.ndarray]] = []
     size = out_size = None
     rotation = 0.0
+    picked = 0
     with container:
         header_total = int(stream.frames or 0)
-        fps = _stream_fps(stream)
+        info["fps"] = _stream_fps(stream)
         decoded = 0
         reached_end = True
         for index, frame in _decode(path, container, stream):
@@ -321,15 +326,96 @@ def _iter_video(path: Path, start: int, stride: int, num_frames: int | None, fmt
                 rotation = frame.rotation
                 size = (frame.height, frame.width) if int(round(rotation / 90.0)) % 2 else (frame.width, frame.height)
                 out_size = sizer(*size) if sizer is not None else size
+                info["size"] = size
             if index >= start and (index - start) % stride == 0:
                 image = _rotate(frame.to_ndarray(format=fmt), rotation)
-                picked.append((index, _resize(image, *out_size)))
-                if num_frames is not None and len(picked) == num_frames:
+                yield index, _resize(image, *out_size)
+                picked += 1
+                if num_frames is not None and picked == num_frames:
                     reached_end = False
                     break
     check(size is not None, f"{path} holds no decodable video frame")
-    total = decoded if reached_end else (header_total if header_total > 0 else -1)
-    return picked, fps, total, size
+    info["total"] = decoded if reached_end else (header_total if header_total > 0 else -1)
+
+
+def _check_fps(fps) -> None:
+    check(fps is None or (isinstance(fps, (int, float, np.integer, np.floating)) and math.isfinite(fps) and fps > 0),
+          f"fps must be a positive number, got {fps!r}")
+
+
+class VideoReader:
+    """The frames of a video file or image folder, decoded one at a time (for clips too long to hold).
+
+    Same arguments, selection, size rule and errors as :func:`read_video`;
+    iterating yields ``(index in the source, [H, W, 3] uint8 RGB)``, or with
+    ``mask=True`` ``[H, W] bool`` (luma > 127, True = known: a mask video as
+    :func:`read_mask_video` reads it). Once the
+    iteration has finished, :attr:`fps`, :attr:`source_size` (W, H),
+    :attr:`total_frames` and :attr:`count` (frames yielded) are set; the
+    "too few frames" error is raised at the end, after the frames there are.
+    """
+
+    def __init__(self, path: str | os.PathLike, num_frames: int | None = 49, start: int = 0, stride: int = 1,
+                 max_res: int = 1024, multiple: int = 16, allow_short: bool = False, fps: float | None = None,
+                 mask: bool = False):
+        self.path = Path(path)
+        self.mask = bool(mask)
+        self.wanted = _check_selection(num_frames, start, stride)
+        check(isinstance(multiple, (int, np.integer)) and multiple >= 1,
+              f"multiple must be an integer >= 1, got {multiple!r}")
+        check(isinstance(max_res, (int, np.integer)) and max_res >= multiple,
+              f"max_res must be an integer >= multiple ({multiple}), got {max_res!r}")
+        _check_fps(fps)
+        _check_exists(self.path)
+        self.start, self.stride, self.max_res, self.multiple = int(start), int(stride), int(max_res), int(multiple)
+        self.allow_short = bool(allow_short)
+        self._fps = fps
+        self.fps: float | None = None
+        self.source_size: tuple[int, int] | None = None
+        self.total_frames: int | None = None
+        self.count = 0
+
+    def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
+        self.count = 0
+        frames = self._folder() if self.path.is_dir() else self._file()
+        for index, image in frames:
+            self.count += 1
+            yield index, image
+        _check_enough(self.count, self.wanted, self.total_frames, self.start, self.stride, self.allow_short,
+                      str(self.path))
+
+    def _folder(self) -> Iterator[tuple[int, np.ndarray]]:
+        files = list_images(self.path)
+        total = len(files)
+        stop = total if self.wanted is None else min(total, self.start + self.wanted * self.stride)
+        chosen = list(range(self.start, stop, self.stride))
+        _check_enough(len(chosen), self.wanted, total, self.start, self.stride, self.allow_short, str(self.path))
+        self.fps = float(self._fps if self._fps is not None else DEFAULT_FOLDER_FPS)
+        self.total_frames = total
+        for n, i in enumerate(chosen):
+            image = _read_image(files[i])
+            if n == 0:
+                h0, w0 = image.shape[:2]
+                self.source_size = (int(w0), int(h0))
+                out_w, out_h = output_size(w0, h0, self.max_res, self.multiple)
+            elif image.shape[:2] != (h0, w0):
+                raise Ex4dError(f"{files[i]} is {image.shape[1]}x{image.shape[0]} but {files[chosen[0]]} is "
+                                f"{w0}x{h0}; all images in a folder must have one size")
+            image = _resize(image, out_w, out_h)
+            yield i, (_binarize(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)) if self.mask else image)
+
+    def _file(self) -> Iterator[tuple[int, np.ndarray]]:
+        info: dict = {}
+        sizer = lambda w, h: output_size(w, h, self.max_res, self.multiple)  # noqa: E731
+        fmt = "gray" if self.mask else "rgb24"
+        for index, image in _iter_video(self.path, self.start, self.stride, self.wanted, fmt, sizer, info):
+            if self.fps is None:
+                self.fps = float(self._fps if self._fps is not None else info["fps"])
+                self.source_size = tuple(int(v) for v in info["size"])
+            yield index, (_binarize(image) if self.mask else image)
+        self.fps = float(self._fps if self._fps is not None else info["fps"])
+        self.source_size = tuple(int(v) for v in info["size"])
+        self.total_frames = int(info["total"])
 
 
 def read_video(path: str | os.PathLike, num_frames: int | None = 49, start: int = 0, stride: int = 1,
@@ -350,43 +436,16 @@ def read_video(path: str | os.PathLike, num_frames: int | None = 49, start: int 
 
     Frames of any pixel format (alpha, gray, 10-bit, palette) become 8-bit
     RGB; alpha is dropped. The container's display rotation (phone videos) is
-    applied. Decoding stops once enough frames are selected.
+    applied. Decoding stops once enough frames are selected. For clips too
+    long to hold in memory iterate a :class:`VideoReader` instead.
     """
-    path = Path(path)
-    wanted = _check_selection(num_frames, start, stride)
-    check(isinstance(multiple, (int, np.integer)) and multiple >= 1, f"multiple must be an integer >= 1, got {multiple!r}")
-    check(isinstance(max_res, (int, np.integer)) and max_res >= multiple,
-          f"max_res must be an integer >= multiple ({multiple}), got {max_res!r}")
-    check(fps is None or (isinstance(fps, (int, float, np.integer, np.floating)) and math.isfinite(fps) and fps > 0),
-          f"fps must be a positive number, got {fps!r}")
-    _check_exists(path)
-
-    if path.is_dir():
-        files = list_images(path)
-        total = len(files)
-        stop = total if wanted is None else min(total, start + wanted * stride)
-        chosen = list(range(start, stop, stride))
-        _check_enough(len(chosen), wanted, total, start, stride, allow_short, str(path))
-        picked = []
-        for i in chosen:
-            image = _read_image(files[i])
-            if not picked:
-                h0, w0 = image.shape[:2]
-                out_w, out_h = output_size(w0, h0, max_res, multiple)
-            elif image.shape[:2] != (h0, w0):
-                raise Ex4dError(f"{files[i]} is {image.shape[1]}x{image.shape[0]} but {files[chosen[0]]} is "
-                                f"{w0}x{h0}; all images in a folder must have one size")
-            picked.append((i, _resize(image, out_w, out_h)))
-        source_fps = DEFAULT_FOLDER_FPS
-    else:
-        sizer = lambda w, h: output_size(w, h, max_res, multiple)  # noqa: E731
-        picked, source_fps, total, (w0, h0) = _iter_video(path, start, stride, wanted, "rgb24", sizer)
-        _check_enough(len(picked), wanted, total, start, stride, allow_short, str(path))
-
+    reader = VideoReader(path, num_frames=num_frames, start=start, stride=stride, max_res=max_res,
+                         multiple=multiple, allow_short=allow_short, fps=fps)
+    picked = list(reader)
     frames = np.stack([image for _, image in picked])
     indices = np.array([i for i, _ in picked], dtype=np.int64)
-    return Frames(frames=frames, fps=float(fps if fps is not None else source_fps), source=str(path),
-                  indices=indices, source_size=(int(w0), int(h0)), total_frames=int(total))
+    return Frames(frames=frames, fps=reader.fps, source=str(reader.path), indices=indices,
+                  source_size=reader.source_size, total_frames=int(reader.total_frames))
 
 
 def _binarize(gray: np.ndarray) -> np.ndarray:
@@ -408,8 +467,9 @@ def read_mask_video(path: str | os.PathLike, num_frames: int | None = None, star
     wanted = _check_selection(num_frames, start, stride)
     _check_exists(path)
     check(path.is_file(), f"mask video {path} is not a file")
-    picked, _, total, _ = _iter_video(path, start, stride, wanted, "gray")
-    _check_enough(len(picked), wanted, total, start, stride, allow_short, str(path))
+    info: dict = {}
+    picked = list(_iter_video(path, start, stride, wanted, "gray", info=info))
+    _check_enough(len(picked), wanted, info["total"], start, stride, allow_short, str(path))
     masks = _binarize(np.stack([image for _, image in picked]))
     return _crop(masks, size, path)
 
@@ -438,121 +498,3 @@ def read_mask_frames(folder: str | os.PathLike) -> np.ndarray:
                             f"{masks[0].shape[1]}x{masks[0].shape[0]}; all masks must have one size")
         masks.append(gray)
     return _binarize(np.stack(masks))
-
-
-# --------------------------------------------------------------------------- writing
-
-
-def _check_frames(frames: np.ndarray) -> np.ndarray:
-    """Validate frames to write; returns [T, H, W, 3] uint8 RGB or [T, H, W] uint8 gray (bool → 0/255)."""
-    frames = np.asarray(frames)
-    if frames.dtype == bool:
-        check(frames.ndim == 3, f"a mask must be [T, H, W] bool, got shape {frames.shape}")
-        return frames.astype(np.uint8) * np.uint8(255)
-    check(frames.dtype == np.uint8,
-          f"frames must be uint8 ([T, H, W, 3] RGB or [T, H, W] gray) or bool masks, got dtype {frames.dtype}")
-    check((frames.ndim == 4 and frames.shape[3] == 3) or frames.ndim == 3,
-          f"frames must be [T, H, W, 3] RGB or [T, H, W] gray, got shape {frames.shape}")
-    check(frames.shape[0] >= 1 and frames.shape[1] >= 1 and frames.shape[2] >= 1,
-          f"frames must hold at least one non-empty frame, got shape {frames.shape}")
-    return frames
-
-
-def _pad_even(frame: np.ndarray) -> np.ndarray:
-    """``frame`` [H, W(, C)] padded to even H and W by repeating its last row/column (yuv420p needs even sizes)."""
-    pad_h, pad_w = frame.shape[0] % 2, frame.shape[1] % 2
-    if not (pad_h or pad_w):
-        return frame
-    return np.pad(frame, ((0, pad_h), (0, pad_w)) + ((0, 0),) * (frame.ndim - 2), mode="edge")
-
-
-def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, crf: int = 18,
-                lossless: bool = False) -> None:
-    """Encode ``frames`` as H.264 to ``path`` (.mp4, .mov or .mkv), atomically.
-
-    Args:
-        path: destination; replaced only once the whole video is written.
-        frames: [T, H, W, 3] uint8 RGB, or [T, H, W] uint8 gray, or
-            [T, H, W] bool mask (written as gray 0/255, 255 = known).
-        fps: frame rate (> 0); stored as a fraction (e.g. 29.97 → 2997/100).
-        crf: libx264 quality (0–51, lower is better) for lossy output.
-        lossless: encode with ``libx264rgb`` at qp 0 in RGB (exact round trip
-            of RGB frames; plays in FFmpeg-based players, not in browsers).
-
-    Lossy output is ``libx264``, ``yuv420p``, which needs even sizes: odd
-    heights/widths are padded by one row/column repeating the last one, so
-    the file is (W + W%2)×(H + H%2); crop back with ``size=`` in
-    :func:`read_mask_video` or by slicing.
-    """
-    import av
-
-    path = Path(path)
-    frames = _check_frames(frames)
-    check(path.suffix.lower() in _WRITE_SUFFIXES,
-          f"video output {path} must end in one of {', '.join(_WRITE_SUFFIXES)}")
-    check(isinstance(fps, (int, float, np.integer, np.floating)) and math.isfinite(fps) and fps > 0,
-          f"fps must be a positive number, got {fps!r}")
-    check(isinstance(crf, (int, np.integer)) and 0 <= crf <= 51, f"crf must be an integer in 0..51, got {crf!r}")
-    rate = Fraction(float(fps)).limit_denominator(1001)
-    gray = frames.ndim == 3
-    height, width = _pad_even(frames[0]).shape[:2]
-
-    with atomic_path(path) as tmp:
-        with av.open(str(tmp), mode="w") as container:
-            if lossless:
-                stream = container.add_stream("libx264rgb", rate=rate, options={"qp": "0"})
-                stream.pix_fmt = "rgb24"
-            else:
-                # no-mbtree: x264's macroblock-tree rate control gave different pixels from one write of
-                # the same frames to the next here (measured, threaded or not); without it, output is
-                # repeatable, so a run reproduced from its config.json gives identical videos.
-                stream = container.add_stream("libx264", rate=rate, options={"crf": str(int(crf)),
-                                                                             "x264-params": "no-mbtree=1"})
-                stream.pix_fmt = "yuv420p"
-            stream.width, stream.height = width, height
-            if not lossless:
-                # Tag the matrix that the RGB→YUV conversion uses (BT.601, limited range), so players
-                # do not guess BT.709 for HD sizes and shift the colours.
-                stream.codec_context.colorspace = _BT601
-                stream.codec_context.color_range = _LIMITED_RANGE
-            for frame in frames:
-                if lossless and gray:
-                    frame = np.repeat(frame[:, :, None], 3, axis=2)
-                image = _pad_even(np.ascontiguousarray(frame))
-                video_frame = av.VideoFrame.from_ndarray(image, format="gray" if image.ndim == 2 else "rgb24")
-                for packet in stream.encode(video_frame):
-                    container.mux(packet)
-            for packet in stream.encode():
-                container.mux(packet)
-
-
-_PNG_NAME = re.compile(r"^(\d{5,})\.png$")
-
-
-def write_png_frames(folder: str | os.PathLike, frames: np.ndarray) -> list[Path]:
-    """Write ``frames`` as ``folder/00000.png, 00001.png, …`` (each file atomic); returns the paths.
-
-    Args:
-        folder: created if missing. Numbered PNGs (``NNNNN.png``) left in it
-            from an earlier, longer sequence are removed, so the folder reads
-            back as exactly these frames.
-        frames: [T, H, W, 3] uint8 RGB (8-bit RGB PNGs), [T, H, W] uint8 gray
-            or bool mask (8-bit gray PNGs, 0/255).
-    """
-    folder = Path(folder)
-    frames = _check_frames(frames)
-    check(not folder.exists() or folder.is_dir(), f"{folder} exists and is not a folder")
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, frame in enumerate(frames):
-        dest = folder / f"{i:05d}.png"
-        image = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
-        with atomic_path(dest) as tmp:
-            if not cv2.imwrite(str(tmp), image):
-                raise Ex4dError(f"could not write {dest}")
-        paths.append(dest)
-    for stale in folder.iterdir():
-        match = _PNG_NAME.match(stale.name)
-        if match and int(match.group(1)) >= len(frames):
-            stale.unlink()
-    return paths

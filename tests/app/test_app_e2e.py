@@ -124,8 +124,9 @@ def test_viewer_matches_the_render(page, run_out, artifacts):
     from ex4d.app.server import create_view_app, start_server
 
     cams = json.loads((run_out / "cameras.json").read_text())
-    with np.load(run_out / ".ex4d" / "render.npz") as z:  # the run's lossless render
-        color, mask = z["color"], z["mask"]
+    from ex4d.io.chunks import concat_field
+
+    color, mask = concat_field(run_out / ".ex4d" / "render", "color"), concat_field(run_out / ".ex4d" / "render", "mask")
     with start_server(create_view_app(run_out)) as server:
         page.goto(server.url + "/")
         wait_ready(page)

@@ -75,11 +75,8 @@ def build_tiny_depth_anything(root, metric=False):
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    root = tmp_path_factory.mktemp("depth_weights")
-    return {"depthcrafter": build_tiny_depthcrafter(root / "DepthCrafter"),
-            "relative": build_tiny_depth_anything(root / "Depth-Anything-V2-Tiny-hf"),
-            "metric": build_tiny_depth_anything(root / "Depth-Anything-V2-Metric-Tiny-hf", metric=True)}
+def weights(tiny_depth_weights):
+    return tiny_depth_weights  # built once per session (conftest.py)
 
 
 @pytest.fixture(scope="module")
@@ -326,7 +323,7 @@ def test_run_with_a_depth_model_caches_its_depth(weights, tmp_path, capsys):
     base = ["recon", str(tmp_path / "ex" / "input.mp4"), "--num-frames", "5", "--depth-model", "depth-anything-v2",
             "--depth-weights", str(weights["relative"]), "-q", "--out", str(tmp_path / "o")]
     assert main(base) == 0
-    assert (tmp_path / "o" / ".ex4d" / "depth.npz").exists()
+    assert (tmp_path / "o" / ".ex4d" / "depth" / "meta.json").exists()
     capsys.readouterr()
     assert main(base + ["--trajectory", "ex4d-30", "--overwrite"]) == 0
     out = capsys.readouterr().out

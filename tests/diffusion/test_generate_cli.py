@@ -58,7 +58,7 @@ def test_user_errors_exit_2(tmp_path, wan_dirs, videos, capsys):
             "--device", "cpu", "--dtype", "float32"]
     assert run(*base, "--wan", str(tmp_path / "missing"), "--no-adapter") == 2
     assert "does not exist" in capsys.readouterr().err
-    assert run(*base, "--wan", str(diffusers_dir), "--no-adapter", "--num-frames", "4") == 2
+    assert run(*base, "--wan", str(diffusers_dir), "--no-adapter", "--window", "50") == 2
     assert "4k+1" in capsys.readouterr().err
     assert run(*base, "--wan", str(diffusers_dir), "--adapter", str(tmp_path / "none.ckpt")) == 2
     assert "adapter file" in capsys.readouterr().err

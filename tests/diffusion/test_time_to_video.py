@@ -112,13 +112,16 @@ def test_jobs_load_once_and_each_video_equals_a_cold_run(files, cold, count_load
     assert cli.main(["generate", "--jobs", str(root / "jobs" / "bad.json"), "--wan", str(wan), "--no-adapter",
                      *FLAGS]) == 2
     assert "job 1: input" in capsys.readouterr().err and len(count_loads) == 1
+    from ex4d.io.video import read_mask_video, write_video
+
+    write_video(root / "jobs" / "short_mask.mp4", read_mask_video(mask)[:3], 10.0)  # fewer frames than the color
     (root / "jobs" / "fails.jsonl").write_text("\n".join(json.dumps(j) for j in [
-        {"color": "../color.mp4", "mask": "../mask.mp4", "out": "d.mp4", "num_frames": 4},  # 4 frames: not 4k+1
+        {"color": "../color.mp4", "mask": "short_mask.mp4", "out": "d.mp4"},
         {"color": "../color.mp4", "mask": "../mask.mp4", "out": "e.mp4"}]))
     assert cli.main(["generate", "--jobs", str(root / "jobs" / "fails.jsonl"), "--wan", str(wan), "--no-adapter",
                      *FLAGS]) == 2
     out, err = capsys.readouterr()
-    assert "job 1/2" in out and "4k+1" in out and (root / "jobs" / "e.mp4").is_file() and "1 of 2 jobs failed" in err
+    assert "job 1/2" in out and "frames" in out and (root / "jobs" / "e.mp4").is_file() and "1 of 2 jobs failed" in err
 
 
 def test_warm_worker_second_job_reuses_the_models_and_equals_the_cold_run(files, cold, count_loads, capsys):
