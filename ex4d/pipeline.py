@@ -579,7 +579,10 @@ def _run_stages(config: RunConfig, out: Path, state: "_State", fill: bool, progr
                 # the stereo stage holds the clip (ex4d.stereo works on whole arrays); the output comes lossless
                 # from the fill cache
                 output = concat_field(cache / "fill", "output") if (cache / "fill" / "meta.json").is_file() else None
-                views = RunViews(out=out, config=config, fps=fps, w2c=w2c_rel, K=traj.K,
+                # world-frame cameras: the right eye borrows from neighbouring frames' lifted meshes, which
+                # must share one frame when the source camera moves
+                views = RunViews(out=out, config=config, fps=fps, w2c=novel_w2c_world(w2c_rel, poses.w2c, "source"),
+                                 K=traj.K,
                                  mask=np.asarray(render.field("mask")), depth=np.asarray(render.field("depth")),
                                  source_K=K)
                 sconf, half = stereo_config_from(config.stereo_options)

@@ -86,13 +86,12 @@ def read_run(out: str | os.PathLike) -> RunViews:
     cache = out / STATE / "render"
     check((cache / "meta.json").is_file(), f"{cache} is missing; re-run `ex4d run` into {out} (it keeps the render there)")
     cams = read_cameras_json(out / "cameras.json")
-    w2c = cams.w2c
-    if cams.frame == "world":  # a world-frame path: the render used each camera relative to its source frame
-        from .cameras import relative_to_source
+    w2c = cams.w2c  # the lifted scene lives in the world frame (source frame 0): neighbours must line up
+    if cams.frame != "world":  # relative to each source camera: place them with the source poses
+        from .cameras import novel_w2c_world
 
-        check((out / "source_cameras.json").is_file(), f"{out}: cameras.json is in the world frame but "
-                                                       "source_cameras.json is missing; re-run the job")
-        w2c = relative_to_source(w2c, read_cameras_json(out / "source_cameras.json").w2c, "world")
+        src = out / "source_cameras.json"
+        w2c = novel_w2c_world(w2c, read_cameras_json(src).w2c if src.is_file() else None, "source")
     from .io.chunks import ChunkStore
 
     render = ChunkStore.load(cache)
