@@ -56,7 +56,7 @@ GIB = 1024**3
 ORDER = ["warmup-fp8", "fp8", "diffusers", "serve-fp8", "warmup-bf16", "bf16", "low-fp8", "balanced", "distill",
          "fp8-cpu-loader", "run-example", "jobs-fp8", "serve-fp8-cache", "serve-distill"]
 TINY_ORDER = ["fp8", "diffusers", "serve-fp8", "low-fp8", "distill", "jobs-fp8"]  # every kind but warmup/run: CPU time
-EST_S = {"fp8-cpu-loader": 110, "weights": 200, "warmup-fp8": 75, "fp8": 55, "diffusers": 110, "serve-fp8": 95, "warmup-bf16": 60,
+EST_S = {"fp8-cpu-loader": 110, "weights": 120, "warmup-fp8": 75, "fp8": 65, "diffusers": 95, "serve-fp8": 95, "warmup-bf16": 40,
          "bf16": 70, "low-fp8": 45, "balanced": 50, "distill": 35, "run-example": 65, "jobs-fp8": 95,
          "serve-fp8-cache": 70, "serve-distill": 60}
 FP8 = ["--compile", "--fp8-matmul"]
@@ -513,7 +513,39 @@ def table(result: dict, header: bool = True) -> str:
                          f"{_f(peak)} | {ratio} |")
     for s in result.get("skipped", []) if header else []:
         lines.append(f"| {s['section']} | skipped: {s['why']} | | | | | | | | | |")
+    if header:
+        lines += load_table(result)
     return "\n".join(lines)
+
+
+LOAD_COLUMNS = [  # (header, where in timings_s): where a command's first seconds go
+    ("startup", ("startup",)), ("interp+torch", ("startup_detail", "cli_s")), ("inputs", ("startup_detail", "inputs_s")),
+    ("imports", ("startup_detail", "imports_s")), ("check", ("load_detail", "check_s")),
+    ("of it: imports", ("load_detail", "check_imports_s")), ("meta DiT", ("load_detail", "check_meta_dit_s")),
+    ("adapter", ("load_detail", "check_adapter_s")), ("encoders", ("load_detail", "encoders_wall_s")),
+    ("DiT", ("load_detail", "dit_s")), ("DiT GB/s", ("load_detail", "dit_gb_per_s")),
+    ("DiT read wait", ("load_detail", "dit_read_wait_s")), ("DiT GPU work", ("load_detail", "dit_process_s")),
+    ("DiT wait", ("dit_wait",)), ("load", ("load",)),
+]
+
+
+def load_table(result: dict) -> list[str]:
+    """Where each fresh ``generate`` spent its seconds before the first step (empty when none recorded them)."""
+    rows = [r for r in result.get("rows", []) if r.get("kind") == "generate" and (r.get("timings_s") or {}).get("load_detail")]
+    if not rows:
+        return []
+
+    def get(t: dict, path: tuple) -> str:
+        for k in path:
+            t = t.get(k) if isinstance(t, dict) else None
+        return _f(t) if isinstance(t, (int, float)) else "—"
+
+    out = ["", "load breakdown, seconds (check = every file, config and adapter checked before a weight is read; "
+               "the DiT is read while the encoders load)",
+           "| section | " + " | ".join(h for h, _ in LOAD_COLUMNS) + " |", "|---" * (len(LOAD_COLUMNS) + 1) + "|"]
+    for r in rows:
+        out.append(f"| {r['section']} | " + " | ".join(get(r["timings_s"], p) for _, p in LOAD_COLUMNS) + " |")
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict | None:

@@ -65,7 +65,22 @@ def _run(argv: list[str]) -> tuple[int, str]:
     return rc, err.getvalue()
 
 
+def _import_decoders() -> None:
+    """Import PyAV in full before any run is interrupted.
+
+    The runs and their resumes share this process, unlike a user's (each command is a new process). A SIGINT
+    that lands while a library's module is first imported leaves it half-imported here: Python drops the
+    module and the next import re-creates its types, which PyAV's compiled modules then refuse
+    ("Cannot convert av.video.frame.VideoFrame to av.frame.Frame"). What is tested is ex4d's stages.
+    """
+    import av
+    import av.codec.context  # noqa: F401
+    import av.frame  # noqa: F401
+    import av.video.frame  # noqa: F401
+
+
 def interrupt(result: str, base: str, stages: list[str], argv: list[str]) -> None:
+    _import_decoders()
     targets = _targets()
     out = []
     for i, spec in enumerate(stages):

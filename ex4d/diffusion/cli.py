@@ -158,6 +158,8 @@ def run_generate(args: argparse.Namespace) -> int:
     if getattr(args, "server", None):
         return _generate_via_server(args)
     check_model_args(args)
+    steps = {"cli_s": process_age_s()}  # process start → here: interpreter, torch and the CLI's imports
+    t_mark = time.perf_counter()
     from .prefetch import prefetch_files
 
     prefetch_files(args.wan, args.wan_encoders)  # disk reads overlap the imports below
@@ -174,7 +176,11 @@ def run_generate(args: argparse.Namespace) -> int:
     else:
         job, inputs = _single_job(args, config)
         jobs = [job]
+    steps["inputs_s"] = round(time.perf_counter() - t_mark, 3)  # checks, reading the videos
+    t_mark = time.perf_counter()
     from .pipeline import Ex4dGenerator  # heavy imports only now
+
+    steps["imports_s"] = round(time.perf_counter() - t_mark, 3)
 
     cap = apply_gpu_memory_cap(config.device)
     started = process_age_s()
@@ -204,6 +210,7 @@ def run_generate(args: argparse.Namespace) -> int:
             t["load_call"] = round(t_load, 3)
             t["load_detail"] = generator.load_timings
             t["startup"] = round(started, 3) if started is not None else None  # process start → models start loading
+            t["startup_detail"] = {k: (round(v, 3) if v is not None else None) for k, v in steps.items()}
         t["job"] = round(now - t_job, 3)
         t["command"] = round(now - COMMAND_START, 3)
         age = process_age_s()

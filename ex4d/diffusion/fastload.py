@@ -368,6 +368,18 @@ def _check_encoders(enc: Path) -> None:
     _need_weights(enc / "image_encoder", "model", "CLIP image encoder")
 
 
+class _Marks:
+    """``mark(key)`` stores the seconds since the previous mark (the first: since ``t0``) in ``timings[key]``."""
+
+    def __init__(self, timings: dict, t0: float):
+        self.timings, self.last = timings, t0
+
+    def __call__(self, key: str) -> None:
+        now = time.perf_counter()
+        self.timings[key] = round(now - self.last, 3)
+        self.last = now
+
+
 def load_models(wan: str | os.PathLike, adapter: str | os.PathLike | None, config: GenerateConfig,
                 encoders: str | os.PathLike | None = None, loras: list[LoraFile] | tuple = (),
                 overlap: bool = False, prompts: list[tuple[str, str | None]] | None = None,
@@ -389,6 +401,8 @@ def load_models(wan: str | os.PathLike, adapter: str | os.PathLike | None, confi
     transformers.utils.logging.disable_progress_bar()  # "Loading weights" bars per component: ours is the summary
     diffusers.utils.logging.disable_progress_bar()
     timings: dict = {}
+    mark = _Marks(timings, t_start)
+    mark("check_imports_s")
     wan = Path(wan)
     layout = detect_layout(wan)
     dtype = torch_dtype(config.dtype)
@@ -403,7 +417,9 @@ def load_models(wan: str | os.PathLike, adapter: str | os.PathLike | None, confi
     check(enc.is_dir(), f"encoders folder {enc} does not exist; expected {DIFFUSERS_LAYOUT}")
     _check_encoders(enc)
     source = dit_source(wan)
+    mark("check_files_s")
     transformer = meta_transformer(source.config)
+    mark("check_meta_dit_s")
     check(transformer.config.image_dim is not None,
           f"{wan}: this Wan DiT has no image conditioning (image_dim is None): it is a text-to-video model; "
           f"EX-4D needs Wan2.1-I2V-14B-480P")
@@ -415,9 +431,11 @@ def load_models(wan: str | os.PathLike, adapter: str | os.PathLike | None, confi
                        z_dim=int(vae_cfg.get("z_dim", 16)),
                        patch_size=tuple(int(p) for p in transformer.config.patch_size))
     weights = load_adapter(adapter, expected=spec) if adapter is not None else None
+    mark("check_adapter_s")
     deltas = adapter_deltas(weights) if weights is not None else LoraDeltas()
     for lf in loras:
         deltas.extend(read_lora(lf))
+    mark("check_loras_s")
     check_deltas_fit(deltas, {k: tuple(p.shape) for k, p in transformer.named_parameters()})
     timings["check_s"] = round(time.perf_counter() - t_start, 3)
 
