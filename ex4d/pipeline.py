@@ -644,6 +644,11 @@ def _check_fill_ready(config: RunConfig) -> None:
           f"--adapter {adapter} is not a file; give the released EX-4D ex4d.ckpt or our .safetensors")
     _generate_config(config).check()  # e.g. --compile with --step-cache, before the recon
     _window_config(config)
+    from .diffusion.fastload import check_model_files
+
+    # the folder's layout, files, headers and config, and the adapter against this model: a bad weight
+    # folder or adapter fails now, not after a recon of many minutes
+    check_model_files(wan, adapter, config.fill_options.get("encoders"))
 
 
 _WEIGHT_OPTIONS = ("wan", "adapter", "encoders")

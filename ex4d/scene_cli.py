@@ -98,6 +98,13 @@ def register(subparsers) -> None:
 
 
 def _cmd_stereo(args) -> int:
+    from .io.outdir import run_folder_lock
+
+    with run_folder_lock(args.run, "RUN"):  # writes caches into the run: no `ex4d run` or stereo there meanwhile
+        return _stereo(args)
+
+
+def _stereo(args) -> int:
     from .run_scene import read_run, run_stereo, stereo_config_from
 
     views = read_run(args.run)
@@ -122,10 +129,12 @@ def _cmd_stereo(args) -> int:
 
 
 def _cmd_export(args) -> int:
+    from .io.outdir import run_folder_lock
     from .run_scene import read_run, run_export
 
-    views = read_run(args.run)
-    path = run_export(views, args.format, args.out, args.max_size, progress=not args.quiet)
+    with run_folder_lock(args.run, "RUN", shared=True):  # reads the run: not while an `ex4d run` rewrites it
+        views = read_run(args.run)
+        path = run_export(views, args.format, args.out, args.max_size, progress=not args.quiet)
     T = views.mask.shape[0]
     print(f"wrote {path} ({T} frames, {args.format or ('glb' if path.suffix == '.glb' else 'ply')})")
     return 0

@@ -123,3 +123,23 @@ def test_bad_inputs_are_one_line_errors(stereo_run, tmp_path, capsys):
     assert not (tmp_path / "r").exists()
     assert run("run", "--example", "--stereo", "sbs", "--ipd", "0", "--out", tmp_path / "r") == 2
     assert "--ipd" in capsys.readouterr().err
+
+
+def test_stereo_and_export_refuse_a_run_folder_being_written(stereo_run, tmp_path, capsys):
+    """A run folder being written (its lock held, as by `ex4d run`) is refused at once by stereo and export."""
+    from ex4d.io.outdir import run_folder_lock
+
+    out = stereo_run
+    before = (out / "stereo.mp4").stat().st_mtime_ns
+    with run_folder_lock(out, "--out"):  # another command writes into the run
+        capsys.readouterr()
+        assert run("stereo", out, "--layout", "ou", "-q", "--out", tmp_path / "ou.mp4") == 2
+        err = capsys.readouterr().err
+        assert "folder busy" in err and "Traceback" not in err, err
+        assert run("export", out, "--out", tmp_path / "a.glb", "-q") == 2
+        assert "folder busy" in capsys.readouterr().err
+    assert not (tmp_path / "ou.mp4").exists() and not (tmp_path / "a.glb").exists()
+    assert (out / "stereo.mp4").stat().st_mtime_ns == before
+    with run_folder_lock(out, shared=True):  # another export reads it: reading together is fine
+        assert run("export", out, "--out", tmp_path / "a.glb", "-q") == 0
+    assert (tmp_path / "a.glb").is_file()

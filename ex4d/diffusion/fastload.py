@@ -51,7 +51,7 @@ from .prompt_cache import PromptStore, prompt_store_for
 from .streaming import PinnedArena, TensorStreamer, index_files
 
 __all__ = ["DitSource", "dit_source", "meta_transformer", "load_dit", "LoadedModels", "load_models",
-           "keep_fp32_names"]
+           "keep_fp32_names", "ModelFiles", "check_model_files"]
 
 log = logging.getLogger(__name__)
 
@@ -368,6 +368,61 @@ def _check_encoders(enc: Path) -> None:
     _need_weights(enc / "image_encoder", "model", "CLIP image encoder")
 
 
+@dataclass
+class ModelFiles:
+    """What :func:`check_model_files` found: the layout, the folders, the DiT (meta) and the adapter dims it needs."""
+
+    layout: str
+    wan: Path
+    encoders: Path
+    source: DitSource
+    transformer: nn.Module
+    vae_config: dict
+    spec: AdapterSpec
+
+
+def check_model_files(wan: str | os.PathLike, adapter: str | os.PathLike | None = None,
+                      encoders: str | os.PathLike | None = None, vae_config: dict | None = None,
+                      mark: Callable[[str], None] | None = None) -> ModelFiles:
+    """Every check of a Wan folder (and an adapter) that reads no weight: seconds, before anything heavy.
+
+    The layout and each component's files, the DiT's config and file headers (every weight the model needs,
+    and only those shapes), an I2V model, the VAE config; ``adapter``: its metadata, keys, shapes and dtypes
+    against this model (values are checked when it is loaded). :func:`load_models` starts with it;
+    ``ex4d run --fill ex4d`` calls it before the recon. Ex4dError naming the file and what to do otherwise.
+    """
+    mark = mark or (lambda key: None)
+    wan = Path(wan)
+    check(wan.is_dir(), f"--wan {wan} is not a folder; give the local Wan2.1-I2V-14B-480P folder ({DIFFUSERS_LAYOUT})")
+    layout = detect_layout(wan)
+    if layout == "original":
+        check(encoders is not None,
+              f"{wan} is an original-layout Wan folder (DiT + VAE only); the UMT5 text encoder, tokenizer and CLIP "
+              f"image encoder must come from a diffusers-layout folder: pass it as encoders= (--wan-encoders DIR)")
+    enc = Path(encoders) if encoders is not None else wan
+    check(enc.is_dir(), f"encoders folder {enc} does not exist; expected {DIFFUSERS_LAYOUT}")
+    _check_encoders(enc)
+    source = dit_source(wan)
+    mark("check_files_s")
+    transformer = meta_transformer(source.config)
+    mark("check_meta_dit_s")
+    check(transformer.config.image_dim is not None,
+          f"{wan}: this Wan DiT has no image conditioning (image_dim is None): it is a text-to-video model; "
+          f"EX-4D needs Wan2.1-I2V-14B-480P")
+    vae_cfg = _vae_config(wan, layout, vae_config)
+    from .adapter import transformer_dims
+
+    dims = transformer_dims(transformer)
+    spec = AdapterSpec(num_layers=dims["num_layers"], dim=dims["dim"], ffn_dim=dims["ffn_dim"],
+                       z_dim=int(vae_cfg.get("z_dim", 16)),
+                       patch_size=tuple(int(p) for p in transformer.config.patch_size))
+    if adapter is not None:
+        from .checkpoint import inspect_adapter
+
+        inspect_adapter(adapter, expected=spec)
+    return ModelFiles(layout, wan, enc, source, transformer, vae_cfg, spec)
+
+
 class _Marks:
     """``mark(key)`` stores the seconds since the previous mark (the first: since ``t0``) in ``timings[key]``."""
 
@@ -404,32 +459,13 @@ def load_models(wan: str | os.PathLike, adapter: str | os.PathLike | None, confi
     mark = _Marks(timings, t_start)
     mark("check_imports_s")
     wan = Path(wan)
-    layout = detect_layout(wan)
     dtype = torch_dtype(config.dtype)
     vae_dtype = dtype if config.vae_dtype is None else torch_dtype(config.vae_dtype)
     device = resolve_device(config.device)
     _check_cpu(wan, device, config.force_cpu)
-    if layout == "original":
-        check(encoders is not None,
-              f"{wan} is an original-layout Wan folder (DiT + VAE only); the UMT5 text encoder, tokenizer and CLIP "
-              f"image encoder must come from a diffusers-layout folder: pass it as encoders= (--wan-encoders DIR)")
-    enc = Path(encoders) if encoders is not None else wan
-    check(enc.is_dir(), f"encoders folder {enc} does not exist; expected {DIFFUSERS_LAYOUT}")
-    _check_encoders(enc)
-    source = dit_source(wan)
-    mark("check_files_s")
-    transformer = meta_transformer(source.config)
-    mark("check_meta_dit_s")
-    check(transformer.config.image_dim is not None,
-          f"{wan}: this Wan DiT has no image conditioning (image_dim is None): it is a text-to-video model; "
-          f"EX-4D needs Wan2.1-I2V-14B-480P")
-    vae_cfg = _vae_config(wan, layout, vae_config)
-    from .adapter import transformer_dims
-
-    dims = transformer_dims(transformer)
-    spec = AdapterSpec(num_layers=dims["num_layers"], dim=dims["dim"], ffn_dim=dims["ffn_dim"],
-                       z_dim=int(vae_cfg.get("z_dim", 16)),
-                       patch_size=tuple(int(p) for p in transformer.config.patch_size))
+    files = check_model_files(wan, None, encoders, vae_config, mark)
+    layout, enc, source, transformer, vae_cfg, spec = (files.layout, files.encoders, files.source, files.transformer,
+                                                       files.vae_config, files.spec)
     weights = load_adapter(adapter, expected=spec) if adapter is not None else None
     mark("check_adapter_s")
     deltas = adapter_deltas(weights) if weights is not None else LoraDeltas()

@@ -43,7 +43,7 @@ from .atomic import atomic_write_json
 from .json_input import read_json
 
 __all__ = ["STATE_DIR", "LOCK_FILE", "RUN_RECORD", "OutputFolder", "check_output_location", "remove_temp_files",
-           "TEMP_NAME"]
+           "TEMP_NAME", "run_folder_lock"]
 
 STATE_DIR = ".ex4d"
 LOCK_FILE = "lock"
@@ -106,6 +106,56 @@ def remove_temp_files(folder: Path, subfolders: Iterable[str] = ()) -> list[Path
                     p.unlink()
                     removed.append(p)
     return removed
+
+
+def _acquire_lock(path: Path, label: str, folder: Path, shared: bool) -> int | None:
+    """``flock`` ``path`` without waiting: the open descriptor (close it to release), None where locks are missing.
+
+    Exclusive (a run writing the folder) writes the pid into the file; shared (commands that only read the
+    run, as ``ex4d export``) leaves it. Busy: Ex4dError naming the folder and the pid that holds it.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no lock
+        return None
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise _env_error(label, folder, e) from None
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            pid = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        finally:
+            os.close(fd)
+        raise Ex4dError(f"{label} {folder}: folder busy (pid {pid}): another ex4d command is writing into it; wait "
+                        f"for it to finish, or choose another {label}") from None
+    except OSError:  # e.g. a file system without locks: run unlocked rather than not at all
+        os.close(fd)
+        return None
+    if not shared:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+@contextlib.contextmanager
+def run_folder_lock(folder: str | os.PathLike, label: str = "RUN", shared: bool = False):
+    """Hold the lock of a finished run's folder while a command reads it (``shared``) or writes into it.
+
+    ``ex4d stereo`` (writes its caches and ``stereo.mp4`` into the run) takes it exclusively, ``ex4d export``
+    shared: neither reads a run that an ``ex4d run`` is rewriting, and two stereo commands on one run do not
+    write the same caches; either finds the folder busy at once and says so. A folder without ``.ex4d/`` (not a
+    run: the caller's own checks say so) is not locked.
+    """
+    state = Path(folder) / STATE_DIR
+    fd = _acquire_lock(state / LOCK_FILE, label, Path(folder), shared) if state.is_dir() else None
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def _changed(old: dict, new: dict) -> list[str]:
@@ -195,30 +245,7 @@ class OutputFolder:
             self._made_state = True
 
     def _lock(self) -> None:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - not POSIX: no lock
-            return
-        path = self.state_dir / LOCK_FILE
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:
-            raise _env_error(self.label, self.path, e) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            try:
-                pid = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-            finally:
-                os.close(fd)
-            raise Ex4dError(f"{self.label} {self.path}: folder busy (pid {pid}): another ex4d run is writing into "
-                            f"it; wait for it to finish, or choose another {self.label}") from None
-        except OSError:  # e.g. a file system without locks: run unlocked rather than not at all
-            os.close(fd)
-            return
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._lock_fd = fd
+        self._lock_fd = _acquire_lock(self.state_dir / LOCK_FILE, self.label, self.path, shared=False)
 
     def _previous_record(self) -> dict | None:
         for path, pick in ((self.state_dir / RUN_RECORD, lambda o: o),

@@ -84,3 +84,30 @@ def test_run_with_the_diffusion_fill_end_to_end(tmp_path, wan_dirs, adapter, cap
     assert frames.shape == (5, 64, 64, 3)
     opts = json.loads((out / "config.json").read_text())["run"]["fill_options"]
     assert opts["steps"] == 2 and opts["step_cache"] == "first-block" and opts["fp8_matmul"] is True
+
+
+def test_run_checks_the_weights_and_adapter_before_the_recon(tmp_path, wan_dirs, spec, capsys):
+    """A wrong adapter or an incomplete weight folder fails in seconds with a named error, before any recon work."""
+    import dataclasses
+    import shutil
+
+    from ex4d.diffusion.random_models import random_adapter
+
+    diffusers_dir, _ = wan_dirs
+    wrong = dataclasses.replace(spec, num_layers=spec.num_layers + 1)  # an adapter of another model
+    export_original_ckpt(random_adapter(wrong, seed=1), tmp_path / "other.ckpt")
+    out = tmp_path / "run"
+    base = ["run", "--example", "--num-frames", "5", "--example-size", "64", "--fill", "ex4d", "--steps", "2",
+            "-q", "--out", str(out)]
+    assert run(*base, "--wan", str(diffusers_dir), "--adapter", str(tmp_path / "other.ckpt")) == 2
+    err = capsys.readouterr().err
+    assert "other.ckpt" in err and "Traceback" not in err, err
+    assert not out.exists(), "the recon ran (or the folder was claimed) before the adapter was checked"
+
+    broken = tmp_path / "wan-broken"
+    shutil.copytree(diffusers_dir, broken)
+    shutil.rmtree(broken / "image_encoder")
+    assert run(*base, "--wan", str(broken)) == 2
+    err = capsys.readouterr().err
+    assert "image_encoder" in err or "CLIP" in err, err
+    assert not out.exists()
