@@ -85,6 +85,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                         "cameras.json with \"frame\": \"world\" (e.g. source_cameras.json) or a COLMAP model folder. "
                         "Without --fov/--focal/--intrinsics, estimate also measures the focal length where the video "
                         "has parallax")
+    g.add_argument("--align-depth", choices=["auto", "affine", "scale", "none"], default=S,
+                   help="how relative depth is made consistent with the estimated poses, frame by frame: affine "
+                        "(scale and shift of the disparity, fitted to the bundle adjustment's points; scale alone "
+                        "where a frame's tracks span too little depth), scale, none; auto (default): affine for "
+                        "relative depth (disparity, DepthCrafter, depth models), none for --depth-kind depth")
     g.add_argument("--path-frame", choices=["source", "world"], default=S,
                    help="source (default; EX-4D's meaning): each novel camera is relative to that frame's source "
                         "camera, so the path follows a moving source; world: the path is in the world (= source "
@@ -260,6 +265,9 @@ def _run_config(args: argparse.Namespace, with_fill: bool):
             d[k] = str(Path(d[k]).resolve())
     if d.get("source_poses") not in (None, "estimate", "static"):
         d["source_poses"] = str(Path(d["source_poses"]).resolve())
+    if "align_depth" in a:
+        poses = d.get("poses")
+        d["poses"] = dict(poses.to_dict() if hasattr(poses, "to_dict") else (poses or {}), align_depth=a["align_depth"])
     topts = dict(d.get("trajectory_options", {}))
     if "trajectory" in a and base.get("trajectory") != a["trajectory"]:
         topts = {}

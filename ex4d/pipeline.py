@@ -349,20 +349,23 @@ def _poses_stage(config: RunConfig, frames, depth, K, given_K: bool, depth_key: 
 
         kind = default_depth_kind(config.depth, config.depth_key)
     relative = kind != "depth"
-    key = _key("poses", depth_key, src_id, K.tolist(), estimate_focal, relative, config.poses.to_dict())
+    # "disparity-affine": the key of caches from before the depth's per-frame shift (they hold scales only)
+    key = _key("poses", depth_key, src_id, K.tolist(), estimate_focal, relative, config.poses.to_dict(),
+               "disparity-affine")
     cache = out / STATE_DIR / "poses.npz"
     files = [cache, out / "source_cameras.json", out / "poses_report.json"]
     if state.done("poses", key, files):
         z = np.load(cache, allow_pickle=False)
         meta = json.loads(str(z["meta"]))
-        return SourcePoses(w2c=z["w2c"], K=z["K"], depth_scale=z["depth_scale"], **meta), key, True
+        return SourcePoses(w2c=z["w2c"], K=z["K"], depth_scale=z["depth_scale"], depth_shift=z["depth_shift"],
+                           **meta), key, True
     state.forget("poses")
     poses = resolve_source_poses(src, frames, depth, K, estimate_focal, config.poses, relative, progress)
     write_poses_outputs(out, poses, W, H, fps)
     meta = {"focal_std": poses.focal_std, "focal_source": poses.focal_source, "static": poses.static,
             "method": poses.method, "note": poses.note}
     atomic_save_npz(cache, compress=False, w2c=poses.w2c, K=poses.K, depth_scale=poses.depth_scale,
-                    meta=np.array(json.dumps(meta)))
+                    depth_shift=poses.depth_shift, meta=np.array(json.dumps(meta)))
     state.mark("poses", key)
     return poses, key, False
 
@@ -517,7 +520,8 @@ def _run_stages(config: RunConfig, out: Path, state: "_State", fill: bool, progr
         reused.append("poses")
     timings["poses_s"] = time.perf_counter() - t0
     K = poses.K
-    depth = streaming.scaled_depth(depth, poses.depth_scale)  # relative depth made consistent with the poses
+    # relative depth made consistent with the poses (per-frame scale and disparity shift)
+    depth = streaming.scaled_depth(depth, poses.depth_scale, poses.depth_shift)
     traj = make_trajectory(config.trajectory, T, K, W, H, depth0=depth[0], **config.trajectory_options)
     path_frame = traj.frame if traj.name == "file" else config.path_frame
     w2c_rel = relative_to_source(traj.w2c, poses.w2c, path_frame)

@@ -183,15 +183,22 @@ def _finish_depth(store: ChunkStore) -> ChunkedArray:
 
 
 class ScaledDepth:
-    """Depth [T, H, W] float32 read per frame, frame t times ``scales[t]`` (relative depth made consistent with
-    the source poses, :func:`ex4d.poses.align_depth_frame`); :attr:`max_depth` is the clip's largest value."""
+    """Depth [T, H, W] float32 read per frame, frame t aligned by ``scales[t]`` and ``shifts[t]`` (relative depth
+    made consistent with the source poses, :func:`ex4d.poses.align_depth_frame`); :attr:`max_depth` is the
+    clip's largest value."""
 
-    def __init__(self, depth: ChunkedArray, scales):
+    def __init__(self, depth: ChunkedArray, scales, shifts=None):
         self.depth = depth
-        self.scales = np.ones(len(depth)) if scales is None else np.asarray(scales, np.float64).reshape(-1)
+        T = len(depth)
+        self.scales = np.ones(T) if scales is None else np.asarray(scales, np.float64).reshape(-1)
+        self.shifts = np.zeros(T) if shifts is None else np.asarray(shifts, np.float64).reshape(-1)
         self.shape, self.dtype, self.ndim = tuple(depth.shape), np.dtype(np.float32), 3
         frame_max = np.asarray(depth.store.attrs["depth_frame_max"], np.float64)
-        self.max_depth = float(np.max(frame_max * self.scales))
+        # the alignment is monotonic in depth: the largest depth of a frame maps to its largest aligned depth
+        scaled = frame_max * self.scales
+        disp = 1.0 / scaled
+        self.max_depth = float(np.max(np.where(self.shifts == 0, scaled,
+                                               1.0 / np.maximum(disp + self.shifts, 0.5 * disp))))
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -201,23 +208,24 @@ class ScaledDepth:
 
         if isinstance(index, (int, np.integer)):
             t = int(index) % self.shape[0]
-            return align_depth_frame(self.depth[t], float(self.scales[t]))
+            return align_depth_frame(self.depth[t], float(self.scales[t]), float(self.shifts[t]))
         if isinstance(index, slice):
             index = np.arange(*index.indices(self.shape[0]))
         idx = np.asarray(index)
         frames = self.depth[idx]
-        if np.allclose(self.scales[idx], 1.0):
+        if np.allclose(self.scales[idx], 1.0) and not self.shifts[idx].any():
             return frames
-        return np.stack([align_depth_frame(f, float(s)) for f, s in zip(frames, self.scales[idx])])
+        return np.stack([align_depth_frame(f, float(s), float(b))
+                         for f, s, b in zip(frames, self.scales[idx], self.shifts[idx])])
 
     def __array__(self, dtype=None, copy=None):
         x = self[:]
         return x if dtype is None else x.astype(dtype)
 
 
-def scaled_depth(depth: ChunkedArray, scales=None) -> ScaledDepth:
-    """``depth`` (a depth cache's field) with per-frame scales applied on reading (None: as it is)."""
-    return ScaledDepth(depth, scales)
+def scaled_depth(depth: ChunkedArray, scales=None, shifts=None) -> ScaledDepth:
+    """``depth`` (a depth cache's field) with per-frame scales and disparity shifts applied on reading (None: none)."""
+    return ScaledDepth(depth, scales, shifts)
 
 
 def depth_from_model(clip: Clip, model: str, weights, options: dict, folder: Path, key: str,

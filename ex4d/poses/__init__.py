@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +33,7 @@ __all__ = ["PosesConfig", "SourcePoses", "SOURCE_POSE_MODES", "DEPTH_ALIGN_MODES
 #: ``--source-poses`` values besides a file path.
 SOURCE_POSE_MODES = ("estimate", "static")
 #: How the depth is made consistent with the poses (see :class:`PosesConfig`).
-DEPTH_ALIGN_MODES = ("auto", "scale", "none")
+DEPTH_ALIGN_MODES = ("auto", "affine", "scale", "none")
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,9 @@ class PosesConfig:
     static_px: float = 0.3          #: a clip whose tracks move less than this (median, pixels) is a tripod shot
     static_deg: float = 0.05        #: ... and so are estimated poses within this rotation (degrees)
     static_trans: float = 0.002     #: ... and this translation (fraction of the median depth) of frame 0
-    align_depth: str = "auto"       #: auto (scale when the depth is relative and the camera moves) | scale | none
+    #: auto (relative depth: affine; metric / exact depth: none) | affine (per-frame scale and disparity shift,
+    #: solved in the bundle adjustment) | scale | none
+    align_depth: str = "auto"
     track: TrackConfig = field(default_factory=TrackConfig)
     solver: SolverConfig = field(default_factory=SolverConfig)
 
@@ -82,7 +84,9 @@ class SourcePoses:
     focal_std     float           standard deviation of the focal (pixels), NaN if not estimated
     focal_source  str             "given", "estimated" or "default (…why…)"
     static        bool            a tripod shot: every w2c is exactly the identity
-    depth_scale   [T] f64         factor making depth[t] consistent with the poses (1 = unchanged)
+    depth_scale   [T] f64         with depth_shift, what makes depth[t] consistent with the poses
+    depth_shift   [T] f64         (:func:`align_depth_frame`): disparity 1/d → 1/(d·scale) + shift (1/depth
+                                  units; 0 = scale only, and scale 1 + shift 0 = unchanged)
     method        str             "estimate", "static" or "file"
     note          str             one line for the log and the report
     quality       dict            per-frame arrays (status, tracks, inliers, errors); {} when not estimated
@@ -96,6 +100,7 @@ class SourcePoses:
     focal_source: str = "given"
     static: bool = True
     depth_scale: np.ndarray | None = None
+    depth_shift: np.ndarray | None = None
     method: str = "static"
     note: str = ""
     quality: dict = field(default_factory=dict)
@@ -104,6 +109,8 @@ class SourcePoses:
     def __post_init__(self):
         if self.depth_scale is None:
             object.__setattr__(self, "depth_scale", np.ones(len(self.w2c)))
+        if self.depth_shift is None:
+            object.__setattr__(self, "depth_shift", np.zeros(len(self.w2c)))
 
     @property
     def num_frames(self) -> int:
@@ -168,7 +175,11 @@ def estimate_source_poses(frames, depth, K: np.ndarray, estimate_focal: bool = F
                            note=f"static camera: the scene's tracks move {motion:.2f} px at most (≤ {config.static_px})",
                            timings=timings)
     t0 = time.perf_counter()
-    res = solve_poses(tracks, K, estimate_focal=estimate_focal, config=config.solver)
+    mode = ("affine" if relative_depth else "none") if config.align_depth == "auto" else config.align_depth
+    aligning = mode in ("affine", "scale")
+    solver_config = replace(config.solver, depth_shifts=mode == "affine", align_pass=aligning,
+                            depth_scales=config.solver.depth_scales or aligning)
+    res = solve_poses(tracks, K, estimate_focal=estimate_focal, config=solver_config)
     focal_source = "given"
     focal_std = float("nan")
     K_out = K
@@ -182,15 +193,16 @@ def estimate_source_poses(frames, depth, K: np.ndarray, estimate_focal: bool = F
         else:
             focal_source = (f"default (the video has too little parallax or rotation to measure it: "
                             f"estimate {res.focal:.1f} ± {res.focal_std:.1f} px)")
-            res = solve_poses(tracks, K, estimate_focal=False, config=config.solver)
+            res = solve_poses(tracks, K, estimate_focal=False, config=solver_config)
     timings["solve_s"] = time.perf_counter() - t0
     w2c = res.w2c
     c2w_t = np.linalg.norm(np.linalg.inv(w2c)[:, :3, 3], axis=1)
     med_depth = float(np.nanmedian(tracks.depth)) if np.isfinite(tracks.depth).any() else 1.0
     angle = rotation_angle_deg(w2c[:, :3, :3])
     static = bool(angle.max() <= config.static_deg and c2w_t.max() <= config.static_trans * med_depth)
-    use_scale = config.align_depth == "scale" or (config.align_depth == "auto" and relative_depth)
-    scale = res.depth_scale if (use_scale and not static) else np.ones(T)
+    scale, shift = np.ones(T), np.zeros(T)
+    if not static and mode in ("scale", "affine"):
+        scale, shift = res.depth_scale, res.depth_shift
     quality = {"status": res.status, "tracks": tracks.per_frame_count(), "pnp_inliers": res.pnp_inliers,
                "ba_inliers": res.ba_inliers, "reproj_px": res.reproj_px, "depth_err": res.depth_err}
     n_interp = int(np.sum(res.status == "interpolated"))
@@ -202,7 +214,8 @@ def estimate_source_poses(frames, depth, K: np.ndarray, estimate_focal: bool = F
     if static:
         w2c = np.tile(np.eye(4), (T, 1, 1))
     return SourcePoses(w2c=w2c, K=K_out, focal_std=focal_std, focal_source=focal_source, static=static,
-                       depth_scale=scale, method="estimate", note=note, quality=quality, timings=timings)
+                       depth_scale=scale, depth_shift=shift, method="estimate", note=note, quality=quality,
+                       timings=timings)
 
 
 def resolve_source_poses(source: str, frames, depth, K: np.ndarray, estimate_focal: bool = False,
@@ -225,10 +238,18 @@ def resolve_source_poses(source: str, frames, depth, K: np.ndarray, estimate_foc
                        note=loaded.note, focal_source="from the file" if estimate_focal else "given")
 
 
-def align_depth_frame(depth_t: np.ndarray, scale_t: float) -> np.ndarray:
-    """Depth [H, W] float32 of one frame made consistent with the poses: ``depth_t · scale_t``."""
+def align_depth_frame(depth_t: np.ndarray, scale_t: float, shift_t: float = 0.0) -> np.ndarray:
+    """Depth [H, W] float32 of one frame made consistent with the poses.
+
+    Disparity ``1/d`` becomes ``1/(d·scale_t) + shift_t`` (``shift_t`` = 0: ``d·scale_t``), floored at half of
+    ``1/(d·scale_t)`` so that a negative shift can never push far pixels (which no track may have sampled) to
+    or past infinity.
+    """
     d = np.asarray(depth_t, dtype=np.float32)
-    return d if scale_t == 1.0 else (d * np.float32(scale_t))
+    if shift_t == 0.0:
+        return d if scale_t == 1.0 else (d * np.float32(scale_t))
+    disp = 1.0 / (d.astype(np.float64) * scale_t)
+    return (1.0 / np.maximum(disp + shift_t, 0.5 * disp)).astype(np.float32)
 
 
 def write_poses_outputs(out: str | Path, poses: SourcePoses, width: int, height: int, fps: float,

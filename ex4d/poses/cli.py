@@ -36,6 +36,10 @@ def register(sub) -> None:
     g.add_argument("--fov", type=float, help="field of view across the longer side, degrees (no focal estimate)")
     g.add_argument("--focal", type=float, help="focal length in pixels of the processed frames (no focal estimate)")
     g.add_argument("--intrinsics", help="camera file (cameras.json / .npz) to take K from (no focal estimate)")
+    p.add_argument("--align-depth", choices=["auto", "affine", "scale", "none"], default="auto",
+                   help="per-frame depth alignment to the poses, reported in poses_report.json: affine (disparity "
+                        "scale and shift), scale, none; auto (default): affine for relative depth, none for "
+                        "--depth-kind depth")
     p.add_argument("--no-plot", action="store_true", help="do not write poses.png")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_poses)
@@ -71,8 +75,10 @@ def _cmd_poses(args) -> int:
     else:
         K = default_intrinsics(W, H)
     given = any(x is not None for x in (args.focal, args.fov, args.intrinsics))
+    from . import PosesConfig
+
     poses = estimate_source_poses(frames, depth, K, estimate_focal=not given, relative_depth=kind != "depth",
-                                  progress=not args.quiet)
+                                  config=PosesConfig(align_depth=args.align_depth), progress=not args.quiet)
     files = write_poses_outputs(Path(args.out), poses, W, H, fr.fps / args.stride, plot=not args.no_plot)
     f = poses.K[0, 0]
     std = f" ± {poses.focal_std:.1f}" if np.isfinite(poses.focal_std) else ""

@@ -33,7 +33,8 @@ def pose_report(poses) -> dict:
         if q:
             row.update({"tracks": int(q["tracks"][t]), "pnp_inliers": int(q["pnp_inliers"][t]),
                         "ba_inliers": int(q["ba_inliers"][t]), "reproj_px": _num(q["reproj_px"][t]),
-                        "depth_err": _num(q["depth_err"][t]), "depth_scale": _num(poses.depth_scale[t])})
+                        "depth_err": _num(q["depth_err"][t]), "depth_scale": _num(poses.depth_scale[t]),
+                        "depth_shift": _num(poses.depth_shift[t])})
         frames.append(row)
     reproj = np.asarray(q["reproj_px"], float) if q else np.zeros(0)
     return {

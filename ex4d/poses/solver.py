@@ -11,12 +11,15 @@
 2. **Bundle adjustment** with ``scipy.optimize.least_squares`` (trust-region
    reflective, analytic sparse Jacobian, LSMR steps,
    Cauchy loss). Unknowns: the poses of frames 1…T−1 (rotation vector,
-   translation), one world point per track, optionally one depth scale per
-   frame (relative depth models drift in scale; frame 0 keeps 1) and the
-   focal length (self-calibration; square pixels, principal point fixed).
-   Residuals, each divided by its noise level: reprojection (pixels) of every
-   observation and log-depth (the depth map's value at the track versus the
-   point's z in that camera) wherever the depth is usable. The depth terms fix
+   translation), one world point per track, optionally one depth scale and
+   one disparity shift per frame (relative depth models drift in both; frame
+   0 keeps 1 and 0) and the focal length (self-calibration; square pixels,
+   principal point fixed). Residuals, each divided by its noise level:
+   reprojection (pixels) of every observation and log-depth (the depth map's
+   value at the track, aligned by its frame's scale and shift, versus the
+   point's z in that camera) wherever the depth is usable, plus a weak prior
+   pulling each shift to 0 (a frame whose tracks span little depth cannot tell
+   a shift from a scale: it keeps the scale). The depth terms fix
    the scale and keep points put where the camera only rotates (no parallax).
    After each round, tracks whose median reprojection error exceeds
    ``outlier_px`` (moving objects) are dropped and the solve is repeated.
@@ -53,6 +56,12 @@ class SolverConfig:
     sigma_px: float = 1.0           #: reprojection noise (pixels)
     sigma_depth: float = 0.05       #: depth noise (relative, i.e. in log-depth)
     depth_scales: bool = True       #: one free depth scale per frame (relative depth drifts in scale)
+    depth_shifts: bool = False      #: ... and one disparity shift per frame (affine-invariant depth drifts in both)
+    shift_prior: float = 0.1        #: prior σ of a shift, in units of the tracks' median disparity
+    #: first a pass with the soft-L1 loss: Cauchy's gives up on rows beyond its scale, so a frame whose whole
+    #: depth is off (a relative depth model's drift) would keep its scale; soft-L1 never drops a row
+    align_pass: bool = False
+    align_nfev: int = 30            #: trust-region iterations of that pass (at most)
     robust: float = 1.0             #: Cauchy loss scale in units of the noise levels
     outlier_px: float = 1.0         #: tracks whose median reprojection error exceeds max(this, 3 robust σ) are dropped
     rounds: int = 2                 #: bundle adjustment rounds (each drops outliers)
@@ -66,8 +75,10 @@ class SolverConfig:
     def __post_init__(self):
         check(self.pnp_px > 0 and self.sigma_px > 0 and self.sigma_depth > 0, "pose solver noise levels must be > 0")
         check(self.min_inliers >= 6, f"min_inliers must be ≥ 6, got {self.min_inliers}")
-        check(self.rounds >= 1 and self.max_nfev >= 1, "rounds and max_nfev must be ≥ 1")
+        check(self.rounds >= 1 and self.max_nfev >= 1 and self.align_nfev >= 1,
+              "rounds, max_nfev and align_nfev must be ≥ 1")
         check(self.min_track_length >= 2, f"min_track_length must be ≥ 2, got {self.min_track_length}")
+        check(self.shift_prior > 0, f"shift_prior must be > 0, got {self.shift_prior}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -83,7 +94,8 @@ class SolverResult:
     w2c              [T, 4, 4] f64    OpenCV world-to-camera, world = frame 0
     focal            float            focal length (pixels; the input's if not estimated)
     focal_std        float            its standard deviation (pixels; NaN if not estimated)
-    depth_scale      [T] f64          per-frame factor: depth[t]·scale[t] is consistent with the poses
+    depth_scale      [T] f64          per-frame factor: depth[t]·scale[t] is consistent with the poses ...
+    depth_shift      [T] f64          ... with this disparity shift: 1/d → 1/(d·scale) + shift (0: none)
     status           [T] str          "reference", "ok" or "interpolated"
     pnp_inliers      [T] int          RANSAC inliers of the initial PnP (frame 0: its tracks)
     ba_inliers       [T] int          observations kept by the bundle adjustment
@@ -107,6 +119,11 @@ class SolverResult:
     num_tracks: int
     points: np.ndarray
     point_tracks: np.ndarray
+    depth_shift: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.depth_shift is None:
+            object.__setattr__(self, "depth_shift", np.zeros(len(self.w2c)))
 
 
 # ---------------------------------------------------------------------------------------------- geometry
@@ -332,7 +349,7 @@ class _Problem:
     """
 
     def __init__(self, obs_track, obs_frame, uv, depth, anchor_frame, anchor_uv, free_frames, T, use_scales,
-                 use_focal, cx, cy, config):
+                 use_focal, cx, cy, config, use_shifts=False):
         self.ot, self.of, self.uv, self.config = obs_track, obs_frame, uv, config
         self.T, self.cx, self.cy = T, cx, cy
         self.af, self.auv = anchor_frame, anchor_uv
@@ -342,30 +359,41 @@ class _Problem:
         self.scale_frames = self.free if use_scales else np.zeros(0, np.int64)
         self.scale_slot = np.full(T, -1)
         self.scale_slot[self.scale_frames] = np.arange(len(self.scale_frames))
+        self.shift_frames = self.free if use_shifts else np.zeros(0, np.int64)
+        self.shift_slot = np.full(T, -1)
+        self.shift_slot[self.shift_frames] = np.arange(len(self.shift_frames))
         self.use_focal = use_focal
         self.n_pose = 6 * len(self.free)
         self.n_scale = len(self.scale_frames)
+        self.n_shift = len(self.shift_frames)
         self.n_points = len(anchor_frame)
         self.o_scale = self.n_pose
-        self.o_focal = self.o_scale + self.n_scale
+        self.o_shift = self.o_scale + self.n_scale
+        self.o_focal = self.o_shift + self.n_shift
         self.o_points = self.o_focal + int(use_focal)
         self.n = self.o_points + self.n_points
         has_d = np.isfinite(depth)
         self.logd = np.log(np.where(has_d, depth, 1.0))
         self.r_rows = np.flatnonzero(obs_frame != anchor_frame[obs_track])   # reprojection rows
         self.d_rows = np.flatnonzero(has_d)                                   # depth rows
+        # the shift prior's σ (disparity units): a fraction of the tracks' median disparity
+        q = np.exp(-self.logd[self.d_rows])
+        self.sigma_shift = config.shift_prior * (float(np.median(q)) if q.size else 1.0)
 
-    def pack(self, w2c, log_scale, log_f, log_depth):
+    def pack(self, w2c, log_scale, log_f, log_depth, shift=None):
         x = np.zeros(self.n)
         if len(self.free):
             x[:self.n_pose] = np.c_[_matrix_to_rotvec(w2c[self.free, :3, :3]), w2c[self.free, :3, 3]].ravel()
-        x[self.o_scale:self.o_focal] = log_scale[self.scale_frames]
+        x[self.o_scale:self.o_shift] = log_scale[self.scale_frames]
+        if shift is not None:
+            x[self.o_shift:self.o_focal] = shift[self.shift_frames]
         if self.use_focal:
             x[self.o_focal] = log_f
         x[self.o_points:] = log_depth
         return x
 
-    def unpack(self, x, w2c_fixed, log_scale_fixed, log_f_fixed):
+    def unpack(self, x, w2c_fixed, log_scale_fixed, log_f_fixed, shift_fixed=None):
+        """(w2c, log_scale, log_f, ζ, rotation vectors, shift) of ``x``; frames not solved keep the fixed values."""
         w2c = w2c_fixed.copy()
         rv = np.zeros((self.T, 3))
         if len(self.free):
@@ -374,9 +402,11 @@ class _Problem:
             w2c[self.free, :3, 3] = p[:, 3:]
             rv[self.free] = p[:, :3]
         log_scale = log_scale_fixed.copy()
-        log_scale[self.scale_frames] = x[self.o_scale:self.o_focal]
+        log_scale[self.scale_frames] = x[self.o_scale:self.o_shift]
+        shift = np.zeros(self.T) if shift_fixed is None else shift_fixed.copy()
+        shift[self.shift_frames] = x[self.o_shift:self.o_focal]
         log_f = x[self.o_focal] if self.use_focal else log_f_fixed
-        return w2c, log_scale, log_f, x[self.o_points:], rv
+        return w2c, log_scale, log_f, x[self.o_points:], rv, shift
 
     def world_points(self, w2c, log_f, zeta):
         """(X_world [M, 3], camera point at the anchor ρ [M, 3]) of every track."""
@@ -388,28 +418,41 @@ class _Problem:
         return X, rho
 
     def _camera(self, x, args):
-        w2c, log_scale, log_f, zeta, rv = self.unpack(x, *args)
+        w2c, log_scale, log_f, zeta, rv, shift = self.unpack(x, *args)
         X, rho = self.world_points(w2c, log_f, zeta)
         Xw = X[self.ot]
         Xc = np.einsum("nij,nj->ni", w2c[self.of, :3, :3], Xw) + w2c[self.of, :3, 3]
-        return w2c, log_scale, log_f, zeta, rv, X, rho, Xw, Xc
+        return w2c, log_scale, log_f, zeta, rv, X, rho, Xw, Xc, shift
+
+    def aligned_disparity(self, log_scale, shift):
+        """(u, floored) over the depth rows: the observed disparity aligned, ``max(q·e^(−s) + b, q·e^(−s)/2)``."""
+        d = self.d_rows
+        base = np.exp(np.clip(-self.logd[d] - log_scale[self.of[d]], -80.0, 80.0))  # trial steps can be wild
+        u = base + shift[self.of[d]]
+        floored = u < 0.5 * base
+        return np.where(floored, 0.5 * base, u), floored, base
 
     def residuals(self, x, *args):
-        w2c, log_scale, log_f, zeta, rv, X, rho, Xw, Xc = self._camera(x, args)
+        w2c, log_scale, log_f, zeta, rv, X, rho, Xw, Xc, shift = self._camera(x, args)
         z = np.maximum(Xc[:, 2], 1e-6)
         f = np.exp(log_f)
         r = self.r_rows
         ru = (f * Xc[r, 0] / z[r] + self.cx - self.uv[r, 0]) / self.config.sigma_px
         rv_ = (f * Xc[r, 1] / z[r] + self.cy - self.uv[r, 1]) / self.config.sigma_px
         d = self.d_rows
-        rd = (np.log(z[d]) - self.logd[d] - log_scale[self.of[d]]) / self.config.sigma_depth
-        return np.concatenate([ru, rv_, rd])
+        if self.n_shift:  # the aligned depth is 1 / max(1/(d·scale) + shift, 1/(2·d·scale))
+            u, _, _ = self.aligned_disparity(log_scale, shift)
+            rd = (np.log(z[d]) + np.log(u)) / self.config.sigma_depth
+        else:
+            rd = (np.log(z[d]) - self.logd[d] - log_scale[self.of[d]]) / self.config.sigma_depth
+        rb = shift[self.shift_frames] / self.sigma_shift
+        return np.concatenate([ru, rv_, rd, rb])
 
     def jacobian(self, x, *args):
         """Sparse Jacobian of :meth:`residuals` (analytic)."""
         from scipy.sparse import csr_matrix
 
-        w2c, log_scale, log_f, zeta, rv, X, rho, Xw, Xc = self._camera(x, args)
+        w2c, log_scale, log_f, zeta, rv, X, rho, Xw, Xc, shift = self._camera(x, args)
         f = np.exp(log_f)
         N = len(self.ot)
         z = np.maximum(Xc[:, 2], 1e-6)
@@ -464,9 +507,19 @@ class _Problem:
         block(rows_d, d, gz)
         sc = self.scale_slot[self.of[d]]
         m = sc >= 0
-        add(rows_d[m], self.o_scale + sc[m], np.full(int(m.sum()), -1.0 / sd))
+        if self.n_shift:
+            u, floored, base = self.aligned_disparity(log_scale, shift)
+            d_scale = np.where(floored, -1.0, -base / u) / sd        # d log(u) / d log-scale
+            add(rows_d[m], self.o_scale + sc[m], d_scale[m])
+            bs = self.shift_slot[self.of[d]]
+            m = (bs >= 0) & ~floored
+            add(rows_d[m], self.o_shift + bs[m], 1.0 / (u[m] * sd))   # d log(u) / d shift
+        else:
+            add(rows_d[m], self.o_scale + sc[m], np.full(int(m.sum()), -1.0 / sd))
+        rows_b = 2 * nr + len(d) + np.arange(self.n_shift)
+        add(rows_b, self.o_shift + np.arange(self.n_shift), np.full(self.n_shift, 1.0 / self.sigma_shift))
         rr, cc, vv = np.concatenate(rows_r), np.concatenate(cols_r), np.concatenate(vals_r)
-        return csr_matrix((vv, (rr, cc)), shape=(2 * nr + len(d), self.n))
+        return csr_matrix((vv, (rr, cc)), shape=(2 * nr + len(d) + self.n_shift, self.n))
 
 
 def _skew(a: np.ndarray) -> np.ndarray:
@@ -590,13 +643,15 @@ def solve_poses(tracks: Tracks, K: np.ndarray, estimate_focal: bool = False,
     zeta = np.log(np.where(live, sub.depth[np.maximum(anchor, 0)], 1.0))
 
     log_scale = np.zeros(T)
+    shift = np.zeros(T)
     log_f = np.log(f0)
     lo, hi = np.log(f0 * config.focal_range[0]), np.log(f0 * config.focal_range[1])
 
     def make_problem(obs_ok, free):
         sel = np.flatnonzero(obs_ok)
         return sel, _Problem(ot[sel], of[sel], sub.uv[sel], sub.depth[sel], anchor_frame, anchor_uv, free, T,
-                             config.depth_scales, estimate_focal, cx, cy, config)
+                             config.depth_scales, estimate_focal, cx, cy, config,
+                             use_shifts=config.depth_shifts and config.depth_scales)
 
     def obs_errors(problem, sel, w2c, log_f, zeta):
         X, _ = problem.world_points(w2c, log_f, zeta)
@@ -612,24 +667,27 @@ def solve_poses(tracks: Tracks, K: np.ndarray, estimate_focal: bool = False,
     obs_ok &= ~bad[ot]
     focal_std = float("nan")
     problem = None
-    for _ in range(config.rounds):
+    losses = (["soft_l1"] if config.align_pass and config.depth_scales else []) + ["cauchy"] * config.rounds
+    for round_, loss in enumerate(losses):
         per_frame = np.bincount(of[obs_ok], minlength=T)
         free = np.array([t for t in range(1, T) if per_frame[t] >= config.min_inliers], dtype=np.int64)
         if not obs_ok.any():
             break
         sel, problem = make_problem(obs_ok, free)
-        x0 = problem.pack(w2c, log_scale, log_f, zeta)
+        x0 = problem.pack(w2c, log_scale, log_f, zeta, shift)
         lb = np.full(problem.n, -np.inf)
         ub = np.full(problem.n, np.inf)
         if estimate_focal:
             lb[problem.o_focal], ub[problem.o_focal] = lo, hi
             x0[problem.o_focal] = np.clip(x0[problem.o_focal], lo + 1e-9, hi - 1e-9)
-        args = (w2c, log_scale, log_f)
+        args = (w2c, log_scale, log_f, shift)
         res = least_squares(problem.residuals, x0, jac=problem.jacobian, bounds=(lb, ub),
-                            method="trf", tr_solver="lsmr", loss="cauchy", f_scale=config.robust,
-                            x_scale="jac", max_nfev=config.max_nfev, args=args,
+                            method="trf", tr_solver="lsmr", loss=loss, f_scale=config.robust,
+                            x_scale="jac", max_nfev=config.max_nfev if loss == "cauchy" else config.align_nfev, args=args,
                             tr_options={"atol": 1e-10, "btol": 1e-10})
-        w2c, log_scale, log_f, zeta, _ = problem.unpack(res.x, *args)
+        w2c, log_scale, log_f, zeta, _, shift = problem.unpack(res.x, *args)
+        if loss != "cauchy":
+            continue  # the alignment pass: the robust rounds follow (they judge outliers and the focal)
         if estimate_focal:
             # errors along one track are correlated (the same tracking bias every frame): count tracks, not
             # observations, as independent samples
@@ -663,8 +721,12 @@ def solve_poses(tracks: Tracks, K: np.ndarray, estimate_focal: bool = False,
         z = np.maximum(Xc[:, 2], 1e-9)
         uvp = Xc[:, :2] / z[:, None] * Kf[0, 0] + [cx, cy]
         err = np.linalg.norm(uvp - sub.uv[sel], axis=1)
-        derr = np.abs(np.log(z) - np.log(np.where(np.isfinite(sub.depth[sel]), sub.depth[sel], np.nan))
-                      - log_scale[of[sel]])
+        dep = np.where(np.isfinite(sub.depth[sel]), sub.depth[sel], np.nan)
+        if shift.any():
+            base = 1.0 / (dep * np.exp(log_scale[of[sel]]))
+            derr = np.abs(np.log(z) + np.log(np.maximum(base + shift[of[sel]], 0.5 * base)))
+        else:
+            derr = np.abs(np.log(z) - np.log(dep) - log_scale[of[sel]])
         not_anchor = of[sel] != anchor_frame[ot[sel]]  # anchors reproject exactly by construction
         for t in range(T):
             m = of[sel] == t
@@ -680,9 +742,11 @@ def solve_poses(tracks: Tracks, K: np.ndarray, estimate_focal: bool = False,
     w2c = interpolate_poses(w2c, solved)
     if config.depth_scales:
         log_scale = np.interp(np.arange(T), np.flatnonzero(solved), log_scale[solved])
+        shift = np.interp(np.arange(T), np.flatnonzero(solved), shift[solved])
     status = np.where(solved, "ok", "interpolated").astype(object)
     status[0] = "reference"
     return SolverResult(w2c=w2c, focal=float(np.exp(log_f)), focal_std=focal_std if estimate_focal else float("nan"),
-                        depth_scale=np.exp(log_scale), status=status.astype(str), pnp_inliers=pnp_inl,
+                        depth_scale=np.exp(log_scale), depth_shift=shift, status=status.astype(str),
+                        pnp_inliers=pnp_inl,
                         ba_inliers=ba_inl, reproj_px=reproj, depth_err=depth_err, num_tracks=int(len(kept_tracks)),
                         points=points[kept_tracks], point_tracks=ids[kept_tracks])

@@ -313,6 +313,18 @@ def test_poses_command_and_world_path_run(handheld, handheld_files, tmp_path, ca
     assert np.array_equal(a, b)
     assert main([*run, "--source-poses", "nowhere.json", "--out", str(tmp_path / "x")]) == 2
     assert "--source-poses" in capsys.readouterr().err
+    # relative depth: the per-frame alignment is chosen on the command line, recorded and reported
+    rel = ["recon", str(d / "input.mp4"), "--depth", str(d / "depth.npz"), "--depth-kind", "disparity", "--fov",
+           "60", "--num-frames", "9", "--trajectory", "orbit", "--yaw", "20", "-q"]
+    assert main([*rel, "--align-depth", "scale", "--out", str(tmp_path / "s")]) == 0
+    cfg = json.loads((tmp_path / "s" / "config.json").read_text())
+    assert cfg["run"]["poses"]["align_depth"] == "scale"
+    report = json.loads((tmp_path / "s" / "poses_report.json").read_text())
+    assert all(f["depth_shift"] == 0 for f in report["frames"])
+    assert main(["poses", str(d / "input.mp4"), "--depth", str(d / "depth.npz"), "--depth-kind", "disparity",
+                 "--fov", "60", "--num-frames", "9", "-q", "--out", str(tmp_path / "pa")]) == 0
+    frames = json.loads((tmp_path / "pa" / "poses_report.json").read_text())["frames"]
+    assert frames[0]["depth_shift"] == 0 and any(f["depth_shift"] != 0 for f in frames[1:])
 
 
 def test_tripod_video_outputs_unchanged_by_pose_estimation(tmp_path):
@@ -334,17 +346,54 @@ def test_tripod_video_outputs_unchanged_by_pose_estimation(tmp_path):
     assert rep["static"] and rep["focal_source"].startswith("default")
 
 
+def _aligned_errors(poses, rel, depth):
+    """(worst frame's median, 99th percentile over the clip) of |aligned depth / true depth − 1|."""
+    from ex4d.poses import align_depth_frame
+
+    aligned = np.stack([align_depth_frame(rel[t], poses.depth_scale[t], poses.depth_shift[t]) for t in range(len(rel))])
+    err = np.abs(aligned / depth - 1.0)
+    return float(np.max(np.median(err, axis=(1, 2)))), float(np.percentile(err, 99))
+
+
 def test_relative_depth_is_aligned_to_the_poses(handheld):
     frames, depth, w2c = handheld
     drift = 1.0 + 0.08 * np.sin(np.linspace(0, 3, T))   # a relative depth model's per-frame scale
     drift /= drift[0]
-    poses = estimate_source_poses(frames, depth * drift[:, None, None].astype(np.float32), K_TRUE,
-                                  relative_depth=True)
-    np.testing.assert_allclose(poses.depth_scale * drift, 1.0, atol=0.01)   # static points stay put
-    rot, pos = _errors(poses.w2c, w2c)
-    assert rot < 0.5 and pos < 0.01 * float(np.median(depth))
+    rel = depth * drift[:, None, None].astype(np.float32)
+    scale = estimate_source_poses(frames, rel, K_TRUE, relative_depth=True, config=PosesConfig(align_depth="scale"))
+    np.testing.assert_allclose(scale.depth_scale * drift, 1.0, atol=0.01)   # static points stay put
+    assert not scale.depth_shift.any()
+    affine = estimate_source_poses(frames, rel, K_TRUE, relative_depth=True)  # auto: scale and shift
+    assert _aligned_errors(affine, rel, depth)[0] < 0.01
+    for poses in (scale, affine):
+        rot, pos = _errors(poses.w2c, w2c)
+        assert rot < 0.5 and pos < 0.01 * float(np.median(depth))
     exact = estimate_source_poses(frames[:9], depth[:9], K_TRUE, relative_depth=False)
-    assert np.array_equal(exact.depth_scale, np.ones(9))   # metric/exact depth is left alone
+    assert np.array_equal(exact.depth_scale, np.ones(9)) and not exact.depth_shift.any()  # metric depth: left alone
+
+
+def test_relative_depth_drifting_in_scale_and_shift_is_aligned(handheld):
+    """Affine-invariant disparity drifts per frame in scale and shift: the bundle adjustment undoes both."""
+    from ex4d.poses import align_depth_frame
+
+    frames, depth, w2c = handheld
+    disp = 1.0 / depth.astype(np.float64)
+    phase = np.linspace(0, 3, T)
+    a = 1.0 + 0.05 * np.sin(phase)                          # disparity = a·disp_true + b; frame 0 exact
+    b = 0.25 * float(np.median(disp)) * np.sin(1.7 * phase)
+    rel = (1.0 / (a[:, None, None] * disp + b[:, None, None])).astype(np.float32)
+    affine = estimate_source_poses(frames, rel, K_TRUE, relative_depth=True)   # auto = affine for relative depth
+    assert affine.depth_shift[0] == 0 and affine.depth_scale[0] == 1 and np.any(affine.depth_shift != 0)
+    median, p99 = _aligned_errors(affine, rel, depth)
+    assert median < 0.01 and p99 < 0.05, (median, p99)
+    scale_only = estimate_source_poses(frames, rel, K_TRUE, relative_depth=True,
+                                       config=PosesConfig(align_depth="scale"))
+    assert _aligned_errors(scale_only, rel, depth)[1] > 2 * p99   # a scale alone cannot undo a shift
+    rot, pos = _errors(affine.w2c, w2c)
+    assert rot < 0.5 and pos < 0.01 * float(np.median(depth))
+    # the floor keeps every aligned depth finite and positive, whatever the shift
+    far = align_depth_frame(np.full((2, 2), 1e6, np.float32), 1.0, -1.0)
+    assert np.all(np.isfinite(far)) and np.all(far > 0)
 
 
 def test_viewer_export_carries_a_moving_source_path(handheld):
