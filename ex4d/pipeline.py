@@ -462,7 +462,7 @@ def run_pipeline(config: RunConfig, out: str | os.PathLike, overwrite: bool = Fa
         if overwrite:
             filled = fill and config.fill != "none"
             caches = {"stages.json", "frames", "depth", "depth-raw", "depth-values", "poses.npz", "render"} | (
-                {"fill", "fill-pass1", "windows", "lifted.npz", "right.npz"} if filled else set())
+                {"fill", "fill-pass1", "windows", "windows-right", "lifted.npz", "right.npz"} if filled else set())
             folder.remove_outputs(keep=_writes(config, fill), state_keep=caches)
             for stage, kept in (("fill", filled), ("stereo", filled and config.stereo)):
                 if not kept:
@@ -472,6 +472,11 @@ def run_pipeline(config: RunConfig, out: str | os.PathLike, overwrite: bool = Fa
         except Ex4dError:
             _drop_decoded_frames(out)
             raise
+        finally:
+            if config.fill == "ex4d":  # the generator shared by the fill and stereo stages
+                from .diffusion.windowed import release_shared_generator
+
+                release_shared_generator()
 
 
 def _drop_decoded_frames(out: Path) -> None:
@@ -655,23 +660,20 @@ def _check_fill_ready(config: RunConfig) -> None:
     check_model_files(wan, adapter, config.fill_options.get("encoders"))
 
 
-_WEIGHT_OPTIONS = ("wan", "adapter", "encoders")
-_WINDOW_OPTIONS = ("window", "overlap", "lift", "lift_keep", "lift_every")  # ex4d.diffusion.windows.WindowConfig
-
-
 def _generate_config(config: RunConfig):
     """The GenerateConfig of ``--fill ex4d``: the run's seed and every fill option but weights and windows."""
     from .diffusion.config import GenerateConfig
+    from .diffusion.windowed import split_fill_options
 
-    opts = {k: v for k, v in config.fill_options.items() if k not in _WEIGHT_OPTIONS + _WINDOW_OPTIONS}
-    return GenerateConfig(**{"seed": config.seed, **opts})
+    return GenerateConfig(**{"seed": config.seed, **split_fill_options(config.fill_options)[1]})
 
 
 def _window_config(config: RunConfig):
     """The WindowConfig of ``--fill ex4d`` (window, overlap, lifting)."""
+    from .diffusion.windowed import split_fill_options
     from .diffusion.windows import WindowConfig
 
-    return WindowConfig(**{k: v for k, v in config.fill_options.items() if k in _WINDOW_OPTIONS})
+    return WindowConfig(**split_fill_options(config.fill_options)[2])
 
 
 def _fill(config: RunConfig, render, clip, depth, K, w2c_rel, w2c_world, K_out, w2c_src, far, cache: Path, key: str,

@@ -214,7 +214,12 @@ def run_stereo(views: RunViews, layout: str, config: StereoConfig | None = None,
     else:
         eye = render_right_eye(frames, geometry, config, views.lift_config, backend=views.config.recon.backend,
                                progress=progress)
-        right = fill_right_eye(eye, fill, fill_options, views.config.seed, progress)
+        import hashlib
+
+        # the right eye's generation windows are kept beside the run's (a re-run after a crash resumes)
+        windows = (views.out / STATE / "windows-right", hashlib.sha256(json.dumps(key, sort_keys=True).encode())
+                   .hexdigest()[:16])
+        right = fill_right_eye(eye, fill, fill_options, views.config.seed, progress, windows=windows)
         known, borrowed = eye.known, eye.borrowed
         atomic_save_npz(right_path, compress=True, right=right, known=known, borrowed=borrowed)
         atomic_write_json(rec_path, key)

@@ -56,7 +56,6 @@ __all__ = ["StereoConfig", "StereoGeometry", "RightEye", "STEREO_FILLS", "near_d
            "right_eye_cameras", "disparity", "eye_mesh", "render_right_eye", "fill_right_eye", "make_right_eye"]
 
 STEREO_FILLS = ("classical", "ex4d")
-_WEIGHT_OPTIONS = ("wan", "adapter", "encoders")
 
 
 @dataclass(frozen=True)
@@ -348,15 +347,19 @@ def render_right_eye(frames: Sequence[LiftedFrame], geometry: StereoGeometry, co
 # ---------------------------------------------------------------------------------------------- fill
 
 def fill_right_eye(eye: RightEye, fill: str = "classical", fill_options: dict | None = None, seed: int = 0,
-                   progress: bool = True) -> np.ndarray:
+                   progress: bool = True, windows: tuple | None = None) -> np.ndarray:
     """The finished right eye [T, H, W, 3] uint8: ``eye.color`` where known or borrowed, ``fill``'s pixels elsewhere.
 
     ``classical``: depth-aware inpainting from the background side plus temporal
     smoothing (:func:`ex4d.fill.classical_fill`; the reprojection pass is the
     lifted-neighbour pass already done). ``ex4d``: the EX-4D diffusion model on
-    the masked right eye (``fill_options``: ``wan``, ``adapter``, ``encoders``
-    and any :class:`~ex4d.diffusion.GenerateConfig` field), composited so that
-    its output replaces only the unknown pixels.
+    the masked right eye (``fill_options``: ``wan``, ``adapter``, ``encoders``,
+    ``window``, ``overlap`` and any :class:`~ex4d.diffusion.GenerateConfig`
+    field), generated in the left eye's windows (any length) with the model the
+    run's fill loaded (:func:`~ex4d.diffusion.windowed.shared_generator`; else it is loaded and freed here) and
+    composited so that its output replaces only the unknown pixels. ``windows``:
+    (folder, key) keeping the finished windows (a re-run resumes); None: a
+    temporary folder.
     """
     check(fill in STEREO_FILLS, f"unknown fill {fill!r} for the second eye; choose one of {', '.join(STEREO_FILLS)}")
     opts = dict(fill_options or {})
@@ -368,12 +371,36 @@ def fill_right_eye(eye: RightEye, fill: str = "classical", fill_options: dict | 
         return classical_fill(eye.color, have, view_depth=eye.depth, config=cfg, progress=progress)
     check(bool(opts.get("wan")), "the ex4d fill of the second eye needs the model weights: --wan DIR and --adapter FILE")
     try:
-        from .diffusion import GenerateConfig, generate_video
+        from .diffusion import GenerateConfig
+        from .diffusion.windowed import shared_generator, split_fill_options
+        from .diffusion.windows import WindowConfig, generate_windows
     except ImportError as e:  # pragma: no cover - the diffusion extra is part of the test setup
         raise Ex4dError(f"--fill ex4d needs the diffusion extra: pip install 'ex4d[diffusion]' ({e})")
-    gen = GenerateConfig(**{"seed": seed, **{k: v for k, v in opts.items() if k not in _WEIGHT_OPTIONS}})
-    out = generate_video(eye.color, have, opts["wan"], opts.get("adapter"), gen, progress=progress,
-                         encoders=opts.get("encoders"))
+    weights, gen_opts, window_opts = split_fill_options(opts)
+    gen = GenerateConfig(**{"seed": seed, **gen_opts})
+    # the left eye's windows (any length), without lifting: what this eye keeps seeing is already in its
+    # known and borrowed pixels, lifted from the whole left output
+    wconf = WindowConfig(**{**{k: v for k, v in window_opts.items() if k in ("window", "overlap")}, "lift": "none"})
+    generate = shared_generator(weights["wan"], weights.get("adapter"), gen, weights.get("encoders"))
+
+    def run(folder, key) -> np.ndarray:
+        result = generate_windows(eye.color, have, generate, wconf, folder, key, seed=gen.seed, progress=progress)
+        return np.concatenate([np.asarray(frames) for _, frames in result.chunks()])
+
+    borrowed = "g" in generate.holder  # loaded by the run's fill: it stays for the caller, who frees it
+    try:
+        if windows is None:
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="ex4d-right-eye-") as tmp:
+                out = run(tmp, "right-eye")
+        else:
+            out = run(*windows)
+    finally:
+        if not borrowed:
+            from .diffusion.windowed import release_shared_generator
+
+            release_shared_generator()
     check(out.shape == eye.color.shape, f"internal: the generator returned {out.shape}, expected {eye.color.shape}")
     return np.where(have[..., None], eye.color, out)
 

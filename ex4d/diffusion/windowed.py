@@ -31,20 +31,68 @@ def lift_backend(memory: str, backend: str | None = None) -> str | None:
     return "numba" if memory == "low" else None
 
 
-def _lazy_generator(load):
-    """``generate(color, mask, seed)`` over an Ex4dGenerator that ``load()`` makes on the first call."""
-    holder: dict = {}
+#: ``fill_options`` keys of ``--fill ex4d`` that name the weights, and those of the windows (:class:`WindowConfig`);
+#: every other key is a :class:`~ex4d.diffusion.config.GenerateConfig` field
+WEIGHT_OPTIONS = ("wan", "adapter", "encoders")
+WINDOW_OPTIONS = ("window", "overlap", "lift", "lift_keep", "lift_every")
+
+
+def split_fill_options(opts: dict) -> tuple[dict, dict, dict]:
+    """(weights, GenerateConfig fields, WindowConfig fields) of a run's ``--fill ex4d`` options."""
+    opts = dict(opts or {})
+    return ({k: v for k, v in opts.items() if k in WEIGHT_OPTIONS},
+            {k: v for k, v in opts.items() if k not in WEIGHT_OPTIONS + WINDOW_OPTIONS},
+            {k: v for k, v in opts.items() if k in WINDOW_OPTIONS})
+
+
+_SHARED: dict = {}  # the one generator kept across the stages of a run: {"key": ..., "holder": {"g", "load_s"}}
+
+
+def shared_generator(wan, adapter, gen_config, encoders=None):
+    """``generate(color, mask, seed)`` for ``gen_config`` over an Ex4dGenerator loaded on its first call, once per
+    process and key.
+
+    The fill and the stereo stage of ``ex4d run --fill ex4d --stereo`` share it, so the models are read once.
+    The key is the weight files and the loading fields of ``gen_config``
+    (:data:`~ex4d.diffusion.config.MODEL_FIELDS`); another key drops the kept generator first. The sampling
+    settings (prompt, steps, …) are ``gen_config``'s on every call. ``generate.holder`` holds the generator
+    (``"g"``) and its load time (``"load_s"``) once loaded; :func:`release_shared_generator` frees it.
+    """
+    from .config import MODEL_FIELDS
+
+    key = (str(wan), None if adapter is None else str(adapter), None if encoders is None else str(encoders),
+           tuple((f, repr(getattr(gen_config, f))) for f in MODEL_FIELDS))
+    if _SHARED.get("key") != key:
+        release_shared_generator()
+        _SHARED.update(key=key, holder={})
+    holder = _SHARED["holder"]
 
     def generate(color, mask, seed):
         if "g" not in holder:
+            from .pipeline import Ex4dGenerator
+
+            pair = [(gen_config.prompt, gen_config.negative_prompt if gen_config.cfg != 1.0 else None)]
             t0 = time.perf_counter()
-            holder["g"] = load()
+            holder["g"] = Ex4dGenerator.load(wan, adapter, gen_config, encoders=encoders, overlap=True, prompts=pair)
             holder["load_s"] = time.perf_counter() - t0
-        g = holder["g"]
-        return g.generate(color, mask, g.config.replace(seed=seed), progress=False)
+        return holder["g"].generate(color, mask, gen_config.replace(seed=seed), progress=False)
 
     generate.holder = holder
     return generate
+
+
+def release_shared_generator() -> None:
+    """Drop the generator :func:`shared_generator` keeps (its GPU memory is freed)."""
+    had = _SHARED.get("holder", {}).get("g") is not None
+    _SHARED.clear()
+    if had:
+        import gc
+
+        import torch
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 def fill_windows(render, clip, w2c: np.ndarray, K_out: np.ndarray, wan, adapter, gen_config, config: WindowConfig,
@@ -55,13 +103,10 @@ def fill_windows(render, clip, w2c: np.ndarray, K_out: np.ndarray, wan, adapter,
     Loads the models only when a window is left to generate. ``cache`` is the run's ``.ex4d`` folder.
     """
     from ..streaming import CHUNK, fill_store
-    from .pipeline import Ex4dGenerator
 
     color, mask, vdepth = render.field("color"), render.field("mask"), render.field("depth")
     T, H, W = mask.shape
-    pair = [(gen_config.prompt, gen_config.negative_prompt if gen_config.cfg != 1.0 else None)]
-    generate = _lazy_generator(lambda: Ex4dGenerator.load(wan, adapter, gen_config, encoders=encoders, overlap=True,
-                                                          prompts=pair))
+    generate = shared_generator(wan, adapter, gen_config, encoders)
     result = generate_windows(color, mask, generate, config, cache / "windows", key, seed=gen_config.seed,
                               view_depth=vdepth, w2c=w2c, K=K_out, lift_config=lift_config,
                               backend=lift_backend(gen_config.memory, backend), progress=progress)

@@ -111,3 +111,26 @@ def test_run_checks_the_weights_and_adapter_before_the_recon(tmp_path, wan_dirs,
     err = capsys.readouterr().err
     assert "image_encoder" in err or "CLIP" in err, err
     assert not out.exists()
+
+
+def test_run_with_windows_and_stereo_loads_the_model_once(tmp_path, wan_dirs, adapter, monkeypatch, capsys):
+    """`ex4d run --fill ex4d --window … --stereo sbs`: both eyes generated in windows with one model load."""
+    import ex4d.diffusion.pipeline as pipeline
+    from ex4d.diffusion import windowed
+
+    diffusers_dir, _ = wan_dirs
+    export_original_ckpt(adapter, tmp_path / "ex4d.ckpt")
+    loads = []
+    real = pipeline.Ex4dGenerator.load.__func__
+    monkeypatch.setattr(pipeline.Ex4dGenerator, "load",
+                        classmethod(lambda cls, *a, **k: loads.append(1) or real(cls, *a, **k)))
+    out = tmp_path / "run"
+    code = run("run", "--example", "--num-frames", "9", "--example-size", "64", "--fill", "ex4d", "--wan",
+               str(diffusers_dir), "--adapter", str(tmp_path / "ex4d.ckpt"), "--steps", "2", "--window", "5",
+               "--overlap", "1", "--stereo", "sbs", "--trajectory", "orbit", "--yaw", "20", "-q", "--out", str(out))
+    assert code == 0, capsys.readouterr().err
+    assert len(loads) == 1, f"the models were loaded {len(loads)} times"
+    assert (out / "stereo.mp4").is_file() and (out / "output.mp4").is_file()
+    pair = video_io.read_video(out / "stereo.mp4", num_frames=None, max_res=4096, multiple=1).frames
+    assert pair.shape == (9, 64, 128, 3)
+    assert not windowed._SHARED, "the run kept its generator after it finished"
