@@ -152,9 +152,10 @@ def lift_run(views: RunViews, output: np.ndarray | None = None, progress: bool =
 
         bar = tqdm(total=T, desc="lift", unit="frame", leave=False)
     frames = []
+    fallback = _fallback(views.depth)  # once: a median over the whole clip
     for t in range(T):
         frames.append(lift_frame(output[t], views.depth[t], views.mask[t], views.K[t], views.w2c[t], config=lift_cfg,
-                                 fallback=_fallback(views.depth)))
+                                 fallback=fallback))
         if bar is not None:
             bar.update(1)
     if bar is not None:
