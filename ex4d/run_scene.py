@@ -202,6 +202,13 @@ def run_stereo(views: RunViews, layout: str, config: StereoConfig | None = None,
     fill = fill or (run_fill if run_fill in ("classical", "ex4d") else "classical")
     if fill_options is None:
         fill_options = dict(views.config.fill_options) if fill == run_fill else {}
+    if fill == "ex4d":  # the weights and adapter are checked before the lifting and rendering, not after them
+        check(bool(fill_options.get("wan")),
+              "the ex4d fill of the second eye needs the model weights: --wan DIR and --adapter FILE (or --fill "
+              "classical, which needs none)")
+        from .diffusion.fastload import check_model_files
+
+        check_model_files(fill_options["wan"], fill_options.get("adapter"), fill_options.get("encoders"))
     frames = lift_run(views, output, progress)
     left = np.stack([f.rgb for f in frames])
     geometry = stereo_geometry([f.depth for f in frames], config)

@@ -102,7 +102,10 @@ def test_bad_inputs_are_one_line_errors(stereo_run, tmp_path, capsys):
                       ((out, "--convergence", "0"), "--convergence must be a positive"),
                       ((out, "--out", tmp_path / "a.mkv"), ".mp4"),
                       ((out, "--layout", "anaglyph", "--half"), "--half applies"),
-                      ((tmp_path / "nothing",), "is not a folder")]:
+                      ((tmp_path / "nothing",), "is not a folder"),
+                      # the weights are checked before any lifting: a missing folder fails at once
+                      ((out, "--fill", "ex4d", "--wan", tmp_path / "no-weights", "--out", tmp_path / "b.mp4"),
+                       "no-weights")]:
         assert run("stereo", *args) == 2, args
         err = capsys.readouterr().err
         assert msg in err and "Traceback" not in err and err.count("\n") == 1, err
