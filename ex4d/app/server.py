@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 from ..errors import Ex4dError
+from ..io.outdir import FolderBusy, run_folder_lock
 from .jobs import (SERVED_FILES, DiskFull, JobNotFound, JobStore, QueueFull, ServerBusy, UnknownSession,
                    valid_token)
 
@@ -57,7 +58,7 @@ class _TooLarge(Ex4dError):
 
 
 _STATUS = ((JobNotFound, 404), (QueueFull, 429), (_Forbidden, 403), (UnknownSession, 403), (ServerBusy, 503),
-           (DiskFull, 507), (_TooLarge, 413))
+           (DiskFull, 507), (_TooLarge, 413), (FolderBusy, 409))
 
 
 def static_dir() -> Path:
@@ -393,8 +394,8 @@ def create_view_app(out: str | os.PathLike, max_size: int = 512, host: str = "12
         return _page("view.html")
 
     async def scene(request):
-        def make():
-            with lock:
+        def make():  # read under the run folder's shared lock: not while an `ex4d run` rewrites it
+            with lock, run_folder_lock(out, "the run", shared=True):
                 return export_run_scene(out, max_size=max_size)
 
         return _gzip_file(await run_in_threadpool(make))
@@ -414,7 +415,7 @@ def create_view_app(out: str | os.PathLike, max_size: int = 512, host: str = "12
 
             path = out / ".ex4d" / "view" / "scene.glb"
             newest = max(p.stat().st_mtime for p in (out / "output.mp4", out / "config.json") if p.is_file())
-            with lock:
+            with lock, run_folder_lock(out, "the run", shared=True):
                 if not (path.is_file() and path.stat().st_mtime >= newest):
                     run_export(read_run(out), "glb", path, progress=False)
             return path

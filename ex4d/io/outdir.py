@@ -43,7 +43,7 @@ from .atomic import atomic_write_json
 from .json_input import read_json
 
 __all__ = ["STATE_DIR", "LOCK_FILE", "RUN_RECORD", "OutputFolder", "check_output_location", "remove_temp_files",
-           "TEMP_NAME", "run_folder_lock"]
+           "TEMP_NAME", "run_folder_lock", "FolderBusy"]
 
 STATE_DIR = ".ex4d"
 LOCK_FILE = "lock"
@@ -108,6 +108,10 @@ def remove_temp_files(folder: Path, subfolders: Iterable[str] = ()) -> list[Path
     return removed
 
 
+class FolderBusy(Ex4dError):
+    """Another ex4d command holds the folder's lock (the web apps answer 409)."""
+
+
 def _acquire_lock(path: Path, label: str, folder: Path, shared: bool) -> int | None:
     """``flock`` ``path`` without waiting: the open descriptor (close it to release), None where locks are missing.
 
@@ -129,8 +133,8 @@ def _acquire_lock(path: Path, label: str, folder: Path, shared: bool) -> int | N
             pid = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
         finally:
             os.close(fd)
-        raise Ex4dError(f"{label} {folder}: folder busy (pid {pid}): another ex4d command is writing into it; wait "
-                        f"for it to finish, or choose another {label}") from None
+        raise FolderBusy(f"{label} {folder}: folder busy (pid {pid}): another ex4d command is writing into it; wait "
+                         f"for it to finish, or choose another {label}") from None
     except OSError:  # e.g. a file system without locks: run unlocked rather than not at all
         os.close(fd)
         return None

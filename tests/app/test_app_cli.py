@@ -71,3 +71,21 @@ def test_ex4d_view_process(run_out):
             proc.kill()
             proc.wait()
     assert proc.returncode in (0, -signal.SIGINT, 130), proc.returncode
+
+
+def test_ex4d_view_answers_409_while_the_run_is_being_rewritten(run_out):
+    """The viewer reads the run under its shared lock: while a command writes the folder it answers 409, then 200."""
+    import json
+    import urllib.error
+
+    pytest.importorskip("uvicorn")
+    from ex4d.app.server import create_view_app, start_server
+    from ex4d.io.outdir import run_folder_lock
+
+    with start_server(create_view_app(run_out)) as server:
+        with run_folder_lock(run_out, "--out"):   # as an `ex4d run` into the folder holds it
+            with pytest.raises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(server.url + "/api/run/scene")
+            assert e.value.code == 409 and "busy" in json.loads(e.value.read())["error"]
+        with urllib.request.urlopen(server.url + "/api/run/scene") as r:
+            assert r.status == 200 and len(r.read()) > 1000
