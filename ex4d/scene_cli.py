@@ -7,7 +7,6 @@ Also the stereo flags of ``ex4d run`` (:func:`add_stereo_args`, :func:`stereo_op
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 __all__ = ["register", "add_stereo_args", "stereo_options"]
@@ -102,11 +101,7 @@ def _cmd_stereo(args) -> int:
     from .io.outdir import run_folder_lock
 
     with run_folder_lock(args.run, "RUN"):  # writes caches into the run: no `ex4d run` or stereo there meanwhile
-        try:
-            return _stereo(args)
-        finally:
-            if "ex4d.diffusion.windowed" in sys.modules:  # a --fill ex4d right eye kept its generator
-                sys.modules["ex4d.diffusion.windowed"].release_shared_generator()
+        return _stereo(args)  # a --fill ex4d right eye frees the model it loaded (stereo.fill_right_eye)
 
 
 def _stereo(args) -> int:

@@ -370,10 +370,9 @@ def _check_encoders(enc: Path) -> None:
 
 @dataclass
 class ModelFiles:
-    """What :func:`check_model_files` found: the layout, the folders, the DiT (meta) and the adapter dims it needs."""
+    """What :func:`check_model_files` found: the layout, the encoders' folder, the DiT (meta) and the adapter dims."""
 
     layout: str
-    wan: Path
     encoders: Path
     source: DitSource
     transformer: nn.Module
@@ -420,7 +419,7 @@ def check_model_files(wan: str | os.PathLike, adapter: str | os.PathLike | None 
         from .checkpoint import inspect_adapter
 
         inspect_adapter(adapter, expected=spec)
-    return ModelFiles(layout, wan, enc, source, transformer, vae_cfg, spec)
+    return ModelFiles(layout, enc, source, transformer, vae_cfg, spec)
 
 
 class _Marks:

@@ -668,7 +668,7 @@ def solve_poses(tracks: Tracks, K: np.ndarray, estimate_focal: bool = False,
     focal_std = float("nan")
     problem = None
     losses = (["soft_l1"] if config.align_pass and config.depth_scales else []) + ["cauchy"] * config.rounds
-    for round_, loss in enumerate(losses):
+    for loss in losses:
         per_frame = np.bincount(of[obs_ok], minlength=T)
         free = np.array([t for t in range(1, T) if per_frame[t] >= config.min_inliers], dtype=np.int64)
         if not obs_ok.any():
