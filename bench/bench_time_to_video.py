@@ -27,7 +27,10 @@ Sections (in this order by default; each skipped when the time left in ``--budge
 * ``run-example`` — ``ex4d run --example --fill ex4d --compile --fp8-matmul`` (recon + fill);
 * ``jobs-fp8`` — ``ex4d generate --jobs`` with two jobs;
 * ``serve-fp8-cache``, ``serve-distill`` — the warm worker with fewer DiT evaluations: ``--step-cache first-block
-  --step-cache-threshold 0.08`` (changes results), or the distillation-LoRA stand-in with ``--preset lightx2v-4step``.
+  --step-cache-threshold 0.08`` (changes results), or the distillation-LoRA stand-in with ``--preset lightx2v-4step``;
+* ``fp8-clean``, ``bf16-clean`` — ``fp8`` and ``bf16`` with only ``ex4d[diffusion]``'s dependency closure importable
+  (``python -S``, :mod:`clean_env`): a user's fresh virtual environment instead of this machine's image, whose
+  other packages (scikit-learn, for one, which transformers imports when present) cost import time.
 
 Results go to ``$OUT/time_to_video.json`` (or ``--out``) after every section, so a timeout leaves what was
 measured; the table is printed after each section and at the end (also ``time_to_video.txt``). The weights
@@ -54,11 +57,11 @@ import numpy as np  # noqa: E402
 
 GIB = 1024**3
 ORDER = ["warmup-fp8", "fp8", "diffusers", "serve-fp8", "warmup-bf16", "bf16", "low-fp8", "balanced", "distill",
-         "fp8-cpu-loader", "run-example", "jobs-fp8", "serve-fp8-cache", "serve-distill"]
+         "fp8-cpu-loader", "run-example", "jobs-fp8", "serve-fp8-cache", "serve-distill", "fp8-clean", "bf16-clean"]
 TINY_ORDER = ["fp8", "diffusers", "serve-fp8", "low-fp8", "distill", "jobs-fp8"]  # every kind but warmup/run: CPU time
 EST_S = {"fp8-cpu-loader": 110, "weights": 120, "warmup-fp8": 75, "fp8": 65, "diffusers": 95, "serve-fp8": 95, "warmup-bf16": 40,
          "bf16": 70, "low-fp8": 45, "balanced": 50, "distill": 35, "run-example": 65, "jobs-fp8": 95,
-         "serve-fp8-cache": 70, "serve-distill": 60}
+         "serve-fp8-cache": 70, "serve-distill": 60, "fp8-clean": 60, "bf16-clean": 65}
 FP8 = ["--compile", "--fp8-matmul"]
 SECTIONS = {  # name: (kind, flags, GPU cap GiB, steps key)
     "warmup-fp8": ("warmup", FP8, None, "steps"),
@@ -76,7 +79,12 @@ SECTIONS = {  # name: (kind, flags, GPU cap GiB, steps key)
     # the warm worker with fewer DiT evaluations: the step cache (changes results), a 4-step distillation LoRA
     "serve-fp8-cache": ("serve", FP8 + ["--step-cache", "first-block", "--step-cache-threshold", "0.08"], None, "steps"),
     "serve-distill": ("serve", FP8 + ["--lora", "{distill}", "--preset", "lightx2v-4step"], None, None),
+    # the same commands in a fresh virtual environment's view: only ex4d[diffusion]'s dependency closure on
+    # sys.path (bench/clean_env.py), as a user who installed ex4d on its own has it
+    "fp8-clean": ("generate", FP8, None, "steps"),
+    "bf16-clean": ("generate", ["--compile"], None, "steps"),
 }
+CLEAN_SECTIONS = {"fp8-clean", "bf16-clean"}
 SECTION_ENV = {"fp8-cpu-loader": {"EX4D_FASTLOAD": "0"}}  # the loader before this work: all on the CPU, then moved
 
 
@@ -228,8 +236,23 @@ class Bench:
             return []
         return ["--steps", str(getattr(self.args, key))]
 
+    def clean_site(self) -> Path:
+        """The clean environment's site folder (bench/clean_env.py), built once per run."""
+        folder = self.work / "clean-site"
+        if not (folder / ".built").is_file():
+            import clean_env
+
+            shutil.rmtree(folder, ignore_errors=True)
+            info = clean_env.build(folder)
+            (folder / ".built").write_text(json.dumps(info))
+            self.result["clean_env"] = {k: v for k, v in info.items() if k != "folder"}
+        return folder
+
     def call(self, argv: list[str], name: str, cap: float | None = None, timeout: float | None = None) -> dict:
         env = dict(self.env, **SECTION_ENV.get(name, {}))
+        if name in CLEAN_SECTIONS and argv and argv[0] == sys.executable:
+            argv = [argv[0], "-S", *argv[1:]]  # no site-packages: only the clean folder and the repository
+            env["PYTHONPATH"] = f"{self.clean_site()}{os.pathsep}{ROOT}"
         if cap is not None and not self.tiny:
             env["EX4D_GPU_MEMORY_CAP_GIB"] = str(cap)
         limit = max(10.0, min(timeout or 600.0, self.left()))
@@ -526,6 +549,7 @@ LOAD_COLUMNS = [  # (header, where in timings_s): where a command's first second
     ("DiT", ("load_detail", "dit_s")), ("DiT GB/s", ("load_detail", "dit_gb_per_s")),
     ("DiT read wait", ("load_detail", "dit_read_wait_s")), ("DiT GPU work", ("load_detail", "dit_process_s")),
     ("DiT wait", ("dit_wait",)), ("load", ("load",)),
+    ("1st step", ("stages", "first_step_s")), ("other steps", ("stages", "rest_steps_s")),
 ]
 
 

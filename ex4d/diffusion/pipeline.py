@@ -268,9 +268,12 @@ class Ex4dGenerator:
         latents = initial_noise(cfg.seed, latent_shape(t, h, w, int(self.components.vae.config.z_dim))).to(self.device)
         scheduler = make_scheduler(cfg.steps, cfg.shift, device=self.device, sampler=cfg.sampler)
         step_noise = torch.Generator("cpu").manual_seed((cfg.seed + 1) % 2**63) if cfg.sampler == "lcm" else None
+        steps: dict = {}
         latents = denoise(self.components.transformer, scheduler, latents, y, text_pos, text_neg, clip_states,
-                          cfg.cfg, cfg.cfg_batch, self.dtype, conditioning, progress, generator=step_noise)
+                          cfg.cfg, cfg.cfg_batch, self.dtype, conditioning, progress, generator=step_noise,
+                          timings=steps)
         clock.lap("denoise_s")
+        clock.laps.update({k: round(v, 3) for k, v in steps.items()})  # first step vs the rest (within denoise_s)
         check(bool(torch.isfinite(latents).all()),
               "the sampler produced non-finite latents (NaN or inf), which would decode to a black video; with "
               "--dtype float16 use bfloat16, otherwise check the adapter and the Wan weights")

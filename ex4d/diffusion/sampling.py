@@ -49,7 +49,8 @@ def make_scheduler(steps: int, shift: float, device: torch.device | str | None =
 def denoise(transformer, scheduler, latents: torch.Tensor, y: torch.Tensor, text_pos: torch.Tensor,
             text_neg: torch.Tensor | None, image_states: torch.Tensor, cfg: float, cfg_batch: bool = True,
             dtype: torch.dtype = torch.bfloat16, conditioning: Callable[[], contextlib.AbstractContextManager] | None = None,
-            progress: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
+            progress: bool = True, generator: torch.Generator | None = None,
+            timings: dict | None = None) -> torch.Tensor:
     """Denoised latents [1, z, T', h, w] float32.
 
     Args:
@@ -65,7 +66,12 @@ def denoise(transformer, scheduler, latents: torch.Tensor, y: torch.Tensor, text
         conditioning: context manager factory wrapping the whole loop (token injection).
         progress: show a tqdm bar over the steps.
         generator: noise of a stochastic scheduler's steps (the ``lcm`` sampler).
+        timings: when given, gets ``first_step_s`` (the first step's wall time, the device synchronised
+            after it: in a new process it holds what ``--compile`` pays per process: Dynamo's tracing and
+            loading the cached kernels) and ``rest_steps_s`` (the other steps, synchronised at the end).
     """
+    import time
+
     from tqdm.auto import tqdm
 
     guided = cfg != 1.0
@@ -81,9 +87,18 @@ def denoise(transformer, scheduler, latents: torch.Tensor, y: torch.Tensor, text
     def branch(name: str):  # the cache keeps one state per branch ("cond", "uncond", or the CFG batch)
         return transformer.cache_context(name) if cached else contextlib.nullcontext()
 
+    def sync():
+        if latents.device.type == "cuda":
+            torch.cuda.synchronize(latents.device)
+
     ctx = conditioning() if conditioning is not None else contextlib.nullcontext()
+    t_start = time.perf_counter()
     with ctx:
-        for t in tqdm(scheduler.timesteps, desc="denoising", disable=not progress, leave=False):
+        for i, t in enumerate(tqdm(scheduler.timesteps, desc="denoising", disable=not progress, leave=False)):
+            if i == 1 and timings is not None:
+                sync()
+                timings["first_step_s"] = time.perf_counter() - t_start
+                t_start = time.perf_counter()
             x = torch.cat([latents, y], dim=1).to(dtype)  # [1, 36, T', h, w]
             if batched:
                 with branch("cfg_batch"):
@@ -101,6 +116,9 @@ def denoise(transformer, scheduler, latents: torch.Tensor, y: torch.Tensor, text
             v = v_neg + cfg * (v_pos - v_neg) if guided else v_pos
             step_kw = {"generator": generator} if generator is not None else {}
             latents = scheduler.step(v, t, latents, return_dict=False, **step_kw)[0]
+    if timings is not None:
+        sync()
+        timings["first_step_s" if "first_step_s" not in timings else "rest_steps_s"] = time.perf_counter() - t_start
     return latents
 
 

@@ -27,3 +27,22 @@ def test_bench_tiny_sections(tmp_path, capsys):
     table = (tmp_path / "out" / "time_to_video.txt").read_text()
     assert "| fp8 | --fp8-matmul | 2 |" in table
     assert "time to video" in capsys.readouterr().out
+
+
+def test_clean_env_links_only_the_dependency_closure(tmp_path):
+    """bench/clean_env.py: ex4d's requirements resolved through installed metadata, markers evaluated; a
+    ``python -S`` with only that folder imports what ex4d needs and not what it does not pull in."""
+    import subprocess
+    import sys
+
+    clean = runpy.run_path(str(BENCH.parent / "clean_env.py"))
+    found, missing = clean["closure"](["tqdm", "numpy", "pytest; python_version < '3.0'", "not-a-package-xyz"])
+    assert {"tqdm", "numpy"} <= set(found) and "pytest" not in found and missing == ["not-a-package-xyz"]
+    info = clean["build"](tmp_path / "site", extras=())
+    assert "numpy" in info["distributions"] and "pytest" not in info["distributions"] and info["links"] > 0
+    probe = ("import importlib.util as u, numpy, scipy, tqdm; from importlib.metadata import version; "
+             "print(version('numpy'), u.find_spec('pytest') is None)")
+    out = subprocess.run([sys.executable, "-S", "-c", probe], env={"PYTHONPATH": str(tmp_path / "site")},
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[1] == "True"  # pytest is installed here, but not a dependency: not importable

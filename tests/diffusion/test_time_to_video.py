@@ -106,6 +106,9 @@ def test_jobs_load_once_and_each_video_equals_a_cold_run(files, cold, count_load
     rec = json.loads((root / "jobs" / "a.generate.json").read_text())
     t = rec["timings_s"]
     assert {"load", "encode", "denoise", "decode", "write", "wall", "load_detail"} <= set(t) and t["wall"] >= t["load"]
+    st = t["stages"]  # the denoising split into its first step (a new process's tracing) and the others
+    assert st["first_step_s"] > 0 and st["rest_steps_s"] > 0
+    assert st["first_step_s"] + st["rest_steps_s"] <= st["denoise_s"] + 2e-3
     assert rec["jobs"] == 2 and rec["job"]["out"].endswith("a.mp4")
     # a bad job is named before anything loads; a job failing at run time does not stop the others
     (root / "jobs" / "bad.json").write_text(json.dumps([{"color": "nope.mp4", "mask": "../mask.mp4", "out": "c.mp4"}]))
