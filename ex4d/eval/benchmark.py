@@ -39,6 +39,7 @@ Counts and sums are pooled over frames, then over scenes for the summary.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from dataclasses import asdict, dataclass
@@ -195,7 +196,8 @@ def depth_variants(config: BenchmarkConfig) -> list[str]:
 
 
 def _empty_acc() -> dict:
-    keys = ("known", "visible", "correct", "leak_out_of_view", "knowable", "correct_knowable", "has", "known_sse",
+    keys = ("known", "visible", "correct", "leak_out_of_view", "leak_hidden", "leak_misplaced", "leak_empty",
+            "knowable", "correct_knowable", "knowable_unknown", "has", "known_sse",
             "known_n", "fill_sse", "fill_n", "gen_sse", "gen_n",
             "fill_ssim_sum", "fill_ssim_n", "gen_ssim_sum", "gen_ssim_n", "pixels")
     return {k: 0.0 for k in keys}
@@ -234,9 +236,16 @@ def _frame_stats(truth, visible, knowable, color, mask, depth, filled, K_out, w2
         right = (((shown - true_uv) ** 2).sum(-1) <= match_px * match_px) | \
             (np.abs(depth - truth.depth) <= depth_tolerance * truth.depth)
     correct = mask & visible & right
+    wrong = mask & ~correct
     acc.update(known=int(mask.sum()), visible=int(visible.sum()), correct=int(correct.sum()),
-               leak_out_of_view=int((mask & ~correct & truth.has & ~in_view).sum()),
+               leak_out_of_view=int((wrong & truth.has & ~in_view).sum()),
+               # the leak's kinds (with leak_out_of_view they partition it): the true surface was seen by the
+               # source but another or a misplaced one is shown; it was hidden in the source; there is none
+               leak_misplaced=int((wrong & visible).sum()),
+               leak_hidden=int((wrong & ~visible & truth.has & in_view).sum()),
+               leak_empty=int((wrong & ~visible & ~truth.has).sum()),
                knowable=int(knowable.sum()), correct_knowable=int((correct & knowable).sum()),
+               knowable_unknown=int((knowable & ~mask).sum()),
                has=int(truth.has.sum()), pixels=int(mask.size))
     acc["known_sse"], acc["known_n"] = M.squared_error(color, truth.rgb, mask)
     if filled is not None:
@@ -263,6 +272,12 @@ def ratio(acc: dict) -> dict:
         "recall": _div(acc["correct"], acc["visible"]),
         "knowable_share": _div(acc["knowable"], acc["visible"]),
         "recall_knowable": _div(acc["correct_knowable"], acc["knowable"]),
+        # where the leak and the lost knowable pixels come from (NaN in reports written before these counts)
+        "leak_misplaced": _div(acc.get("leak_misplaced", math.nan), acc["known"]),
+        "leak_hidden": _div(acc.get("leak_hidden", math.nan), acc["known"]),
+        "lost_unknown": _div(acc.get("knowable_unknown", math.nan), acc["knowable"]),
+        "lost_wrong": _div(acc["knowable"] - acc["correct_knowable"] - acc.get("knowable_unknown", math.nan),
+                           acc["knowable"]),
         "known_share": _div(acc["known"], acc["pixels"]),
         "visible_share": _div(acc["visible"], acc["pixels"]),
         "known_psnr": M.psnr_from_mse(_div(acc["known_sse"], acc["known_n"])),

@@ -225,6 +225,17 @@ def benchmark_markdown(report: dict) -> str:
                                                  ("recall %", "recall", ".1f", 100),
                                                  ("recall of knowable %", "recall_knowable", ".1f", 100),
                                                  ("known PSNR", "known_psnr", ".2f", 1)], False)
+    if all("leak_hidden" in r.get("counts", {}) for r in report["summary"]):
+        lines += ["", "### Where the leak and the lost recall come from", "",
+                  "Shares of the known pixels: **misplaced** (the source saw the true surface, the render shows "
+                  "another surface or this one in the wrong place: depth errors, surfaces between pixel samples) "
+                  "and **hidden** (the true surface was hidden in the source: a known face covers a disocclusion); "
+                  "the rest of the leak lies outside the source's view. Shares of the knowable pixels: **lost as "
+                  "unknown** (flagged, a criterion's or a guard's cost) and **lost as wrong** (shown, but wrong).", ""]
+        lines += _table(report["summary"], methods, [("misplaced %", "leak_misplaced", ".2f", 100),
+                                                     ("hidden %", "leak_hidden", ".2f", 100),
+                                                     ("lost as unknown %", "lost_unknown", ".1f", 100),
+                                                     ("lost as wrong %", "lost_wrong", ".1f", 100)], False)
     know = {(r["depth"], r["range"]): r["knowable_share"] for r in report["summary"]}
     if know:
         lines += ["", "Knowable share of the truly visible pixels per range: " + ", ".join(

@@ -105,6 +105,13 @@ def test_tiny_benchmark_numbers_are_sane(tiny_report):
         assert r["counts"]["correct"] <= min(r["counts"]["known"], r["counts"]["visible"])
         assert r["counts"]["correct_knowable"] <= r["counts"]["knowable"] <= r["counts"]["visible"]
         assert 0 <= r["leak_in_view"] <= r["leak"] and r["recall_knowable"] >= r["recall"] - 1e-9
+        # the leak's kinds partition it; the lost knowable pixels are either flagged or shown wrong
+        c = r["counts"]
+        assert c["leak_misplaced"] + c["leak_hidden"] + c["leak_out_of_view"] + c["leak_empty"] == c["known"] - c["correct"]
+        assert math.isclose(r["leak_misplaced"] + r["leak_hidden"], r["leak_in_view"] - c["leak_empty"] / c["known"],
+                            abs_tol=1e-12)
+        assert math.isclose(r["lost_unknown"] + r["lost_wrong"], 1 - r["recall_knowable"], abs_tol=1e-12)
+        assert r["lost_unknown"] >= 0 and r["lost_wrong"] >= 0
     # exact depth: the angle filter hardly leaks, and keeps most of what is visible (at ±90° and 96 px, a
     # stretched face where the ball touches the floor passes the per-face angle test: ~2% of the known pixels)
     for rng in ("0-60", "-90-90"):
@@ -138,6 +145,7 @@ def test_benchmark_report_files(tiny_report, tmp_path):
     md = paths["md"].read_text()
     assert "| depth | range | leak % angle:face | leak % original | leak % ours |" in md
     assert "recall of knowable % ours" in md and "## Flag flicker on still scenes" in md
+    assert "### Where the leak and the lost recall come from" in md and "lost as unknown % ours" in md
     assert "-90…90°" in md and "## Fill (classical)" in md
     if have_matplotlib():
         assert {p.name for p in paths["plots"]} == {"mask_quality.png", "fill.png", "leak_vs_yaw.png"}
