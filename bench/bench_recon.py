@@ -1,7 +1,7 @@
 """Recon benchmark: DW-Mesh build + render, ms/frame per kernel, on the example scene.
 
     python bench/bench_recon.py [--frames 49] [--size 512] [--trajectory ex4d-90] [--torch-cpu-frames 3]
-                                [--filters grazing step] [--variants exact fatten2+blur2.5+noise1] [--json out.json]
+                                [--filters grazing step step+nocover] [--variants exact fatten2+blur2.5+noise1] [--json out.json]
 
 For every (mesh filter, depth variant) it prints one row per kernel (numba; torch on CPU, the reference; torch on
 CUDA when present) and the clip API (all frames in one call, on the GPU without host round trips), with the
@@ -53,7 +53,8 @@ def main():
     ap.add_argument("--trajectory", default="ex4d-90")
     ap.add_argument("--torch-cpu-frames", type=int, default=3, help="frames for the slow CPU reference")
     ap.add_argument("--filters", nargs="+", default=["grazing", "step"],
-                    help="mesh filters to time; the first is the baseline of the 'vs baseline' column")
+                    help="mesh filters to time, each FILTER or FILTER+nocover (its cover faces off); the first is "
+                         "the baseline of the 'vs baseline' column")
     ap.add_argument("--variants", nargs="+", default=["exact", "fatten2+blur2.5+noise1"],
                     help="depth variants (ex4d.eval.degrade names) of the example's exact depth")
     ap.add_argument("--json", help="write the results here (default: $OUT/bench_recon.json when OUT is set)")
@@ -85,7 +86,8 @@ def main():
         depth = scene.depth if vname == "exact" else degrade(scene.depth, vname, labels, seed=0)
         far = default_far(depth)
         for filt in args.filters:
-            cfg = MeshConfig(filter=filt)
+            fname, _, extra = filt.partition("+")
+            cfg = MeshConfig(filter=fname, cover="off" if extra == "nocover" else "auto")
 
             def run(name, backend, n, device=None):
                 t0 = time.perf_counter()

@@ -121,6 +121,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--soft", choices=["auto", "on", "off"], default=S,
                    help="step filter: also drop faces seen at grazing angles (the grazing test) on soft, "
                         "estimated depth: auto (default: where most depth steps are ramps), on, off")
+    g.add_argument("--cover", choices=["auto", "on", "off"], default=S,
+                   help="occluded faces also occlude at their nearest corner's depth, so a surface that may reach "
+                        "past its last pixel hides what is behind it: auto (default: with --filter step), on, off")
     g.add_argument("--step-min-angle", type=float, default=S,
                    help="step filter: smallest break, as an angle from the viewing ray in degrees (45)")
     g.add_argument("--min-angle", type=float, default=S, help="angle filter threshold in degrees (2.5)")
@@ -288,7 +291,7 @@ def _run_config(args: argparse.Namespace, with_fill: bool):
     mesh = dict(recon.get("mesh", {}))
     for flag, key in (("filter", "filter"), ("min_angle", "min_angle_deg"), ("grazing", "grazing_deg"),
                       ("alpha_mode", "alpha_mode"), ("sharpen", "sharpen"), ("soft", "soft_mode"),
-                      ("step_min_angle", "step_min_deg")):
+                      ("cover", "cover"), ("step_min_angle", "step_min_deg")):
         if flag in a:
             mesh[key] = a[flag]
     if "backend" in a:

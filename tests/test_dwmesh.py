@@ -15,9 +15,14 @@ def test_mesh_is_closed_and_counts(shape):
     depth = rng.uniform(1, 3, (H, W))
     rgb = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
     K = default_intrinsics(W, H)
-    mesh = build_dwmesh(rgb, depth, K, config=MeshConfig(sharpen="none"))
+    with_cover = build_dwmesh(rgb, depth, K, config=MeshConfig(sharpen="none"))
+    n_occ = int(with_cover.occluded[: with_cover.num_grid_faces].sum())
+    assert with_cover.num_cover == n_occ  # each occluded grid face has a cover face
+    assert with_cover.vertices.shape == (H * W + 2 * (H + W) + 5 + 3 * n_occ, 3)
+    mesh = with_cover.without_cover()
     assert mesh.vertices.shape == (H * W + 2 * (H + W) + 5, 3)
     assert mesh.faces.dtype == np.int32 and mesh.occluded.shape == (mesh.faces.shape[0],)
+    assert np.array_equal(mesh.faces, build_dwmesh(rgb, depth, K, config=MeshConfig(sharpen="none", cover="off")).faces)
     tm = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
     assert tm.is_watertight and tm.is_winding_consistent and tm.is_volume
     assert tm.volume > 0
@@ -115,9 +120,10 @@ def test_bad_inputs():
 def test_export_ply(tmp_path):
     rgb, depth = box_on_plane(8, 10)
     m = build_dwmesh(rgb, depth, default_intrinsics(10, 8))
-    export_ply(m, tmp_path / "m.ply")
+    assert m.num_cover > 0
+    export_ply(m, tmp_path / "m.ply")  # the closed mesh, without its cover faces
     tm = trimesh.load(tmp_path / "m.ply", process=False)
-    assert tm.vertices.shape[0] == m.vertices.shape[0] and tm.is_watertight
+    assert tm.vertices.shape[0] == m.vertices.shape[0] - 3 * m.num_cover and tm.is_watertight
     np.testing.assert_array_equal(tm.visual.vertex_colors[:80, :3].reshape(8, 10, 3), rgb)
 
 
@@ -157,9 +163,57 @@ def test_cli_mesh_flags_reach_the_config():
     from ex4d.cli import _run_config, build_parser
 
     args = build_parser().parse_args(["recon", "--example", "--out", "x", "--filter", "step", "--sharpen", "none",
-                                      "--soft", "off", "--step-min-angle", "50"])
+                                      "--soft", "off", "--step-min-angle", "50", "--cover", "off"])
     mesh = _run_config(args, with_fill=False).recon.mesh
     assert (mesh.filter, mesh.sharpen, mesh.soft_mode, mesh.step_min_deg) == ("step", "none", "off", 50.0)
+    assert mesh.cover == "off" and not mesh.use_cover
     args = build_parser().parse_args(["recon", "--example", "--out", "x", "--filter", "angle"])
     mesh = _run_config(args, with_fill=False).recon.mesh
     assert mesh.filter == "angle" and mesh.sharpen_mode == "none"   # the original's rule stays as it was
+    assert not mesh.use_cover                                       # … and its geometry too
+    args = build_parser().parse_args(["recon", "--example", "--out", "x", "--filter", "angle", "--cover", "on"])
+    assert _run_config(args, with_fill=False).recon.mesh.use_cover
+
+
+def test_cover_faces_sit_at_the_nearest_corner_and_hide_the_unsampled_wedge():
+    """A near square seen head-on over a far wall: each occluded face's cover corners lie on their own pixel
+    rays at the face's smallest depth; from the side, a ray that passes in front of the slanted step faces,
+    through the wedge between the square's last pixel and the wall's first, is unknown with covers (the
+    square may reach into that wedge) and shows the wall without them."""
+    from ex4d.render import render_mesh
+
+    H = W = 48
+    depth = np.full((H, W), 3.0)
+    depth[16:32, 16:32] = 2.0
+    rgb = np.full((H, W, 3), 200, np.uint8)
+    K = default_intrinsics(W, H)
+    m = build_dwmesh(rgb, depth, K)
+    occ = np.nonzero(m.occluded[: m.num_grid_faces])[0]
+    assert m.num_cover == occ.size > 0
+    cover = m.vertices[-3 * m.num_cover:].reshape(-1, 3, 3).astype(np.float64)
+    corners = m.faces[occ]
+    zmin = depth.reshape(-1)[corners].min(axis=1)
+    np.testing.assert_allclose(cover[..., 2], np.repeat(zmin[:, None], 3, 1), rtol=1e-6)
+    u, v = corners % W, corners // W  # still on each corner's pixel ray
+    np.testing.assert_allclose(cover[..., 0] / cover[..., 2], (u - K[0, 2]) / K[0, 0], atol=1e-6)
+    np.testing.assert_allclose(cover[..., 1] / cover[..., 2], (v - K[1, 2]) / K[1, 1], atol=1e-6)
+    assert m.occluded[-m.num_cover:].all() and not m.colors[-3 * m.num_cover:].any()
+    off = build_dwmesh(rgb, depth, K, config=MeshConfig(cover="off"))
+    from ex4d.eval.benchmark import range_cameras
+
+    for yaw in (-40.0, 20.0):
+        w2c = range_cameras(yaw, yaw, 1, 2.2, 0.0)[0][0]
+        on_r, off_r = render_mesh(m, K, w2c, backend="numba"), render_mesh(off, K, w2c, backend="numba")
+        assert (on_r.mask <= off_r.mask).all()  # covers only ever hide
+        hidden = off_r.mask & ~on_r.mask
+        assert hidden.sum() > 5
+        # and what they hide is wall seen past the square's edge, never the square itself
+        src_z = off.vertices[off.faces[off_r.face_id[hidden]], 2]
+        np.testing.assert_allclose(src_z, 3.0, rtol=1e-6)
+    # the GPU-path twin renders the same pixels
+    torch = pytest.importorskip("torch")
+    from ex4d.render.torch_mesh import build_dwmesh_torch, render_torch
+
+    tm = build_dwmesh_torch(torch.from_numpy(rgb[None]), torch.from_numpy(depth[None]), K, m.far, MeshConfig())
+    color, mask, _, _ = render_torch(tm, K[None], w2c[None], H, W)
+    assert np.array_equal(mask[0].numpy(), on_r.mask)

@@ -172,6 +172,8 @@ def build_dwmesh_torch(rgb: torch.Tensor, depth: torch.Tensor, K, far: float, co
 
     faces = _faces(H, W, dev)
     n_grid = 2 * (H - 1) * (W - 1)
+    if config.use_cover:
+        vertices, colors, faces = _add_cover(vertices, colors, faces, d64, grid_occ, K)
     occluded = torch.ones((B, faces.shape[0]), dtype=torch.bool, device=dev)
     occluded[:, :n_grid] = grid_occ
     alpha = None
@@ -181,6 +183,36 @@ def build_dwmesh_torch(rgb: torch.Tensor, depth: torch.Tensor, K, far: float, co
             alpha[b, faces[occluded[b]].reshape(-1)] = 0.0
         colors = colors * alpha[..., None]
     return TorchMesh(vertices, faces, colors, occluded, alpha, n_grid)
+
+
+def _add_cover(vertices, colors, faces, d64, grid_occ, K):
+    """Vertices, colours and faces with the cover faces (:func:`ex4d.dwmesh.cover_vertices`) appended.
+
+    The topology is shared by the batch, so every grid face occluded in *some* frame gets a cover face, in
+    grid order (the numba mesh's order); in a frame where that face is not occluded its three corners are
+    one point, a degenerate triangle the rasterizer culls. The live cover faces of each frame are then the
+    numba mesh's, in the same relative order, so both give the same pixels.
+    """
+    dev = d64.device
+    B, H, W = d64.shape
+    n_grid = grid_occ.shape[1]
+    union = torch.nonzero(grid_occ.any(0), as_tuple=True)[0]
+    if not union.numel():
+        return vertices, colors, faces
+    tri = faces[:n_grid][union]                                    # [N, 3] grid vertex indices
+    idx = tri.reshape(-1)
+    z = d64.reshape(B, -1)[:, idx].reshape(B, -1, 3).amin(-1).repeat_interleave(3, dim=1)  # [B, 3N]
+    u = (idx % W).to(torch.float64)
+    v = torch.div(idx, W, rounding_mode="floor").to(torch.float64)
+    fx, fy = (torch.tensor(float(K[i, i]), dtype=torch.float64, device=dev) for i in (0, 1))
+    cx, cy = float(K[0, 2]), float(K[1, 2])
+    cover = torch.stack([(u - cx) / fx * z, (v - cy) / fy * z, z], -1).to(torch.float32)  # [B, 3N, 3]
+    live = grid_occ[:, union].repeat_interleave(3, dim=1)         # [B, 3N]
+    cover = torch.where(live[..., None], cover, torch.zeros((), dtype=torch.float32, device=dev))
+    base = vertices.shape[1]
+    new_faces = base + torch.arange(3 * union.numel(), device=dev, dtype=faces.dtype).reshape(-1, 3)
+    return (torch.cat([vertices, cover], 1), torch.cat([colors, torch.zeros_like(cover)], 1),
+            torch.cat([faces, new_faces]))
 
 
 def _transform_batch(verts: torch.Tensor, w2c: torch.Tensor) -> torch.Tensor:
