@@ -152,19 +152,29 @@ def test_right_eye_of_an_analytic_scene_matches_its_exact_render():
         shared = known & in_left & ~E
         assert shared.mean() > 0.8
         assert np.abs(uv_ours[..., 0] - uv_true[..., 0])[shared].max() <= 0.5
-        # unknown pixels are the band the baseline opens (the truth's band, or a depth edge, give or take 1 px)
+        # unknown pixels are the band the baseline opens (the truth's band give or take 1 px), or lie within 1 px
+        # of a depth step of ≥ 2 % (the cover faces also hide the unsampled source pixel beside each step)
         band = ~in_left
         unknown = ~known
-        assert (unknown & ~(_dilate(band, 1) | E)).sum() <= 0.02 * unknown.sum()
+        steps2 = np.zeros_like(known)
+        for ax in (0, 1):
+            step = np.abs(np.diff(lz, axis=ax)) > 0.02
+            sl = [slice(None)] * 2
+            sl[ax] = slice(1, None)
+            steps2[tuple(sl)] |= step
+            sl[ax] = slice(None, -1)
+            steps2[tuple(sl)] |= step
+        assert (unknown & ~(_dilate(band, 1) | E | _dilate(steps2, 1))).sum() <= 0.02 * unknown.sum()
         bands.append(band.mean())
         unknowns.append(unknown.mean())
     assert max(raw_leaks) < 0.01  # edge pixels included
     # thin: a few percent of the frame, of the order of the true band
     assert max(unknowns) < 0.06 and np.mean(unknowns) <= 2.0 * np.mean(bands) + 0.005
-    # and it shrinks with the baseline
+    # and it shrinks with the baseline (down to the cover faces' pixel beside each step, which stays: without
+    # them a quarter of the baseline left 0.7 % unknown here, and the full one leaked 84–132 px per frame)
     g_small = stereo_geometry([f.depth for f in frames], StereoConfig(ipd=g.ipd / 4))
     small = render_right_eye(frames[:1], g_small, StereoConfig(window=0), progress=False)
-    assert (~small.known[0]).mean() < 0.5 * unknowns[0]
+    assert (~small.known[0]).mean() < 0.75 * unknowns[0]
 
 
 def test_fill_right_eye_classical_keeps_what_the_left_eye_saw():
