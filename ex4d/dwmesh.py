@@ -440,6 +440,31 @@ def cover_vertices(depth: np.ndarray, faces: np.ndarray, K: np.ndarray) -> np.nd
                            np.ascontiguousarray(K, dtype=np.float64))
 
 
+def with_cover(mesh: DWMesh) -> DWMesh:
+    """``mesh`` (built with ``cover="off"``) plus a cover face per occluded grid face, from its own vertices.
+
+    For a mesh whose flags or grid vertices were changed after it was built (the stereo eye's): each corner
+    of an occluded grid face is scaled along its ray (through the camera centre) to the face's smallest z.
+    """
+    check(mesh.num_cover == 0, "with_cover: the mesh already has cover faces")
+    n_grid = mesh.num_grid_faces
+    occ_faces = mesh.faces[np.flatnonzero(mesh.occluded[:n_grid])]
+    n = occ_faces.shape[0]
+    if n == 0:
+        return mesh
+    corners = mesh.vertices[occ_faces].astype(np.float64)                    # [n, 3, 3]
+    z = corners[..., 2]
+    cover = (corners * (z.min(axis=1, keepdims=True) / z)[..., None]).reshape(-1, 3).astype(np.float32)
+    base = mesh.vertices.shape[0]
+    alpha = mesh.vertex_alpha
+    return dataclasses.replace(
+        mesh, vertices=np.concatenate([mesh.vertices, cover]),
+        colors=np.concatenate([mesh.colors, np.zeros((3 * n, 3), np.float32)]),
+        faces=np.concatenate([mesh.faces, (base + np.arange(3 * n, dtype=np.int32)).reshape(-1, 3)]),
+        occluded=np.concatenate([mesh.occluded, np.ones(n, dtype=bool)]), num_cover=n,
+        vertex_alpha=None if alpha is None else np.concatenate([alpha, np.zeros(3 * n, np.float32)]))
+
+
 def build_dwmesh(rgb: np.ndarray, depth: np.ndarray, K: np.ndarray, far: float | None = None,
                  config: MeshConfig | None = None) -> DWMesh:
     """The DW-Mesh of one frame.

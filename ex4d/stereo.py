@@ -49,6 +49,7 @@ from typing import Sequence
 import numpy as np
 
 from .cameras import check_intrinsics, check_w2c, invert_w2c
+from .dwmesh import with_cover
 from .errors import Ex4dError, check
 from .lift import LiftConfig, LiftedFrame, lifted_mesh, render_lifted
 
@@ -216,7 +217,8 @@ def eye_mesh(frame: LiftedFrame, ipd: float, lift_config: LiftConfig | None = No
     padded = LiftedFrame(rgb=np.pad(frame.rgb, ((1, 1), (1, 1), (0, 0)), mode="edge"),
                          depth=np.pad(frame.depth, 1, mode="edge"), measured=np.pad(frame.measured, 1),
                          K=Kp, w2c=frame.w2c)
-    mesh = lifted_mesh(padded, config=lift_config)
+    # covers are added once the eye's own flags are decided (below), for exactly those faces
+    mesh = lifted_mesh(padded, config=replace(lift_config, mesh=replace(lift_config.mesh, cover="off")))
     Hp, Wp = H + 2, W + 2
     verts = mesh.vertices.copy()
     grid = verts[: Hp * Wp].reshape(Hp, Wp, 3)
@@ -233,7 +235,8 @@ def eye_mesh(frame: LiftedFrame, ipd: float, lift_config: LiftConfig | None = No
     disp = frame.K[0, 0] * ipd / z  # disparity of every grid vertex (the convergence shift is common to all)
     opened = _opening_runs(mesh.occluded[:n].reshape(2, Hp - 1, Wp - 1).any(axis=0), disp, gap_px)
     occluded[:n] = np.tile(opened.ravel(), 2)
-    return replace(mesh, vertices=verts, occluded=occluded)
+    mesh = replace(mesh, vertices=verts, occluded=occluded)
+    return with_cover(mesh) if lift_config.mesh.use_cover else mesh
 
 
 def _opening_runs(flagged: np.ndarray, disp: np.ndarray, gap_px: float) -> np.ndarray:

@@ -217,3 +217,25 @@ def test_cover_faces_sit_at_the_nearest_corner_and_hide_the_unsampled_wedge():
     tm = build_dwmesh_torch(torch.from_numpy(rgb[None]), torch.from_numpy(depth[None]), K, m.far, MeshConfig())
     color, mask, _, _ = render_torch(tm, K[None], w2c[None], H, W)
     assert np.array_equal(mask[0].numpy(), on_r.mask)
+
+
+def test_with_cover_adds_the_covers_of_the_final_flags():
+    """``with_cover`` (for meshes whose flags change after building, as the stereo eye's) gives the covers that
+    ``build_dwmesh`` builds itself, for exactly the occluded grid faces the mesh has then."""
+    import dataclasses
+
+    from ex4d.dwmesh import with_cover
+
+    rgb, depth = box_on_plane(32, 40)
+    K = default_intrinsics(40, 32)
+    built = build_dwmesh(rgb, depth, K)
+    plain = build_dwmesh(rgb, depth, K, config=MeshConfig(cover="off"))
+    added = with_cover(plain)
+    assert added.num_cover == built.num_cover > 0
+    assert np.array_equal(added.faces, built.faces) and np.array_equal(added.occluded, built.occluded)
+    np.testing.assert_allclose(added.vertices, built.vertices, rtol=1e-6, atol=1e-6)
+    with pytest.raises(Ex4dError, match="already"):
+        with_cover(built)
+    fewer = plain.occluded.copy()
+    fewer[: plain.num_grid_faces] = False  # every grid face valid: no covers
+    assert with_cover(dataclasses.replace(plain, occluded=fewer)).num_cover == 0
