@@ -58,8 +58,8 @@ of the strip, through that unsampled wedge, and show the far surface where the n
 occluded grid face therefore gets a copy with all three corners moved along their pixel rays to the face's
 smallest depth z_min = min(z_a, z_b, z_c): (x, y, z) = ((u − cx)/fx, (v − cy)/fy, 1)·z_min, flagged occluded.
 The copy covers the wedge at the near side's depth, so what lies behind it renders as unknown. On the
-benchmark's exact-depth scenes it cuts the leak about 5× (0.11–0.15 % → 0.02–0.03 %) for 0.35–0.4 points
-of the knowable set. Cover faces come after every other face (ids ≥ the topology's), never count as scene
+benchmark's exact-depth scenes it cuts the leak from 0.11–0.16 % to 0.01–0.08 % of the known pixels for
+0.3–0.5 points of the knowable set (README, DW-Mesh and rendering). Cover faces come after every other face (ids ≥ the topology's), never count as scene
 surface, and are left out of exports (``DWMesh.num_cover``).
 
 ``alpha_mode="vertex"`` reproduces the original's masking: instead of
