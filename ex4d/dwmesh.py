@@ -59,8 +59,9 @@ occluded grid face therefore gets a copy with all three corners moved along thei
 smallest depth z_min = min(z_a, z_b, z_c): (x, y, z) = ((u − cx)/fx, (v − cy)/fy, 1)·z_min, flagged occluded.
 The copy covers the wedge at the near side's depth, so what lies behind it renders as unknown. On the
 benchmark's exact-depth scenes it cuts the leak from 0.11–0.16 % to 0.01–0.08 % of the known pixels for
-0.3–0.5 points of the knowable set (README, DW-Mesh and rendering). Cover faces come after every other face (ids ≥ the topology's), never count as scene
-surface, and are left out of exports (``DWMesh.num_cover``).
+0.3–0.5 points of the knowable set (README, DW-Mesh and rendering). Cover faces come after every other
+face (ids ≥ the topology's), never count as scene surface, and are left out of exports
+(``DWMesh.num_cover``).
 
 ``alpha_mode="vertex"`` reproduces the original's masking: instead of
 per-face flags, every vertex of an occluded face gets alpha 0 (and colour 0),
@@ -417,12 +418,12 @@ def _cover_vertices(depth, faces, K):  # pragma: no cover - compiled
     N = faces.shape[0]
     out = np.empty((3 * N, 3), dtype=np.float32)
     for n in prange(N):
-        z = min(depth[faces[n, 0] // W, faces[n, 0] % W],
-                min(depth[faces[n, 1] // W, faces[n, 1] % W], depth[faces[n, 2] // W, faces[n, 2] % W]))
+        z = np.inf
         for k in range(3):
-            idx = faces[n, k]
-            i = idx // W
-            j = idx - i * W
+            z = min(z, depth[faces[n, k] // W, faces[n, k] % W])
+        for k in range(3):
+            i = faces[n, k] // W
+            j = faces[n, k] % W
             out[3 * n + k, 0] = (j - cx) / fx * z
             out[3 * n + k, 1] = (i - cy) / fy * z
             out[3 * n + k, 2] = z
@@ -440,6 +441,26 @@ def cover_vertices(depth: np.ndarray, faces: np.ndarray, K: np.ndarray) -> np.nd
                            np.ascontiguousarray(K, dtype=np.float64))
 
 
+def _append_cover(mesh: DWMesh, corners: np.ndarray) -> DWMesh:
+    """``mesh`` with cover faces appended: ``corners`` [3·n, 3] float32, one triple per occluded grid face."""
+    n = corners.shape[0] // 3
+    if n == 0:
+        return mesh
+    base = mesh.vertices.shape[0]
+    alpha = mesh.vertex_alpha
+    return dataclasses.replace(
+        mesh, vertices=np.concatenate([mesh.vertices, corners]),
+        colors=np.concatenate([mesh.colors, np.zeros((3 * n, 3), np.float32)]),
+        faces=np.concatenate([mesh.faces, (base + np.arange(3 * n, dtype=np.int32)).reshape(-1, 3)]),
+        occluded=np.concatenate([mesh.occluded, np.ones(n, dtype=bool)]), num_cover=n,
+        vertex_alpha=None if alpha is None else np.concatenate([alpha, np.zeros(3 * n, np.float32)]))
+
+
+def _occluded_grid_faces(mesh: DWMesh) -> np.ndarray:
+    """The occluded grid faces [n, 3] of ``mesh`` (grid faces come first)."""
+    return mesh.faces[np.flatnonzero(mesh.occluded[: mesh.num_grid_faces])]
+
+
 def with_cover(mesh: DWMesh) -> DWMesh:
     """``mesh`` (built with ``cover="off"``) plus a cover face per occluded grid face, from its own vertices.
 
@@ -447,22 +468,10 @@ def with_cover(mesh: DWMesh) -> DWMesh:
     of an occluded grid face is scaled along its ray (through the camera centre) to the face's smallest z.
     """
     check(mesh.num_cover == 0, "with_cover: the mesh already has cover faces")
-    n_grid = mesh.num_grid_faces
-    occ_faces = mesh.faces[np.flatnonzero(mesh.occluded[:n_grid])]
-    n = occ_faces.shape[0]
-    if n == 0:
-        return mesh
-    corners = mesh.vertices[occ_faces].astype(np.float64)                    # [n, 3, 3]
+    corners = mesh.vertices[_occluded_grid_faces(mesh)].astype(np.float64)  # [n, 3, 3]
     z = corners[..., 2]
-    cover = (corners * (z.min(axis=1, keepdims=True) / z)[..., None]).reshape(-1, 3).astype(np.float32)
-    base = mesh.vertices.shape[0]
-    alpha = mesh.vertex_alpha
-    return dataclasses.replace(
-        mesh, vertices=np.concatenate([mesh.vertices, cover]),
-        colors=np.concatenate([mesh.colors, np.zeros((3 * n, 3), np.float32)]),
-        faces=np.concatenate([mesh.faces, (base + np.arange(3 * n, dtype=np.int32)).reshape(-1, 3)]),
-        occluded=np.concatenate([mesh.occluded, np.ones(n, dtype=bool)]), num_cover=n,
-        vertex_alpha=None if alpha is None else np.concatenate([alpha, np.zeros(3 * n, np.float32)]))
+    return _append_cover(mesh, (corners * (z.min(axis=1, keepdims=True) / z)[..., None]).reshape(-1, 3)
+                         .astype(np.float32))
 
 
 def build_dwmesh(rgb: np.ndarray, depth: np.ndarray, K: np.ndarray, far: float | None = None,
@@ -515,23 +524,16 @@ def build_dwmesh(rgb: np.ndarray, depth: np.ndarray, K: np.ndarray, far: float |
     occluded = np.ones(faces.shape[0], dtype=bool)
     occluded[:n_grid] = grid_occ
 
-    num_cover = 0
-    if config.use_cover:
-        occ_faces = faces[np.flatnonzero(grid_occ)]  # (grid faces come first)
-        num_cover = occ_faces.shape[0]
-        cover = cover_vertices(d64, occ_faces, K)
-        base = vertices.shape[0]
-        vertices = np.concatenate([vertices, cover])
-        colors = np.concatenate([colors, np.zeros((3 * num_cover, 3), colors.dtype)])
-        faces = np.concatenate([faces, (base + np.arange(3 * num_cover, dtype=np.int32)).reshape(-1, 3)])
-        occluded = np.concatenate([occluded, np.ones(num_cover, dtype=bool)])
     alpha = None
     if config.alpha_mode == "vertex":
         alpha = np.ones(vertices.shape[0], dtype=np.float32)
         alpha[faces[occluded].ravel()] = 0.0
         colors = colors * alpha[:, None]
-    return DWMesh(vertices=vertices, faces=faces, colors=colors.astype(np.float32), occluded=occluded,
-                  height=H, width=W, far=float(far), vertex_alpha=alpha, num_cover=num_cover)
+    mesh = DWMesh(vertices=vertices, faces=faces, colors=colors.astype(np.float32), occluded=occluded,
+                  height=H, width=W, far=float(far), vertex_alpha=alpha)
+    if config.use_cover:
+        mesh = _append_cover(mesh, cover_vertices(d64, _occluded_grid_faces(mesh), K))
+    return mesh
 
 
 def export_ply(mesh: DWMesh, path) -> None:
